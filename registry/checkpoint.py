@@ -1,0 +1,458 @@
+"""Safetensors checkpoints without torch: read, write, shard, hash.
+
+A checkpoint is one `.safetensors` file or a folder holding `model.safetensors` or shards listed
+by a Hugging Face `*.safetensors.index.json`. Tensors are handled as raw little-endian bytes
+(memory-mapped on read), so bf16 and every other dtype pass through untouched and the registry
+never needs torch.
+
+The weight hash is canonical: it covers each tensor's name, dtype, shape and bytes in name order,
+so the same weights hash the same however they are sharded or ordered inside files.
+
+Example:
+    >>> ckpt = open_checkpoint("model_dir")           # file or sharded folder
+    >>> ckpt.specs["vision.conv.weight"].shape
+    >>> weight_hash(ckpt)
+    'sha256:...'
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import mmap
+import os
+import re
+import struct
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from registry.errors import corrupt, invalid, not_found
+
+INDEX_SUFFIX = ".safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+INDEX_NAME = "model" + INDEX_SUFFIX
+
+DTYPE_SIZES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Where one tensor lives: its dtype code (safetensors spelling), shape, file and byte range."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: str = ""
+    offset: int = 0  # absolute offset in `file`
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_SIZES[self.dtype]
+
+
+class Checkpoint:
+    """An opened checkpoint: `specs` maps name -> TensorSpec; `read(name)` gives its bytes.
+
+    Use as a context manager (or call `close()`) to release the memory maps.
+    """
+
+    def __init__(self, path: Path, specs: dict[str, TensorSpec], files: list[Path], metadata: dict[str, str]):
+        self.path = path
+        self.specs = specs
+        self.files = files
+        self.metadata = metadata
+        self._maps: dict[str, mmap.mmap] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        for f in self._handles:
+            f.close()
+        self._maps.clear()
+        self._handles.clear()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.specs)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.nbytes for s in self.specs.values())
+
+    def read(self, name: str) -> memoryview:
+        """The tensor's raw bytes, a zero-copy view into the memory-mapped file."""
+        spec = self.specs[name]
+        if spec.nbytes == 0:
+            return memoryview(b"")
+        m = self._maps.get(spec.file)
+        if m is None:
+            f = open(spec.file, "rb")
+            self._handles.append(f)
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[spec.file] = m
+        return memoryview(m)[spec.offset : spec.offset + spec.nbytes]
+
+    def array(self, name: str) -> np.ndarray:
+        """The tensor as a read-only numpy array (bf16 and fp8 come back as their raw unsigned ints)."""
+        spec = self.specs[name]
+        return np.frombuffer(self.read(name), dtype=numpy_storage_dtype(spec.dtype)).reshape(spec.shape)
+
+
+def numpy_storage_dtype(dtype: str) -> np.dtype:
+    """A numpy dtype with the same bytes: exact for most, raw unsigned ints for BF16 / FP8."""
+    table = {
+        "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
+        "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+        "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
+        "BOOL": "?", "F8_E4M3": "u1", "F8_E5M2": "u1",
+    }
+    return np.dtype(table[dtype])
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def _read_header(file: Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise invalid(f"{file} is not a safetensors file (too short for a header); pass a .safetensors file or a folder of them")
+        (n,) = struct.unpack("<Q", raw)
+        if n == 0 or n > _MAX_HEADER or 8 + n > size:
+            raise invalid(f"{file} is not a safetensors file (bad header length {n}); pass a .safetensors file or a folder of them")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise invalid(f"{file} is not a safetensors file (header is not JSON); pass a .safetensors file or a folder of them") from None
+    if not isinstance(header, dict):
+        raise invalid(f"{file} is not a safetensors file (header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    data_start = 8 + n
+    specs: dict[str, TensorSpec] = {}
+    end_max = 0
+    for name, entry in header.items():
+        try:
+            dtype = entry["dtype"]
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise invalid(f"{file} has a malformed header entry for tensor '{name}'; re-save the checkpoint with safetensors") from None
+        if dtype not in DTYPE_SIZES:
+            raise invalid(f"{file}: tensor '{name}' has unsupported dtype {dtype!r}")
+        spec = TensorSpec(name, dtype, shape, str(file), data_start + begin)
+        if end - begin != spec.nbytes or begin < 0:
+            raise invalid(f"{file}: tensor '{name}' byte range {begin}..{end} does not match dtype {dtype} and shape {list(shape)}")
+        end_max = max(end_max, end)
+        specs[name] = spec
+    if data_start + end_max > size:
+        raise invalid(
+            f"{file} is truncated: its header needs {data_start + end_max} bytes but the file has {size}; copy or download it again"
+        )
+    return specs, {str(k): str(v) for k, v in metadata.items()}
+
+
+def resolve_files(path: str | os.PathLike) -> list[Path]:
+    """The safetensors files that make up the checkpoint at `path` (a file or a folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise not_found(f"checkpoint {p} does not exist; pass a .safetensors file or a folder holding one")
+    if p.is_file():
+        return [p]
+    indexes = sorted(p.glob("*" + INDEX_SUFFIX))
+    if indexes:
+        index = indexes[0] if len(indexes) == 1 else p / INDEX_NAME
+        if not index.exists():
+            raise invalid(f"{p} holds several index files ({', '.join(i.name for i in indexes)}); keep one")
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (KeyError, TypeError, json.JSONDecodeError, AttributeError):
+            raise invalid(f"{index} is not a valid Hugging Face index (needs a 'weight_map'); regenerate it") from None
+        files = []
+        for n in names:
+            if "/" in n or "\\" in n or n.startswith("."):
+                raise invalid(f"{index} names shard {n!r} outside its folder; shards must sit beside the index")
+            if not (p / n).is_file():
+                raise not_found(f"{index} lists shard {n} but {p / n} is missing; copy the whole checkpoint folder")
+            files.append(p / n)
+        return files
+    single = p / SINGLE_NAME
+    if single.is_file():
+        return [single]
+    found = sorted(p.glob("*.safetensors"))
+    if len(found) == 1:
+        return found
+    if not found:
+        raise not_found(f"{p} holds no .safetensors file; pass a checkpoint file or a folder holding one")
+    raise invalid(f"{p} holds several .safetensors files but no {INDEX_NAME}; add the index or pass one file")
+
+
+def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Open the checkpoint at `path` (file or folder) after validating every header.
+
+    Raises RegistryError (not found / invalid) for missing, non-safetensors, truncated or
+    inconsistent inputs, naming the file and the fix.
+    """
+    files = resolve_files(path)
+    specs: dict[str, TensorSpec] = {}
+    metadata: dict[str, str] = {}
+    for f in files:
+        s, m = _read_header(f)
+        for name in s:
+            if name in specs:
+                raise invalid(f"tensor '{name}' appears in both {specs[name].file} and {f}; a checkpoint names each tensor once")
+        specs.update(s)
+        metadata.update(m)
+    return Checkpoint(Path(path), specs, files, metadata)
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def nonfinite_tensors(ckpt: Checkpoint, limit: int = 5) -> list[str]:
+    """Names (at most `limit`) of floating tensors holding NaN or inf."""
+    bad = []
+    for name in ckpt.names:
+        spec = ckpt.specs[name]
+        if spec.dtype not in FLOAT_DTYPES or spec.numel == 0:
+            continue
+        if not bytes_are_finite(ckpt.read(name), spec.dtype):
+            bad.append(name)
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+def bytes_are_finite(buf, dtype: str) -> bool:
+    a = np.frombuffer(buf, dtype=numpy_storage_dtype(dtype))
+    if dtype == "BF16":
+        return not bool(np.any((a & 0x7F80) == 0x7F80))
+    if dtype == "F8_E4M3":  # no inf; NaN is S.1111.111
+        return not bool(np.any((a & 0x7F) == 0x7F))
+    if dtype == "F8_E5M2":
+        return not bool(np.any((a & 0x7C) == 0x7C))
+    return bool(np.isfinite(a).all())
+
+
+# ---------------------------------------------------------------------------------------- hashing
+
+
+def weight_hash(ckpt: Checkpoint) -> str:
+    """Canonical sha256 over (name, dtype, shape, bytes) in name order; sharding does not matter."""
+    h = hashlib.sha256()
+    for name in ckpt.names:
+        spec = ckpt.specs[name]
+        h.update(_spec_line(spec))
+        h.update(ckpt.read(name))
+    return "sha256:" + h.hexdigest()
+
+
+def _spec_line(spec: TensorSpec) -> bytes:
+    return json.dumps([spec.name, spec.dtype, list(spec.shape), spec.nbytes]).encode() + b"\n"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def shard_layout(specs: Iterable[TensorSpec], max_shard_bytes: int | None) -> list[list[TensorSpec]]:
+    """Split tensors, in the given order, into shards of at most `max_shard_bytes` (one shard if None).
+
+    A tensor larger than the limit gets a shard of its own, as Hugging Face does.
+    """
+    shards: list[list[TensorSpec]] = [[]]
+    size = 0
+    for spec in specs:
+        if max_shard_bytes and shards[-1] and size + spec.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += spec.nbytes
+    return shards
+
+
+class CheckpointWriter:
+    """Streams tensors into a safetensors file or sharded folder, then publishes it atomically.
+
+    The layout (names, dtypes, shapes, order) is fixed up front so each header is written first
+    and tensor bytes go straight to disk: memory stays at one tensor, whatever the model size.
+    Nothing appears under `dest` until `commit()`; `abort()` (or an exception inside `with`)
+    removes the temporary files.
+
+    Example:
+        >>> with CheckpointWriter("out", specs, max_shard_bytes=2 << 30) as w:
+        ...     for spec in specs:
+        ...         w.write(spec.name, raw_bytes_for(spec))
+    """
+
+    def __init__(
+        self,
+        dest: str | os.PathLike,
+        specs: list[TensorSpec],
+        max_shard_bytes: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        single_file: bool | None = None,
+    ):
+        self.dest = Path(dest)
+        if self.dest.exists():
+            raise invalid(f"output {self.dest} already exists; choose a new path or remove it first")
+        if not self.dest.parent.exists():
+            raise not_found(f"output folder {self.dest.parent} does not exist; create it first")
+        self.shards = shard_layout(specs, max_shard_bytes)
+        self.single_file = (len(self.shards) == 1 and self.dest.suffix == ".safetensors") if single_file is None else single_file
+        if self.single_file and len(self.shards) > 1:
+            raise invalid(f"{self.dest} is a single file but the layout needs {len(self.shards)} shards; give a folder")
+        self.metadata = dict(metadata or {"format": "pt"})
+        self._order = [s.name for shard in self.shards for s in shard]
+        self._specs = {s.name: s for shard in self.shards for s in shard}
+        self._shard_of = {s.name: i for i, shard in enumerate(self.shards) for s in shard}
+        self._next = 0
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
+        self._shard_names = self._names_for_shards()
+        self._handle = None
+        self._shard_i = -1
+        self._done = False
+
+    def _names_for_shards(self) -> list[str]:
+        if self.single_file:
+            return [self.dest.name]
+        n = len(self.shards)
+        if n == 1:
+            return [SINGLE_NAME]
+        return [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def _open_shard(self, i: int) -> None:
+        if self._handle:
+            self._handle.close()
+        header: dict = {"__metadata__": self.metadata}
+        offset = 0
+        for spec in self.shards[i]:
+            header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+            offset += spec.nbytes
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # keep data 8-byte aligned, as safetensors does
+        self._handle = open(self._tmp / self._shard_names[i], "wb")
+        self._handle.write(struct.pack("<Q", len(blob)))
+        self._handle.write(blob)
+        self._shard_i = i
+
+    def write(self, name: str, data) -> None:
+        """Write the next tensor's raw bytes; tensors must come in layout order."""
+        if self._next >= len(self._order) or self._order[self._next] != name:
+            expected = self._order[self._next] if self._next < len(self._order) else "nothing"
+            raise ValueError(f"tensor {name!r} written out of order; expected {expected!r}")
+        spec = self._specs[name]
+        mv = memoryview(data).cast("B")
+        if mv.nbytes != spec.nbytes:
+            raise ValueError(f"tensor {name!r} has {mv.nbytes} bytes, layout says {spec.nbytes}")
+        shard_i = self._shard_of[name]
+        if shard_i != self._shard_i:
+            self._open_shard(shard_i)
+        self._handle.write(mv)
+        self._next += 1
+
+    def commit(self) -> Path:
+        """Flush, fsync and move the finished checkpoint to `dest` in one rename."""
+        if self._done:
+            return self.dest
+        if self._next != len(self._order):
+            self.abort()
+            raise ValueError(f"checkpoint incomplete: {len(self._order) - self._next} tensors not written")
+        if self._shard_i < 0:  # a checkpoint with no tensors still gets its (empty) file
+            self._open_shard(0)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        self._handle = None
+        for i in range(self._shard_i + 1, len(self.shards)):
+            self._open_shard(i)
+            self._handle.close()
+        if self.single_file:
+            os.replace(self._tmp / self.dest.name, self.dest)
+            os.rmdir(self._tmp)
+        else:
+            if len(self.shards) > 1:
+                weight_map = {s.name: self._shard_names[i] for i, shard in enumerate(self.shards) for s in shard}
+                index = {"metadata": {"total_size": sum(s.nbytes for s in self._specs.values())}, "weight_map": weight_map}
+                (self._tmp / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True))
+            os.rename(self._tmp, self.dest)
+        self._done = True
+        return self.dest
+
+    def abort(self) -> None:
+        if self._handle:
+            self._handle.close()
+            self._handle = None
+        if self._tmp.exists():
+            for f in self._tmp.iterdir():
+                f.unlink()
+            self._tmp.rmdir()
+        self._done = True
+
+
+def save_tensors(
+    dest: str | os.PathLike,
+    tensors: Mapping[str, tuple[str, tuple[int, ...], bytes]],
+    max_shard_bytes: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write `{name: (dtype, shape, raw_bytes)}` as a file (dest ends in .safetensors) or a folder."""
+    specs = [TensorSpec(n, d, tuple(s)) for n, (d, s, _) in sorted(tensors.items())]
+    with CheckpointWriter(dest, specs, max_shard_bytes, metadata) as w:
+        for spec in specs:
+            w.write(spec.name, tensors[spec.name][2])
+    return Path(dest)
+
+
+def iter_tensors(ckpt: Checkpoint) -> Iterator[tuple[TensorSpec, memoryview]]:
+    for name in ckpt.names:
+        yield ckpt.specs[name], ckpt.read(name)
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_plain_name(kind: str, name: str) -> str:
+    """Names become file and ref names: refuse path separators and other surprises."""
+    if not _SAFE_NAME.match(name or "") or ".." in name:
+        raise invalid(f"{kind} name {name!r} is not allowed; use letters, digits, '.', '_' and '-' (no path separators)")
+    return name
