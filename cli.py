@@ -27,8 +27,8 @@ COMMANDS: dict[str, str] = {
     "merge": "retain.commands.merge_cmds:merge_cmd",
     "partitions": "retain.commands.merge_cmds:partitions_cmd",
     "demos": "retain.commands.sim_cmds:demos_group",
-    "pretrain": "retain.commands.sim_cmds:pretrain_cmd",
-    "eval": "retain.commands.sim_cmds:eval_cmd",
+    "pretrain": "retain.commands.policy_cmds:pretrain_cmd",
+    "eval": "retain.commands.policy_cmds:eval_cmd",
     "learn": "retain.commands.learn_cmds:learn_cmd",
     "replay": "retain.commands.learn_cmds:replay_cmd",
 }
