@@ -1,0 +1,1 @@
+"""The versioned skill registry: database, blob store, checkpoints. Never imports torch."""
