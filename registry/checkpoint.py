@@ -377,17 +377,26 @@ class CheckpointWriter:
 
     def write(self, name: str, data) -> None:
         """Write the next tensor's raw bytes; tensors must come in layout order."""
+        self.write_parts(name, (data,))
+
+    def write_parts(self, name: str, parts: Iterable) -> None:
+        """Write the next tensor as consecutive byte pieces, so a huge tensor never sits in memory whole."""
         if self._next >= len(self._order) or self._order[self._next] != name:
             expected = self._order[self._next] if self._next < len(self._order) else "nothing"
             raise ValueError(f"tensor {name!r} written out of order; expected {expected!r}")
         spec = self._specs[name]
-        mv = memoryview(data).cast("B")
-        if mv.nbytes != spec.nbytes:
-            raise ValueError(f"tensor {name!r} has {mv.nbytes} bytes, layout says {spec.nbytes}")
         shard_i = self._shard_of[name]
         if shard_i != self._shard_i:
             self._open_shard(shard_i)
-        self._handle.write(mv)
+        written = 0
+        for part in parts:
+            mv = memoryview(part).cast("B")
+            written += mv.nbytes
+            if written > spec.nbytes:
+                raise ValueError(f"tensor {name!r} has more than the {spec.nbytes} bytes its layout says")
+            self._handle.write(mv)
+        if written != spec.nbytes:
+            raise ValueError(f"tensor {name!r} has {written} bytes, layout says {spec.nbytes}")
         self._next += 1
 
     def commit(self) -> Path:
