@@ -1,0 +1,691 @@
+"""The registry's Python API: open a registry, commit and read versions, scores, demo sets.
+
+Every operation is one session; ORM rows never leave it (callers get registry.records
+dataclasses). A commit stores its blobs first and then makes everything visible in ONE
+transaction (rows, ref compare-and-swap, ref log), so a crash in between leaves only orphan blob
+files that `gc` reclaims.
+
+Example:
+    >>> from registry.api import Registry
+    >>> with Registry.open(home="/tmp/reg", create=True) as reg:
+    ...     v0 = reg.import_base("base.safetensors", name="tiny")
+    ...     reg.checkout("main", "/tmp/work/v0")
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from registry import db, refs
+from registry.config import Locations, redact, resolve_locations
+from registry.errors import RegistryError, corrupt, invalid, invalid_state, not_found, unavailable
+from registry.models import (
+    Blob, DemoSetRow, Folder, FolderFile, LearnRunRow, RefLogRow, RefRow, ScoreRow, SkillRow, VersionRow, utcnow,
+)
+from registry.records import (
+    DemoSet, GcReport, LearnRun, Lineage, LineageEdge, NewLearnRun, NewScore, RefLogEntry, Score, Skill, StoredFile,
+    Version, VersionDetail, VerifyReport,
+)
+from registry.stats import wilson_interval
+from registry.store import BlobStore, FolderManifest, folder_listing
+
+HOWS = ("base-import", "pretrain", "learn", "replay")
+FAULT_PAUSE_ENV = "RETAIN_FAULT_PAUSE_AFTER_BLOBS"  # test hook: seconds to sleep between blobs and commit
+COMMIT_RETRIES = 5
+DEFAULT_GC_GRACE = 3600.0
+
+
+class Registry:
+    """A registry: a database (SQLAlchemy URL) plus a blob store (fsspec URL)."""
+
+    def __init__(self, locations: Locations, engine, store: BlobStore):
+        self.locations = locations
+        self.engine = engine
+        self.store = store
+
+    # ------------------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, home: Optional[str] = None, db_url: Optional[str] = None, store_url: Optional[str] = None,
+             create: bool = False) -> "Registry":
+        """Open (or with create=True, initialise) the registry and bring its schema to head.
+
+        Raises NOT_FOUND when there is no registry and create is False, UNAVAILABLE when the
+        database cannot be reached or the store cannot be written.
+        """
+        loc = resolve_locations(home, db_url, store_url)
+        sqlite_file = loc.sqlite_path
+        if sqlite_file is not None and not create and not sqlite_file.exists():
+            raise not_found(f"no registry at {loc.home if sqlite_file.parent == loc.home else sqlite_file}; run `retain init` (or pass --home / RETAIN_HOME)")
+        store = BlobStore(loc.store_url)
+        if create:
+            try:
+                loc.home.mkdir(parents=True, exist_ok=True)
+                if sqlite_file is not None:
+                    sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise unavailable(f"cannot create registry home {loc.home} ({e}); pass a writable --home") from None
+            store.ensure_exists()
+        engine = db.make_engine(loc.db_url)
+        try:
+            rev = db.current_revision(engine)
+            if rev is None and not create:
+                raise not_found(f"database {redact(loc.db_url)} holds no registry; run `retain init`")
+            if rev != db.SCHEMA_HEAD:
+                db.upgrade(engine)
+        except RegistryError:
+            engine.dispose()
+            raise
+        except Exception as e:  # an unknown revision (newer code wrote it), a broken file, ...
+            engine.dispose()
+            if isinstance(e, OperationalError):
+                raise unavailable(db._unreachable(engine, e)) from None
+            raise invalid_state(f"cannot bring database {redact(loc.db_url)} to schema {db.SCHEMA_HEAD}: {_one_line(e)}") from None
+        return cls(loc, engine, store)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------ reading
+
+    def head(self, ref: str = "main") -> Optional[Version]:
+        with db.read_session(self.engine) as s:
+            vid = s.execute(select(RefRow.version_id).where(RefRow.name == ref)).scalar()
+            return None if vid is None else _version(s, s.get(VersionRow, vid))
+
+    def resolve(self, spec: str) -> Version:
+        """A version by name ("v3") or by ref ("main")."""
+        with db.read_session(self.engine) as s:
+            return _version(s, _resolve_row(s, spec))
+
+    def versions(self) -> list[Version]:
+        return self.lineage().versions
+
+    # ------------------------------------------------------------------------------ committing
+
+    def import_base(self, path: str | os.PathLike, *, name: Optional[str] = None, ref: str = "main",
+                    how: str = "base-import", config: Optional[dict] = None, recipe: Optional[dict] = None,
+                    message: Optional[str] = None) -> Version:
+        """Make a safetensors file or sharded folder the new head of `ref`, as a version with no parent."""
+        from registry.checkpoint import check_plain_name
+
+        if name is not None:
+            check_plain_name("base", name)
+        check_plain_name("ref", ref)
+        current = self.head(ref)
+        full_recipe = {"source": str(Path(path).absolute()), **({"name": name} if name else {}), **(recipe or {})}
+        return self.commit_version(path, parent=None, how=how, ref=ref, expected_head=current.name if current else None,
+                                   config=config, recipe=full_recipe, message=message or f"import {Path(path).name}")
+
+    def commit_version(self, weights_dir: str | os.PathLike, *, parent: Optional[str], how: str, ref: str = "main",
+                       expected_head: Optional[str], config: Optional[dict] = None, recipe: Optional[dict] = None,
+                       learn_run: Optional[NewLearnRun] = None, scores: Sequence[NewScore] = (),
+                       message: str = "") -> Version:
+        """Commit the weights at `weights_dir` as a new version and move `ref` to it.
+
+        Blobs are stored first; then one transaction adds the version, learn run and scores and
+        moves `ref` by compare-and-swap. If `ref` is not at `expected_head` (None: the ref must
+        not exist yet) this raises CONFLICT naming the actual head, and nothing visible changes.
+        """
+        from registry.checkpoint import check_plain_name
+
+        if how not in HOWS:
+            raise invalid(f"how={how!r} is not one of {', '.join(HOWS)}")
+        check_plain_name("ref", ref)
+        for sc in scores:
+            _check_score(sc)
+        if learn_run is not None:
+            check_plain_name("skill", learn_run.skill)
+            _check_alpha(learn_run.alpha)
+        weight_hash, files = _validated_weights(weights_dir)
+        if parent is not None:
+            self.resolve(parent)  # fail before storing anything
+        weights = self.store.put_folder(files)
+        delta = None
+        if learn_run is not None and learn_run.delta_dir is not None:
+            delta = self.store.put_folder(folder_listing(learn_run.delta_dir))
+        _fault_pause()
+
+        def tx(s: Session) -> Version:
+            expected_id = _resolve_row(s, expected_head).id if expected_head is not None else None
+            refs.check_head(s, ref, expected_id, expected_head)
+            parent_row = _resolve_row(s, parent) if parent is not None else None
+            _add_folder(s, weights)
+            number = s.execute(select(func.coalesce(func.max(VersionRow.number), -1))).scalar() + 1
+            row = VersionRow(number=number, parent_id=parent_row.id if parent_row else None, weight_hash=weight_hash,
+                             weights=weights.sha256, how=how, config=config or {}, recipe=recipe or {},
+                             message=message or "", created_at=utcnow())
+            s.add(row)
+            s.flush()  # the unique constraint on number fires here if another commit took it
+            if learn_run is not None:
+                if delta is not None:
+                    _add_folder(s, delta)
+                s.add(_learn_run_row(s, learn_run, parent_row, row, delta))
+            _add_scores(s, row, scores)
+            refs.move(s, ref, expected_id, row.id, action=how, reason=message)
+            s.flush()
+            return _version(s, row)
+
+        return self._write(tx)
+
+    def record_scores(self, version: str, scores: Sequence[NewScore]) -> None:
+        for sc in scores:
+            _check_score(sc)
+
+        def tx(s: Session) -> None:
+            _add_scores(s, _resolve_row(s, version), scores)
+
+        self._write(tx)
+
+    def rollback(self, version: str, ref: str = "main", reason: Optional[str] = None) -> Optional[RefLogEntry]:
+        """Move `ref` back to `version` and record why; deletes nothing. None if already there."""
+
+        def tx(s: Session) -> Optional[RefLogEntry]:
+            current = refs.lock_head(s, ref)
+            if current is None:
+                raise not_found(f"ref '{ref}' does not exist{_known_refs(s)}; see `retain lineage`")
+            target = _resolve_row(s, version)
+            if target.id == current:
+                return None
+            refs.move(s, ref, current, target.id, action="rollback", reason=reason or "")
+            s.flush()
+            last = s.execute(select(RefLogRow).where(RefLogRow.ref == ref).order_by(RefLogRow.id.desc()).limit(1)).scalar_one()
+            return _log_entry(last, _numbers(s))
+
+        return self._write(tx)
+
+    def ensure_skill(self, name: str, instructions: Sequence[str] = ()) -> Skill:
+        from registry.checkpoint import check_plain_name
+
+        check_plain_name("skill", name)
+
+        def tx(s: Session) -> Skill:
+            row = _skill_row(s, name)
+            new = [i for i in instructions if i not in row.instructions]
+            if new:
+                row.instructions = [*row.instructions, *new]
+            s.flush()
+            return _skill(row)
+
+        return self._write(tx)
+
+    def put_demo_set(self, skill: str, folder: str | os.PathLike, *, source: str, episodes: int, frames: int,
+                     fmt: str = "lerobot-v3") -> DemoSet:
+        """Store a demo-set folder (as blobs) for `skill`, creating the skill if needed."""
+        from registry.checkpoint import check_plain_name
+
+        check_plain_name("skill", skill)
+        if episodes < 0 or frames < 0:
+            raise invalid(f"episodes and frames must be >= 0, got {episodes} and {frames}")
+        manifest = self.store.put_folder(folder_listing(folder))
+
+        def tx(s: Session) -> DemoSet:
+            sk = _skill_row(s, skill)
+            _add_folder(s, manifest)
+            row = DemoSetRow(skill_id=sk.id, folder=manifest.sha256, source=source, episodes=episodes, frames=frames,
+                             format=fmt, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return _demo_set(row, sk.name)
+
+        return self._write(tx)
+
+    def fetch_demo_set(self, demo_set_id: int, dest_dir: str | os.PathLike) -> Path:
+        with db.read_session(self.engine) as s:
+            row = s.get(DemoSetRow, demo_set_id)
+            if row is None:
+                raise not_found(f"demo set {demo_set_id} does not exist")
+            manifest = _manifest(s, row.folder)
+        return self.store.get_folder(manifest, _fresh_dest(dest_dir))
+
+    def demo_set(self, demo_set_id: int) -> DemoSet:
+        with db.read_session(self.engine) as s:
+            row = s.get(DemoSetRow, demo_set_id)
+            if row is None:
+                raise not_found(f"demo set {demo_set_id} does not exist")
+            return _demo_set(row, s.get(SkillRow, row.skill_id).name)
+
+    def fetch_delta(self, learn_run_id: int, dest_dir: str | os.PathLike) -> Path:
+        with db.read_session(self.engine) as s:
+            row = s.get(LearnRunRow, learn_run_id)
+            if row is None or row.delta is None:
+                raise not_found(f"learn run {learn_run_id} has no stored delta")
+            manifest = _manifest(s, row.delta)
+        return self.store.get_folder(manifest, _fresh_dest(dest_dir))
+
+    # ------------------------------------------------------------------------------ weights out
+
+    def checkout(self, version: str, dest_dir: str | os.PathLike) -> Path:
+        """Write the version's safetensors to `dest_dir` (new or empty), checked against its weight hash."""
+        from registry.checkpoint import open_checkpoint, weight_hash
+
+        with db.read_session(self.engine) as s:
+            row = _resolve_row(s, version)
+            name, expected, manifest = f"v{row.number}", row.weight_hash, _manifest(s, row.weights)
+        dest = self.store.get_folder(manifest, _fresh_dest(dest_dir))
+        with open_checkpoint(dest) as ck:
+            got = weight_hash(ck)
+        if got != expected:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise corrupt(f"{name}'s rebuilt weights hash to {got}, not the recorded {expected}; run `retain verify`")
+        return dest
+
+    def export(self, version: str, dest_dir: str | os.PathLike) -> Path:
+        """A Hugging Face style folder: the safetensors (sharded as imported) plus config.json."""
+        import json
+
+        dest = Path(dest_dir)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise invalid(f"output {dest} already exists and is not empty; choose a new folder")
+        v = self.resolve(version)
+        part = dest.with_name(f".{dest.name}.export-{uuid.uuid4().hex[:8]}")
+        try:
+            self.checkout(v.name, part)
+            meta = {**v.config, "retain": {"version": v.name, "weight_hash": v.weight_hash, "how": v.how, "parent": v.parent}}
+            (part / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            if dest.exists():
+                dest.rmdir()
+            os.rename(part, dest)
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
+        return dest
+
+    # ------------------------------------------------------------------------------ queries
+
+    def lineage(self) -> Lineage:
+        with db.read_session(self.engine) as s:
+            rows = s.execute(select(VersionRow).order_by(VersionRow.number)).scalars().all()
+            numbers = {r.id: r.number for r in rows}
+            ref_map: dict[int, list[str]] = {}
+            ref_names = {}
+            for name, vid in s.execute(select(RefRow.name, RefRow.version_id).order_by(RefRow.name)):
+                ref_map.setdefault(vid, []).append(name)
+                ref_names[name] = f"v{numbers[vid]}"
+            runs = {r.result_id: (r, sk) for r, sk in s.execute(
+                select(LearnRunRow, SkillRow.name).join(SkillRow, SkillRow.id == LearnRunRow.skill_id))}
+            versions = [_version_from(r, numbers, ref_map) for r in rows]
+            edges = []
+            for r in rows:
+                if r.parent_id is None:
+                    continue
+                run = runs.get(r.id)
+                edges.append(LineageEdge(parent=f"v{numbers[r.parent_id]}", child=f"v{r.number}", how=r.how,
+                                         skill=run[1] if run else None, alpha=run[0].alpha if run else None))
+            return Lineage(versions=versions, edges=edges, refs=ref_names)
+
+    def log(self, ref: Optional[str] = "main", limit: Optional[int] = None) -> list[RefLogEntry]:
+        """Moves of `ref` (all refs if None), newest first."""
+        with db.read_session(self.engine) as s:
+            q = select(RefLogRow).order_by(RefLogRow.id.desc())
+            if ref is not None:
+                if s.get(RefRow, ref) is None:
+                    raise not_found(f"ref '{ref}' does not exist{_known_refs(s)}")
+                q = q.where(RefLogRow.ref == ref)
+            if limit:
+                q = q.limit(limit)
+            numbers = _numbers(s)
+            return [_log_entry(r, numbers) for r in s.execute(q).scalars()]
+
+    def show(self, version: str) -> VersionDetail:
+        with db.read_session(self.engine) as s:
+            row = _resolve_row(s, version)
+            files = [StoredFile(f.path, f.blob, f.size) for f in
+                     s.execute(select(FolderFile).where(FolderFile.folder == row.weights).order_by(FolderFile.path)).scalars()]
+            run = s.execute(select(LearnRunRow).where(LearnRunRow.result_id == row.id)).scalars().first()
+            numbers = _numbers(s)
+            children = [f"v{n}" for n in s.execute(
+                select(VersionRow.number).where(VersionRow.parent_id == row.id).order_by(VersionRow.number)).scalars()]
+            return VersionDetail(version=_version(s, row), files=files,
+                                 learn_run=_learn_run(s, run, numbers) if run else None,
+                                 scores=_scores(s, row.id, numbers), children=children)
+
+    def scores(self, version_or_ref: Optional[str] = None) -> list[Score]:
+        """Scores of a version (default: head of main), by skill then split, oldest first."""
+        with db.read_session(self.engine) as s:
+            if version_or_ref is None:
+                vid = s.execute(select(RefRow.version_id).where(RefRow.name == "main")).scalar()
+                if vid is None:
+                    return []
+            else:
+                vid = _resolve_row(s, version_or_ref).id
+            return _scores(s, vid, _numbers(s))
+
+    def learn_runs(self) -> list[LearnRun]:
+        with db.read_session(self.engine) as s:
+            numbers = _numbers(s)
+            return [_learn_run(s, r, numbers) for r in s.execute(select(LearnRunRow).order_by(LearnRunRow.id)).scalars()]
+
+    def learn_run_for(self, version: str) -> Optional[LearnRun]:
+        return self.show(version).learn_run
+
+    def skills(self) -> list[Skill]:
+        with db.read_session(self.engine) as s:
+            return [_skill(r) for r in s.execute(select(SkillRow).order_by(SkillRow.name)).scalars()]
+
+    # ------------------------------------------------------------------------------ upkeep
+
+    def verify(self) -> VerifyReport:
+        """Check every blob row against the store and every version's weight hash."""
+        from registry.checkpoint import open_checkpoint, weight_hash
+
+        report = VerifyReport()
+        with db.read_session(self.engine) as s:
+            shas = list(s.execute(select(Blob.sha256).order_by(Blob.sha256)).scalars())
+            versions = [(r.number, r.weight_hash, _manifest(s, r.weights))
+                        for r in s.execute(select(VersionRow).order_by(VersionRow.number)).scalars()]
+        known, bad = set(shas), set()
+        for sha in shas:
+            report.blobs_checked += 1
+            problem = self.store.check(sha)
+            if problem:
+                bad.add(sha)
+                report.problems.append(problem)
+        with tempfile.TemporaryDirectory(prefix="retain-verify-") as tmp:
+            for number, expected, manifest in versions:
+                report.versions_checked += 1
+                broken = [sha for sha, _ in manifest.files.values() if sha in bad or sha not in known]
+                if broken:
+                    report.problems.append(f"v{number}: weights need damaged or unknown blob(s) {', '.join(sorted(broken))}")
+                    continue
+                folder = Path(tmp) / f"v{number}"
+                self._materialise(manifest, folder)
+                try:
+                    with open_checkpoint(folder) as ck:
+                        got = weight_hash(ck)
+                except RegistryError as e:
+                    report.problems.append(f"v{number}: stored weights do not open: {e}")
+                    continue
+                if got != expected:
+                    report.problems.append(f"v{number}: weights hash to {got}, recorded {expected}")
+        return report
+
+    def _materialise(self, manifest: FolderManifest, folder: Path) -> None:
+        """The folder's files under `folder`: links to the blobs on a local store, copies elsewhere."""
+        if self.store._local:
+            for rel, (sha, _) in manifest.files.items():
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(self.store.path(sha), folder / rel)
+        else:
+            self.store.get_folder(manifest, folder)
+
+    def gc(self, grace_seconds: float = DEFAULT_GC_GRACE, dry_run: bool = False) -> GcReport:
+        """Delete what nothing references and is older than `grace_seconds`: folder rows, blob rows
+        and their files, and store files with no row (left by interrupted commits).
+
+        The grace period protects a commit in flight, whose blob files exist before its rows do.
+        """
+        report = GcReport(grace_seconds=grace_seconds, dry_run=dry_run)
+        cutoff_ts = time.time() - grace_seconds
+
+        def tx(s: Session) -> list[str]:
+            cutoff = _from_ts(cutoff_ts)
+            used = set(s.execute(select(VersionRow.weights)).scalars())
+            used |= set(s.execute(select(LearnRunRow.delta).where(LearnRunRow.delta.is_not(None))).scalars())
+            used |= set(s.execute(select(DemoSetRow.folder)).scalars())
+            for f in s.execute(select(Folder)).scalars():
+                if f.sha256 not in used and _aware(f.created_at) < cutoff:
+                    report.unreferenced_folders.append(f.sha256)
+            if report.unreferenced_folders and not dry_run:
+                s.execute(delete(FolderFile).where(FolderFile.folder.in_(report.unreferenced_folders)))
+                s.execute(delete(Folder).where(Folder.sha256.in_(report.unreferenced_folders)))
+            kept = set(s.execute(select(FolderFile.blob)).scalars())
+            if dry_run:  # rows about to go in a real run still reference their blobs now
+                kept = set(s.execute(select(FolderFile.blob).where(FolderFile.folder.not_in(report.unreferenced_folders or [""]))).scalars())
+            doomed = []
+            for b in s.execute(select(Blob)).scalars():
+                if b.sha256 not in kept and _aware(b.created_at) < cutoff:
+                    doomed.append(b.sha256)
+                    report.bytes_freed += b.size
+            report.unreferenced_blobs.extend(doomed)
+            if doomed and not dry_run:
+                s.execute(delete(Blob).where(Blob.sha256.in_(doomed)))
+            return list(s.execute(select(Blob.sha256)).scalars())
+
+        known = set(self._write(tx))
+        # Rows are gone (committed) before files: a crash here leaves orphan files for the next gc.
+        for name, path, mtime in self.store.iter_files():
+            if name in known:
+                continue
+            if name in report.unreferenced_blobs:
+                if not dry_run:
+                    self.store.remove(path)
+                continue
+            if mtime is not None and mtime < cutoff_ts or grace_seconds <= 0:
+                report.orphan_files.append(name)
+                if not dry_run:
+                    report.bytes_freed += self.store.fs.size(path)
+                    self.store.remove(path)
+        return report
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    def _write(self, tx):
+        """Run `tx(session)` in one write transaction, retrying a bounded number of times when a
+        concurrent commit took the same version number (IntegrityError on the unique constraint)."""
+        for attempt in range(COMMIT_RETRIES):
+            try:
+                with db.write_session(self.engine) as s:
+                    return tx(s)
+            except IntegrityError as e:
+                if attempt == COMMIT_RETRIES - 1:
+                    raise invalid_state(f"commit kept colliding with concurrent commits ({_one_line(e)}); retry") from None
+            except OperationalError as e:
+                raise unavailable(db._unreachable(self.engine, e)) from None
+        raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _fault_pause() -> None:
+    pause = os.environ.get(FAULT_PAUSE_ENV)
+    if pause:
+        print(f"retain: {FAULT_PAUSE_ENV}: blobs written, pausing {pause}s before the commit transaction", file=sys.stderr, flush=True)
+        time.sleep(float(pause))
+
+
+def _one_line(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _validated_weights(weights_dir: str | os.PathLike) -> tuple[str, dict[str, Path]]:
+    """(weight hash, files to store) for a checkpoint, refusing non-finite weights."""
+    from registry.checkpoint import INDEX_NAME, INDEX_SUFFIX, SINGLE_NAME, nonfinite_tensors, open_checkpoint, weight_hash
+
+    with open_checkpoint(weights_dir) as ck:
+        bad = nonfinite_tensors(ck)
+        if bad:
+            raise invalid(f"checkpoint {weights_dir} has NaN or inf in {', '.join(bad)}; it was not committed (fix the training run)")
+        h = weight_hash(ck)
+        files = ck.files
+    if len(files) == 1:
+        return h, {SINGLE_NAME: files[0]}
+    out = {f.name: f for f in files}
+    index = sorted(Path(weights_dir).glob("*" + INDEX_SUFFIX))
+    idx = Path(weights_dir) / INDEX_NAME if (Path(weights_dir) / INDEX_NAME).exists() else index[0]
+    out[INDEX_NAME] = idx
+    return h, out
+
+
+def _fresh_dest(dest_dir: str | os.PathLike) -> Path:
+    dest = Path(dest_dir)
+    if dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    return dest
+
+
+def _check_score(sc: NewScore) -> None:
+    if not (0 <= sc.successes <= sc.episodes):
+        raise invalid(f"score for {sc.skill or 'generalist'}/{sc.split}: need 0 <= successes <= episodes, got {sc.successes}/{sc.episodes}")
+    if not (sc.split in ("id", "generalist") or (sc.split.startswith("ood:") and len(sc.split) > 4)):
+        raise invalid(f"score split {sc.split!r} must be 'id', 'generalist' or 'ood:<family>'")
+
+
+def _check_alpha(alpha: Any) -> None:
+    values = alpha.values() if isinstance(alpha, dict) else [alpha]
+    for v in values:
+        if not isinstance(v, (int, float)) or v != v:
+            raise invalid(f"alpha {alpha!r} must be a number or a {{modality: number}} mapping")
+
+
+def _insert_ignore(s: Session, model, rows: list[dict]) -> None:
+    """INSERT rows, skipping those whose primary key exists (content-addressed rows are shared)."""
+    if not rows:
+        return
+    name = s.bind.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        for r in rows:
+            pk = tuple(r[c.name] for c in model.__table__.primary_key.columns)
+            if s.get(model, pk if len(pk) > 1 else pk[0]) is None:
+                s.add(model(**r))
+        s.flush()
+        return
+    s.execute(insert(model).values(rows).on_conflict_do_nothing())
+
+
+def _add_folder(s: Session, m: FolderManifest) -> None:
+    now = utcnow()
+    _insert_ignore(s, Blob, [{"sha256": sha, "size": size, "created_at": now} for sha, size in sorted(set(m.files.values()))])
+    _insert_ignore(s, Folder, [{"sha256": m.sha256, "created_at": now}])
+    _insert_ignore(s, FolderFile, [{"folder": m.sha256, "path": p, "blob": sha, "size": size} for p, (sha, size) in sorted(m.files.items())])
+
+
+def _manifest(s: Session, folder: str) -> FolderManifest:
+    rows = s.execute(select(FolderFile).where(FolderFile.folder == folder)).scalars()
+    return FolderManifest({r.path: (r.blob, r.size) for r in rows})
+
+
+def _skill_row(s: Session, name: str) -> SkillRow:
+    row = s.execute(select(SkillRow).where(SkillRow.name == name)).scalar()
+    if row is None:
+        try:
+            with s.begin_nested():
+                row = SkillRow(name=name, instructions=[], created_at=utcnow())
+                s.add(row)
+        except IntegrityError:  # created concurrently
+            row = s.execute(select(SkillRow).where(SkillRow.name == name)).scalar_one()
+    return row
+
+
+def _add_scores(s: Session, version: VersionRow, scores: Sequence[NewScore]) -> None:
+    for sc in scores:
+        skill_id = _skill_row(s, sc.skill).id if sc.skill is not None else None
+        low, high = wilson_interval(sc.successes, sc.episodes)
+        s.add(ScoreRow(version_id=version.id, skill_id=skill_id, split=sc.split, successes=sc.successes, episodes=sc.episodes,
+                       rate=sc.successes / sc.episodes if sc.episodes else 0.0, ci_low=low, ci_high=high,
+                       evaluator=sc.evaluator, created_at=utcnow()))
+
+
+def _learn_run_row(s: Session, run: NewLearnRun, parent: Optional[VersionRow], result: VersionRow,
+                   delta: Optional[FolderManifest]) -> LearnRunRow:
+    if run.demo_set_id is not None and s.get(DemoSetRow, run.demo_set_id) is None:
+        raise not_found(f"demo set {run.demo_set_id} does not exist; store it with put_demo_set first")
+    return LearnRunRow(skill_id=_skill_row(s, run.skill).id, parent_id=parent.id if parent else None, result_id=result.id,
+                       demo_set_id=run.demo_set_id, recipe=run.recipe, delta=delta.sha256 if delta else None,
+                       alpha=run.alpha, sweep=list(run.sweep), timings=dict(run.timings), status=run.status,
+                       created_at=utcnow())
+
+
+def _resolve_row(s: Session, spec: str) -> VersionRow:
+    if not spec:
+        raise invalid("no version given; name one like v3 or a ref like main")
+    if spec[0] == "v" and spec[1:].isdigit():
+        row = s.execute(select(VersionRow).where(VersionRow.number == int(spec[1:]))).scalar()
+        if row is None:
+            latest = s.execute(select(func.max(VersionRow.number))).scalar()
+            have = f"latest is v{latest}" if latest is not None else "the registry has no versions yet"
+            raise not_found(f"version {spec} does not exist ({have}); see `retain lineage`")
+        return row
+    vid = s.execute(select(RefRow.version_id).where(RefRow.name == spec)).scalar()
+    if vid is None:
+        raise not_found(f"'{spec}' is neither a version (v0, v1, ...) nor a ref{_known_refs(s)}; see `retain lineage`")
+    return s.get(VersionRow, vid)
+
+
+def _known_refs(s: Session) -> str:
+    names = list(s.execute(select(RefRow.name).order_by(RefRow.name)).scalars())
+    return f" (refs: {', '.join(names)})" if names else " (no refs yet)"
+
+
+def _numbers(s: Session) -> dict[int, int]:
+    return dict(s.execute(select(VersionRow.id, VersionRow.number)).all())
+
+
+def _version(s: Session, row: VersionRow) -> Version:
+    parent = s.execute(select(VersionRow.number).where(VersionRow.id == row.parent_id)).scalar() if row.parent_id else None
+    ref_names = tuple(s.execute(select(RefRow.name).where(RefRow.version_id == row.id).order_by(RefRow.name)).scalars())
+    return _version_from(row, {row.parent_id: parent} if parent is not None else {}, {row.id: list(ref_names)})
+
+
+def _version_from(row: VersionRow, numbers: dict[int, int], ref_map: dict[int, list[str]]) -> Version:
+    return Version(name=f"v{row.number}", number=row.number,
+                   parent=f"v{numbers[row.parent_id]}" if row.parent_id is not None else None,
+                   weight_hash=row.weight_hash, how=row.how, created_at=_aware(row.created_at), config=row.config or {},
+                   recipe=row.recipe or {}, message=row.message or "", refs=tuple(ref_map.get(row.id, ())))
+
+
+def _learn_run(s: Session, r: LearnRunRow, numbers: dict[int, int]) -> LearnRun:
+    vname = lambda vid: f"v{numbers[vid]}" if vid is not None else None  # noqa: E731
+    return LearnRun(id=r.id, skill=s.get(SkillRow, r.skill_id).name, parent=vname(r.parent_id), result=vname(r.result_id),
+                    demo_set_id=r.demo_set_id, recipe=r.recipe, delta=f"sha256:{r.delta}" if r.delta else None,
+                    alpha=r.alpha, sweep=r.sweep, timings=r.timings, status=r.status, created_at=_aware(r.created_at))
+
+
+def _scores(s: Session, version_id: int, numbers: dict[int, int]) -> list[Score]:
+    q = select(ScoreRow, SkillRow.name).outerjoin(SkillRow, SkillRow.id == ScoreRow.skill_id).where(ScoreRow.version_id == version_id)
+    # Sorted here: databases disagree on where NULL (the generalist suite) sorts; it goes last.
+    rows = sorted(s.execute(q).all(), key=lambda rs: (rs[1] is None, rs[1] or "", rs[0].split, rs[0].id))
+    return [Score(version=f"v{numbers[r.version_id]}", skill=skill, split=r.split, successes=r.successes, episodes=r.episodes,
+                  rate=r.rate, ci_low=r.ci_low, ci_high=r.ci_high, evaluator=r.evaluator, created_at=_aware(r.created_at))
+            for r, skill in rows]
+
+
+def _log_entry(r: RefLogRow, numbers: dict[int, int]) -> RefLogEntry:
+    vname = lambda vid: f"v{numbers[vid]}" if vid is not None else None  # noqa: E731
+    return RefLogEntry(ref=r.ref, old=vname(r.old_version_id), new=vname(r.new_version_id), action=r.action, reason=r.reason,
+                       who=r.who, at=_aware(r.at))
+
+
+def _skill(r: SkillRow) -> Skill:
+    return Skill(id=r.id, name=r.name, instructions=tuple(r.instructions or ()), created_at=_aware(r.created_at))
+
+
+def _demo_set(r: DemoSetRow, skill: str) -> DemoSet:
+    return DemoSet(id=r.id, skill=skill, folder=f"sha256:{r.folder}", source=r.source, episodes=r.episodes, frames=r.frames,
+                   fmt=r.format, created_at=_aware(r.created_at))
+
+
+def _aware(t):
+    import datetime as dt
+
+    if t is None:
+        return None
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+
+
+def _from_ts(ts: float):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc)

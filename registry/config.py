@@ -1,0 +1,47 @@
+"""Where a registry lives: its home folder, database URL and blob store URL.
+
+Explicit arguments win over RETAIN_HOME / RETAIN_DB_URL / RETAIN_STORE_URL, which win over the
+defaults: home `./.retain`, database `sqlite:///HOME/registry.db`, store `HOME/store`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_HOME = ".retain"
+DB_FILE = "registry.db"
+STORE_DIR = "store"
+
+
+@dataclasses.dataclass(frozen=True)
+class Locations:
+    home: Path
+    db_url: str
+    store_url: str
+
+    @property
+    def sqlite_path(self) -> Optional[Path]:
+        """The database file when the database is a local SQLite file, else None."""
+        prefix = "sqlite:///"
+        if self.db_url.startswith(prefix) and ":memory:" not in self.db_url:
+            return Path(self.db_url[len(prefix):].split("?", 1)[0])
+        return None
+
+
+def resolve_locations(home: Optional[str] = None, db_url: Optional[str] = None, store_url: Optional[str] = None) -> Locations:
+    home_path = Path(home or os.environ.get("RETAIN_HOME") or DEFAULT_HOME).expanduser().absolute()
+    db = db_url or os.environ.get("RETAIN_DB_URL") or f"sqlite:///{home_path / DB_FILE}"
+    store = store_url or os.environ.get("RETAIN_STORE_URL") or str(home_path / STORE_DIR)
+    return Locations(home_path, db, store)
+
+
+def redact(url: str) -> str:
+    """A database URL safe to print: the password, if any, is masked."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url

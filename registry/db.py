@@ -1,0 +1,121 @@
+"""Database engine, transactions and schema migrations.
+
+SQLite writers are serialised with `BEGIN IMMEDIATE` (plus a busy timeout), so two processes
+committing at once queue instead of failing with "database is locked"; readers use plain
+deferred transactions and WAL, so queries never wait on a writer. On PostgreSQL the ref row is
+locked with SELECT ... FOR UPDATE inside the commit transaction (see refs.py).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session
+
+from registry.config import redact
+from registry.errors import invalid, unavailable
+
+# The newest migration; open() skips Alembic entirely when the database is already there.
+# tests/test_registry_migrations.py checks this equals Alembic's head.
+SCHEMA_HEAD = "0002"
+SQLITE_BUSY_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+            _sqlite_transactions(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise invalid(f"database URL {redact(url)!r} is not usable ({e}); pass an SQLAlchemy URL such as sqlite:///path/registry.db") from None
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    # pysqlite opens transactions lazily and on its own terms; take that over so a writer can
+    # say BEGIN IMMEDIATE (reserve the write lock up front, wait up to the busy timeout).
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        # WAL lets readers run beside a writer; the setting sticks to the file after the first time.
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        immediate = conn.get_execution_options().get("registry_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextlib.contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """One write transaction: commits on success, rolls back on any exception."""
+    with engine.connect().execution_options(registry_write=True) as conn:
+        with Session(bind=conn, expire_on_commit=False) as s:
+            with s.begin():
+                yield s
+
+
+def current_revision(engine: Engine) -> Optional[str]:
+    """The Alembic revision the database is at, None if it holds no registry schema."""
+    try:
+        with engine.connect() as conn:
+            has = conn.dialect.has_table(conn, "alembic_version")
+            if not has:
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except OperationalError as e:
+        raise unavailable(_unreachable(engine, e)) from None
+
+
+def _unreachable(engine: Engine, e: Exception) -> str:
+    detail = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(getattr(e, "orig", e)).strip() else type(e).__name__
+    return f"cannot reach database {redact(str(engine.url))}: {detail}; check --db / RETAIN_DB_URL and that the server is running"
+
+
+def alembic_config(engine: Engine):
+    """An Alembic Config built in code, so migrations run from an installed package too."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", str(engine.url).replace("%", "%%"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except OperationalError as e:
+        raise unavailable(_unreachable(engine, e)) from None
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()

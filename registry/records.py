@@ -1,0 +1,165 @@
+"""Plain records that cross layers. ORM rows never leave a session; these do."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, Optional, Union
+
+Alpha = Union[float, dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    """One backbone version. `config` rebuilds the model; `recipe` says how it was made."""
+
+    name: str  # "v3"
+    number: int
+    parent: Optional[str]
+    weight_hash: str  # "sha256:<hex>", canonical over names, dtypes, shapes, bytes
+    how: str  # base-import | pretrain | learn | replay
+    created_at: dt.datetime
+    config: dict[str, Any]
+    recipe: dict[str, Any]
+    message: str
+    refs: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NewScore:
+    """An evaluation result to record. `skill=None` is the generalist suite."""
+
+    skill: Optional[str]
+    split: str  # "id" | "ood:<family>" | "generalist"
+    successes: int
+    episodes: int
+    evaluator: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    version: str
+    skill: Optional[str]
+    split: str
+    successes: int
+    episodes: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    evaluator: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class NewLearnRun:
+    """The lineage edge a `learn` commit records beside its new version."""
+
+    skill: str
+    demo_set_id: Optional[int]
+    recipe: dict[str, Any]
+    delta_dir: Optional[str]  # a safetensors folder, stored as blobs; None if not kept
+    alpha: Alpha
+    sweep: list[dict[str, Any]]
+    timings: dict[str, float]
+    status: str = "committed"
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnRun:
+    id: int
+    skill: str
+    parent: Optional[str]
+    result: Optional[str]
+    demo_set_id: Optional[int]
+    recipe: dict[str, Any]
+    delta: Optional[str]  # folder id ("sha256:<hex>") of the stored delta
+    alpha: Alpha
+    sweep: list[dict[str, Any]]
+    timings: dict[str, float]
+    status: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Skill:
+    id: int
+    name: str
+    instructions: tuple[str, ...]
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSet:
+    id: int
+    skill: str
+    folder: str  # folder id ("sha256:<hex>")
+    source: str
+    episodes: int
+    frames: int
+    fmt: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class RefLogEntry:
+    ref: str
+    old: Optional[str]
+    new: Optional[str]
+    action: str  # base-import | commit | learn | replay | rollback | pretrain
+    reason: str
+    who: str
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class LineageEdge:
+    parent: str
+    child: str
+    how: str
+    skill: Optional[str]
+    alpha: Optional[Alpha]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    versions: list[Version]
+    edges: list[LineageEdge]
+    refs: dict[str, str]  # ref -> version name
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative path inside the folder
+    blob: str  # sha256 hex
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionDetail:
+    """Everything `show` prints about one version."""
+
+    version: Version
+    files: list[StoredFile]
+    learn_run: Optional[LearnRun]
+    scores: list[Score]
+    children: list[str]
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    blobs_checked: int = 0
+    versions_checked: int = 0
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclasses.dataclass
+class GcReport:
+    grace_seconds: float
+    dry_run: bool
+    orphan_files: list[str] = dataclasses.field(default_factory=list)  # store files with no row
+    unreferenced_blobs: list[str] = dataclasses.field(default_factory=list)  # rows nothing references
+    unreferenced_folders: list[str] = dataclasses.field(default_factory=list)
+    bytes_freed: int = 0
