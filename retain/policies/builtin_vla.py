@@ -1,0 +1,303 @@
+"""The built-in VLA: a small vision-language-action policy in one readable file.
+
+Three parts, named so the merge partition is trivial (`vision.*`, `language.*`, `action.*`):
+
+    image (B, H, W, 3) uint8 ──► vision encoder (strided convs) ──► G*G vision tokens (B, G*G, D)
+    instruction words ──► token embeddings (B, L, D) ─┐
+                                                      ├─► language backbone (transformer) ──► context (B, G*G+L, D)
+    vision tokens ────────────────────────────────────┘
+    state (B, S) + chunk queries (K) ──► action expert (self-attn + cross-attn to context) ──► actions (B, K, A)
+
+The action expert regresses an action chunk (K future actions) with an L1 loss rather than
+flow matching: the simulator's scripted experts are deterministic and unimodal, so a generative
+head buys nothing there, and regression needs one forward pass per chunk instead of ~10
+denoising steps, which keeps closed-loop evaluation cheap on a CPU. Chunks also let evaluation
+replan every `execute` steps instead of every step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from registry.errors import invalid
+from retain.policies import tokenizer
+from retain.policies.adapter import (
+    ACTION,
+    ACTION_IS_PAD,
+    IMAGE,
+    INSTRUCTION,
+    STATE,
+    load_state_dict,
+    save_state_dict,
+)
+
+POLICY_NAME = "builtin-vla"
+
+
+@dataclasses.dataclass
+class VLAConfig:
+    """Everything that rebuilds the network; stored beside every checkpoint (as `policy_config`)."""
+
+    image_size: int = 32
+    """Input images are (image_size, image_size, 3) uint8."""
+    state_dim: int = 5
+    """Proprioception size (the simulator's STATE_DIM)."""
+    action_dim: int = 4
+    """Action size (the simulator's ACTION_DIM); actions live in [-1, 1]."""
+    chunk: int = 8
+    """Actions predicted per forward pass (K)."""
+    execute: int = 4
+    """Actions of each chunk executed in closed loop before predicting the next chunk."""
+    vocab_size: int = 4096
+    """Hashed word vocabulary (see tokenizer.py); larger means fewer collisions."""
+    max_words: int = 16
+    """Instruction length in words; longer instructions are truncated."""
+    vision_channels: int = 64
+    """Channels of the strided conv layers in the vision encoder."""
+    vision_grid: int = 4
+    """The encoder downsamples to a grid x grid map: grid**2 vision tokens."""
+    d_model: int = 128
+    """Width of the language backbone (and of vision tokens)."""
+    n_heads: int = 4
+    """Attention heads in every transformer layer."""
+    language_layers: int = 4
+    """Transformer layers of the language backbone."""
+    d_action: int = 128
+    """Width of the action expert."""
+    action_layers: int = 2
+    """Layers of the action expert (each: self-attention, cross-attention to the backbone, MLP)."""
+    mlp_ratio: int = 4
+    """MLP hidden size = mlp_ratio * width."""
+
+    def __post_init__(self) -> None:
+        ratio = self.image_size // max(self.vision_grid, 1)
+        if self.vision_grid < 1 or ratio * self.vision_grid != self.image_size or ratio & (ratio - 1):
+            raise invalid(
+                f"vision_grid {self.vision_grid} must divide image_size {self.image_size} by a power of two; e.g. image_size 32 with vision_grid 4"
+            )
+        if not 1 <= self.execute <= self.chunk:
+            raise invalid(f"execute {self.execute} must be between 1 and chunk {self.chunk}")
+        for width, name in ((self.d_model, "d_model"), (self.d_action, "d_action")):
+            if width % self.n_heads:
+                raise invalid(f"{name} {width} must be divisible by n_heads {self.n_heads}")
+        if self.vocab_size < 16:
+            raise invalid(f"vocab_size {self.vocab_size} is too small; use at least 16 (4096 is the default)")
+        for name in ("state_dim", "action_dim", "chunk", "max_words", "vision_channels", "language_layers", "action_layers", "mlp_ratio"):
+            if getattr(self, name) < 1:
+                raise invalid(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "VLAConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise invalid(f"unknown builtin-vla config field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------ building blocks
+
+
+class Attention(nn.Module):
+    """Multi-head attention; queries from `x`, keys/values from `ctx` (self-attention when ctx is x)."""
+
+    def __init__(self, width: int, n_heads: int, ctx_width: int | None = None):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(ctx_width or width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        h = self.n_heads
+        q = self.q(x).view(B, T, h, D // h).transpose(1, 2)  # (B, h, T, D/h)
+        k, v = self.kv(ctx).view(B, ctx.shape[1], 2, h, D // h).permute(2, 0, 3, 1, 4)  # each (B, h, S, D/h)
+        mask = None if ctx_mask is None else ctx_mask[:, None, None, :]  # (B, 1, 1, S): True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, ratio: int):
+        super().__init__()
+        self.up = nn.Linear(width, ratio * width)
+        self.down = nn.Linear(ratio * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer; with `ctx_width` it also cross-attends to a context."""
+
+    def __init__(self, width: int, n_heads: int, mlp_ratio: int, ctx_width: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, n_heads)
+        self.cross = ctx_width is not None
+        if self.cross:
+            self.norm_x = nn.LayerNorm(width)
+            self.cross_attn = Attention(width, n_heads, ctx_width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, mlp_ratio)
+
+    def forward(self, x, mask=None, ctx=None, ctx_mask=None):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, mask)
+        if self.cross:
+            x = x + self.cross_attn(self.norm_x(x), ctx, ctx_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+# ------------------------------------------------------------------------------------------ the parts
+
+
+class VisionEncoder(nn.Module):
+    """uint8 images (B, H, W, 3) -> tokens (B, G*G, D) through strided 3x3 convs."""
+
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        n_down = int(math.log2(cfg.image_size // cfg.vision_grid))
+        layers: list[nn.Module] = []
+        c_in = 3
+        for _ in range(max(n_down, 1)):
+            stride = 2 if n_down else 1
+            # GroupNorm, not BatchNorm: no running statistics that a merge would have to average.
+            layers += [nn.Conv2d(c_in, cfg.vision_channels, 3, stride, 1), nn.GroupNorm(8, cfg.vision_channels), nn.GELU()]
+            c_in = cfg.vision_channels
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(cfg.vision_channels, cfg.d_model, 1)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.vision_grid**2, cfg.d_model))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
+        x = self.proj(self.convs(x))  # (B, D, G, G)
+        return x.flatten(2).transpose(1, 2) + self.pos  # (B, G*G, D)
+
+
+class LanguageBackbone(nn.Module):
+    """A transformer over [vision tokens; instruction tokens] -> context (B, G*G + L, D)."""
+
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.max_words, cfg.d_model))
+        self.kind = nn.Parameter(torch.zeros(2, cfg.d_model))  # 0 = vision token, 1 = word
+        for p in (self.embed.weight, self.pos, self.kind):
+            nn.init.normal_(p, std=0.02)
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.language_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, vision: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
+        words = self.embed(tokens) + self.pos[:, : tokens.shape[1]] + self.kind[1]  # (B, L, D)
+        x = torch.cat([vision + self.kind[0], words], dim=1)  # (B, G*G + L, D)
+        mask = torch.cat([torch.ones(vision.shape[:2], dtype=torch.bool, device=x.device), token_mask], dim=1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x), mask
+
+
+class ActionExpert(nn.Module):
+    """State + K learned chunk queries attend to each other and to the backbone's context."""
+
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        self.state_in = nn.Linear(cfg.state_dim, cfg.d_action)
+        self.queries = nn.Parameter(torch.zeros(1, cfg.chunk, cfg.d_action))
+        nn.init.normal_(self.queries, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_action, cfg.n_heads, cfg.mlp_ratio, ctx_width=cfg.d_model) for _ in range(cfg.action_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_action)
+        self.head = nn.Linear(cfg.d_action, cfg.action_dim)
+
+    def forward(self, state: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
+        B = state.shape[0]
+        x = torch.cat([self.state_in(state)[:, None], self.queries.expand(B, -1, -1)], dim=1)  # (B, 1+K, Da)
+        for block in self.blocks:
+            x = block(x, None, ctx, ctx_mask)
+        return self.head(self.norm(x[:, 1:]))  # (B, K, A)
+
+
+class BuiltinVLA(nn.Module):
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = VisionEncoder(cfg)
+        self.language = LanguageBackbone(cfg)
+        self.action = ActionExpert(cfg)
+
+    def forward(self, images, state, tokens, token_mask) -> torch.Tensor:
+        """Predicted action chunk (B, K, A) for images (B, H, W, 3) uint8, state (B, S), tokens (B, L)."""
+        ctx, mask = self.language(self.vision(images), tokens, token_mask)
+        return self.action(state, ctx, mask)
+
+    def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = tokenizer.tokenize(instructions, self.cfg.vocab_size, self.cfg.max_words)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+# ------------------------------------------------------------------------------------------ adapter
+
+
+class BuiltinVLAAdapter:
+    """The adapter (see adapter.py) for the built-in VLA."""
+
+    name = POLICY_NAME
+    partition_preset = "builtin"
+
+    def config(self, config: Mapping[str, Any] | None = None) -> VLAConfig:
+        return VLAConfig.from_dict(config or {})
+
+    def build(self, config: Mapping[str, Any], seed: int = 0) -> BuiltinVLA:
+        cfg = self.config(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return BuiltinVLA(cfg)
+
+    def load(self, checkpoint_dir: str | Path, config: Mapping[str, Any]) -> BuiltinVLA:
+        model = self.build(config)
+        load_state_dict(model, checkpoint_dir)
+        return model.eval()
+
+    def save(self, model: BuiltinVLA, dest: str | Path) -> Path:
+        return save_state_dict(model, dest, {"policy": POLICY_NAME, "policy_config": json.dumps(model.cfg.to_dict(), sort_keys=True)})
+
+    def execute_steps(self, model: BuiltinVLA) -> int:
+        return model.cfg.execute
+
+    def loss(self, model: BuiltinVLA, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """L1 between the predicted and demonstrated chunks, ignoring steps past an episode's end."""
+        tokens, mask = model.tokenize(batch[INSTRUCTION])
+        pred = model(batch[IMAGE], batch[STATE], tokens, mask)  # (B, K, A)
+        keep = (~batch[ACTION_IS_PAD]).float()[..., None]  # (B, K, 1)
+        err = (pred - batch[ACTION]).abs() * keep
+        loss = err.sum() / (keep.sum() * pred.shape[-1]).clamp(min=1.0)
+        return loss, {"l1": float(loss.detach())}
+
+    @torch.no_grad()
+    def act_chunk(self, model: BuiltinVLA, obs: Mapping[str, np.ndarray], instructions: Sequence[str]) -> np.ndarray:
+        """The next `execute` actions (n, execute, A) in [-1, 1] for n observations, one forward pass."""
+        was_training = model.training
+        model.eval()
+        tokens, mask = model.tokenize(instructions)
+        pred = model(torch.from_numpy(np.ascontiguousarray(obs["image"])), torch.from_numpy(np.asarray(obs["state"], np.float32)), tokens, mask)
+        model.train(was_training)
+        return pred[:, : model.cfg.execute].clamp(-1.0, 1.0).numpy()
+
+    def act(self, model: BuiltinVLA, obs: Mapping[str, np.ndarray], instructions: Sequence[str]) -> np.ndarray:
+        """The next action (n, A) for each of n observations."""
+        return self.act_chunk(model, obs, instructions)[:, 0]

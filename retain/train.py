@@ -1,0 +1,250 @@
+"""Seeded, deterministic behaviour cloning: used by `pretrain` and by finetuning in `learn`.
+
+Data are demo frames (any object with the fields of the simulator's LeRobot `DemoData`):
+each training sample is one frame's image, state and instruction with the chunk of the next K
+demonstrated actions as the target (padded and masked past the episode's end).
+
+Determinism: the same seed, data, thread count and code give the same weights bit for bit.
+Batches are drawn by a seeded torch.Generator, torch runs with deterministic algorithms and a
+fixed number of threads (`threads`, recorded in recipes), and nothing reads the global RNG.
+
+Example:
+    >>> data = frames_from(read_dataset("demos/plates"))
+    >>> report = train_bc(model, adapter, data, steps=500, lr=3e-4, batch_size=64, seed=0)
+    >>> report = train_bc(model, adapter, data, 500, 3e-4, 64, 0, mix=(pretrain_data, 0.5))  # co-FT
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from registry.errors import invalid
+from retain.policies.adapter import ACTION, ACTION_IS_PAD, IMAGE, INSTRUCTION, STATE, PolicyAdapter
+
+
+@dataclasses.dataclass
+class DemoFrames:
+    """Frames of demo episodes, flat over episodes (N frames)."""
+
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    state: np.ndarray  # float32 (N, S)
+    action: np.ndarray  # float32 (N, A)
+    episode_index: np.ndarray  # int64 (N,), frames of one episode contiguous and in order
+    task_index: np.ndarray  # int64 (N,) into `tasks`
+    tasks: list[str]  # the instruction of each task index
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        for name in ("state", "action", "episode_index", "task_index"):
+            if len(getattr(self, name)) != n:
+                raise invalid(f"demo frames disagree: {n} images but {len(getattr(self, name))} rows of {name}; re-collect the demos")
+        if n and (self.task_index.min() < 0 or self.task_index.max() >= len(self.tasks)):
+            raise invalid(f"demo frames name task index {int(self.task_index.max())} but only {len(self.tasks)} tasks are listed")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def episodes(self) -> int:
+        return int(len(np.unique(self.episode_index)))
+
+
+def frames_from(data: Any) -> DemoFrames:
+    """DemoFrames from the simulator's DemoData (or anything with the same fields)."""
+    if isinstance(data, DemoFrames):
+        return data
+    return DemoFrames(
+        images=np.asarray(data.images, dtype=np.uint8),
+        state=np.asarray(data.state, dtype=np.float32),
+        action=np.asarray(data.action, dtype=np.float32),
+        episode_index=np.asarray(data.episode_index, dtype=np.int64),
+        task_index=np.asarray(data.task_index, dtype=np.int64),
+        tasks=list(data.tasks),
+    )
+
+
+def concat_frames(parts: Sequence[DemoFrames]) -> DemoFrames:
+    """One DemoFrames from several, renumbering episodes and tasks so they stay distinct."""
+    if len(parts) == 1:
+        return parts[0]
+    eps, tidx, tasks, ep_offset = [], [], [], 0
+    for p in parts:
+        _, ep = np.unique(p.episode_index, return_inverse=True)
+        eps.append(ep + ep_offset)
+        ep_offset += int(ep.max()) + 1 if len(ep) else 0
+        tidx.append(p.task_index + len(tasks))
+        tasks.extend(p.tasks)
+    return DemoFrames(
+        images=np.concatenate([p.images for p in parts]),
+        state=np.concatenate([p.state for p in parts]),
+        action=np.concatenate([p.action for p in parts]),
+        episode_index=np.concatenate(eps),
+        task_index=np.concatenate(tidx),
+        tasks=tasks,
+    )
+
+
+def chunk_targets(episode_index: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each frame i: indices (N, chunk) of frames i..i+chunk-1, clipped to the episode's last
+    frame, and a mask (N, chunk) that is True where the chunk ran past the end."""
+    n = len(episode_index)
+    ends = np.r_[np.flatnonzero(episode_index[1:] != episode_index[:-1]), n - 1] if n else np.zeros(0, np.int64)
+    last = np.repeat(ends, np.diff(np.r_[-1, ends]))  # (N,) each frame's episode's last frame
+    want = np.arange(n)[:, None] + np.arange(chunk)[None, :]
+    return np.minimum(want, last[:, None]), want > last[:, None]
+
+
+class _Sampler:
+    """Draws training batches of one DemoFrames with a seeded generator."""
+
+    def __init__(self, data: DemoFrames, chunk: int):
+        if len(data) == 0:
+            raise invalid("no demo frames to train on; collect demos first")
+        self.data = data
+        self.chunk_idx, self.chunk_pad = chunk_targets(data.episode_index, chunk)
+
+    def batch(self, idx: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        d = self.data
+        return {
+            IMAGE: torch.from_numpy(d.images[idx]),
+            STATE: torch.from_numpy(d.state[idx]),
+            INSTRUCTION: [d.tasks[t] for t in d.task_index[idx]],
+            ACTION: torch.from_numpy(d.action[self.chunk_idx[idx]]),
+            ACTION_IS_PAD: torch.from_numpy(self.chunk_pad[idx]),
+        }
+
+
+def _merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: (a[k] + b[k]) if k == INSTRUCTION else torch.cat([a[k], b[k]]) for k in a}
+
+
+@dataclasses.dataclass
+class TrainReport:
+    steps: int
+    seconds: float
+    first_loss: float
+    final_loss: float  # mean over the last 10% of steps
+    losses: list[float]  # one per `log_every` steps (the mean since the previous)
+
+
+@contextlib.contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Fixed thread count and deterministic kernels for the duration; restores the old settings."""
+    import torch
+
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of `lr`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(steps - warmup, 1)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_bc(
+    model,
+    adapter: PolicyAdapter,
+    data_sources: DemoFrames | Any | Sequence[Any],
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    mix: tuple[Any, float] | None = None,
+    *,
+    threads: int = 2,
+    weight_decay: float = 0.01,
+    warmup: int | None = None,
+    log_every: int = 50,
+    progress: bool = False,
+) -> TrainReport:
+    """Train `model` in place by behaviour cloning and return the loss curve.
+
+    Args:
+        data_sources: demo frames (one or a list; DemoFrames or the simulator's DemoData).
+        steps, lr, batch_size, seed: the usual; AdamW with warm-up and cosine decay.
+        mix: optional `(pretrain_frames, ratio)`: that fraction of each batch comes from the
+            pretraining data (co-finetuning); None trains on `data_sources` alone.
+        threads: torch threads; part of the recipe because it can change float rounding.
+    """
+    import torch
+
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise invalid(f"training needs steps >= 1, batch_size >= 1 and lr > 0; got steps={steps}, batch_size={batch_size}, lr={lr}")
+    sources = data_sources if isinstance(data_sources, (list, tuple)) else [data_sources]
+    chunk = model.cfg.chunk if hasattr(model, "cfg") else 1
+    main = _Sampler(concat_frames([frames_from(s) for s in sources]), chunk)
+    n_mix, other = 0, None
+    if mix is not None:
+        mix_data, ratio = mix
+        if not 0.0 <= ratio < 1.0:
+            raise invalid(f"co-training mix ratio {ratio} must be in [0, 1); it is the share of pretraining data per batch")
+        n_mix = int(round(ratio * batch_size))
+        other = _Sampler(frames_from(mix_data), chunk) if n_mix else None
+    warmup = max(1, min(100, steps // 10)) if warmup is None else warmup
+
+    with deterministic_torch(threads):
+        gen = torch.Generator().manual_seed(seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95)
+        )
+        model.train()
+        losses, window, all_losses = [], [], []
+        t0 = time.perf_counter()
+        bar = _progress(steps) if progress else None
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps, lr, warmup)
+            idx = torch.randint(len(main.data), (batch_size - n_mix,), generator=gen).numpy()
+            batch = main.batch(idx)
+            if other is not None:
+                batch = _merge_batches(batch, other.batch(torch.randint(len(other.data), (n_mix,), generator=gen).numpy()))
+            loss, _ = adapter.loss(model, batch)
+            if not torch.isfinite(loss):
+                raise invalid(f"training diverged at step {step} (loss {float(loss)}); lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            value = float(loss.detach())
+            window.append(value)
+            all_losses.append(value)
+            if len(window) == log_every or step == steps - 1:
+                losses.append(sum(window) / len(window))
+                window = []
+                if bar is not None:
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    model.eval()
+    tail = all_losses[-max(1, steps // 10) :]
+    return TrainReport(steps, time.perf_counter() - t0, all_losses[0], sum(tail) / len(tail), losses)
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train", file=sys.stderr, leave=False)
