@@ -1,0 +1,267 @@
+"""Behaviour-cloning finetune of a backbone on a demo set: task-FT or co-FT, alone or under DDP.
+
+`task-ft` trains on the new skill's demos alone; `co-ft` fills a share `mix` of every batch
+with pretraining frames (co-finetuning, the paper's other lever against forgetting). The
+recipe is a dataclass recorded with every learn run so `replay` can run it again.
+
+With `nproc > 1` the finetune runs under torchrun with DistributedDataParallel (gloo on CPU,
+nccl on GPU): every rank starts from the same parent weights, draws its own share of each
+global batch (`batch_size // nproc` frames) with its own seeded generator, and DDP averages
+the gradients, so all ranks hold the same weights after every step. Rank 0 writes the result.
+The rank count is part of the recipe: it changes which frames are drawn and the float sums.
+
+Example:
+    >>> recipe = FinetuneRecipe(mode="co-ft", mix=0.2, steps=400, lr=3e-4, seed=0)
+    >>> res = finetune("parent_dir", {"policy": "builtin-vla", "policy_config": {}}, demos, recipe,
+    ...                "ft_dir", pretrain_frames=frames)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from registry.errors import invalid, unavailable
+
+MODES = ("task-ft", "co-ft")
+RECIPE_VERSION = 1  # bump when the finetune's arithmetic changes (old recipes no longer replay bit for bit)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneRecipe:
+    """Everything that determines a finetune's weights besides the parent and the demos."""
+
+    mode: str = "task-ft"
+    """task-ft (the demos alone) or co-ft (mix in pretraining data)."""
+    mix: float = 0.0
+    """co-ft only: the share of each batch drawn from pretraining data, in [0, 1)."""
+    steps: int = 300
+    """Optimizer steps."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW, warm-up then cosine decay)."""
+    batch_size: int = 32
+    """Global batch size (split over ranks under DDP)."""
+    seed: int = 0
+    """Seeds batch sampling (rank r under DDP uses seed * 1000 + r)."""
+    threads: int = 2
+    """torch threads per process; recorded because it can change float rounding."""
+    nproc: int = 1
+    """Processes (DDP ranks); 1 trains in this process."""
+    pretrain_episodes: int = 0
+    """co-ft only: episodes of pretraining data generated for the mix (0 for task-ft)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise invalid(f"unknown finetune mode {self.mode!r}; use {' or '.join(MODES)}")
+        if not (0.0 <= self.mix <= 1.0):
+            raise invalid(f"--mix {self.mix} is outside [0, 1]; it is the share of pretraining data per batch, e.g. 0.2")
+        if self.mode == "co-ft" and self.mix >= 1.0:
+            raise invalid("--mix 1 would leave no room for the new skill's demos; use a share below 1, e.g. 0.2")
+        if self.steps < 1:
+            raise invalid(f"--steps must be at least 1, got {self.steps}")
+        if not self.lr > 0:
+            raise invalid(f"--lr must be positive, got {self.lr}")
+        if self.nproc < 1:
+            raise invalid(f"--nproc-per-node must be at least 1, got {self.nproc}")
+        if self.batch_size < self.nproc:
+            raise invalid(f"batch size {self.batch_size} is smaller than --nproc-per-node {self.nproc}; every rank needs a frame")
+
+    @property
+    def mixes(self) -> bool:
+        return self.mode == "co-ft" and self.mix > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FinetuneRecipe":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneResult:
+    checkpoint: Path
+    seconds: float
+    first_loss: float
+    final_loss: float
+
+
+def policy_of(config: Mapping[str, Any]):
+    """(adapter, policy_config) from a version's config; refuses versions without a policy."""
+    from retain.policies import get_policy
+
+    name = (config or {}).get("policy")
+    if not name:
+        raise invalid(
+            "this version records no policy config, so it cannot be finetuned here; "
+            "finetune elsewhere and pass --finetuned CHECKPOINT --preset NAME (with --eval-cmd to score it)"
+        )
+    return get_policy(name), dict(config.get("policy_config") or {})
+
+
+def finetune(
+    parent: str | os.PathLike,
+    config: Mapping[str, Any],
+    demos: Any,
+    recipe: FinetuneRecipe,
+    dest: str | os.PathLike,
+    pretrain_frames: Any = None,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Finetune the checkpoint `parent` (a version with `config`) on `demos`; write it to `dest`.
+
+    Args:
+        demos: demo frames (retain.train.DemoFrames or the simulator's DemoData).
+        pretrain_frames: co-ft's pretraining frames (required when recipe.mode is co-ft with mix > 0).
+    """
+    from retain.train import frames_from
+
+    frames = frames_from(demos)
+    if len(frames) == 0:
+        raise invalid("the demo set is empty (0 frames); collect or pass demos with at least one episode")
+    if recipe.mixes and pretrain_frames is None:
+        raise invalid("co-ft needs pretraining data to mix in; this base records none, so use --mode task-ft")
+    mix = frames_from(pretrain_frames) if recipe.mixes else None
+    if recipe.nproc > 1:
+        return _finetune_ddp(parent, config, frames, recipe, Path(dest), mix, progress)
+    adapter, policy_config = policy_of(config)
+    model = adapter.load(parent, policy_config)
+    report = _train(model, adapter, frames, recipe, mix, recipe.batch_size, recipe.seed, progress)
+    adapter.save(model, dest)
+    return FinetuneResult(Path(dest), report.seconds, report.first_loss, report.final_loss)
+
+
+def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, batch_size: int, seed: int, progress: bool):
+    from retain.train import train_bc
+
+    return train_bc(
+        model, adapter, frames, recipe.steps, recipe.lr, batch_size, seed,
+        mix=(mix, recipe.mix) if mix is not None else None, threads=recipe.threads, progress=progress,
+    )
+
+
+# ---------------------------------------------------------------------------------------- DDP
+
+
+def _save_frames(frames, path: Path) -> None:
+    # npz without pickle: the worker reads it back with allow_pickle=False.
+    np.savez(
+        path, images=frames.images, state=frames.state, action=frames.action,
+        episode_index=frames.episode_index, task_index=frames.task_index, tasks=np.array(frames.tasks, dtype=np.str_),
+    )
+
+
+def _load_frames(path: Path):
+    from retain.train import DemoFrames
+
+    with np.load(path, allow_pickle=False) as z:
+        return DemoFrames(z["images"], z["state"], z["action"], z["episode_index"], z["task_index"], [str(t) for t in z["tasks"]])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mix, progress: bool) -> FinetuneResult:
+    with tempfile.TemporaryDirectory(prefix="retain-ddp-") as tmp:
+        work = Path(tmp)
+        _save_frames(frames, work / "demos.npz")
+        if mix is not None:
+            _save_frames(mix, work / "mix.npz")
+        spec = {"parent": str(parent), "config": dict(config), "recipe": recipe.to_dict(), "dest": str(dest), "work": str(work),
+                "progress": progress}
+        (work / "spec.json").write_text(json.dumps(spec))
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={recipe.nproc}", "--nnodes=1",
+            "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "retain.finetune", str(work / "spec.json"),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(recipe.threads), "PYTHONPATH": _pythonpath()}
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
+        result = work / "result.json"
+        if proc.returncode != 0 or not result.exists():
+            detail = _last_error(proc.stderr or proc.stdout)
+            raise unavailable(f"the distributed finetune ({recipe.nproc} processes) failed: {detail}; try --nproc-per-node 1")
+        out = json.loads(result.read_text())
+        if len(set(out["rank_hashes"])) != 1:
+            raise unavailable(f"DDP ranks ended with different weights ({out['rank_hashes']}); the run is not usable")
+    return FinetuneResult(dest, out["seconds"], out["first_loss"], out["final_loss"])
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+def _last_error(text: Optional[str]) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln:
+            return ln[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _ddp_module(model, backend: str):
+    """DDP wrapper that still exposes the wrapped model's attributes (cfg, tokenize, ...), so the
+    adapter's loss and the trainer work on it unchanged while its forward syncs gradients."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    class _Transparent(DistributedDataParallel):
+        def __getattr__(self, name: str):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.module, name)
+
+    return _Transparent(model) if backend == "gloo" else _Transparent(model.cuda(), device_ids=[0])
+
+
+def _worker(spec_path: str) -> None:
+    """One DDP rank (run by torchrun): train, check every rank agrees, rank 0 saves."""
+    import hashlib
+
+    import torch
+    import torch.distributed as dist
+
+    spec = json.loads(Path(spec_path).read_text())
+    work = Path(spec["work"])
+    recipe = FinetuneRecipe.from_dict(spec["recipe"])
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        adapter, policy_config = policy_of(spec["config"])
+        model = adapter.load(spec["parent"], policy_config)
+        frames = _load_frames(work / "demos.npz")
+        mix = _load_frames(work / "mix.npz") if (work / "mix.npz").exists() else None
+        ddp = _ddp_module(model, backend)
+        report = _train(ddp, adapter, frames, recipe, mix, recipe.batch_size // world, recipe.seed * 1000 + rank,
+                        spec["progress"] and rank == 0)
+        h = hashlib.sha256()
+        for name, t in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        hashes: list = [None] * world
+        dist.all_gather_object(hashes, h.hexdigest())
+        if rank == 0:
+            adapter.save(model, spec["dest"])
+            out = {"seconds": report.seconds, "first_loss": report.first_loss, "final_loss": report.final_loss, "rank_hashes": hashes}
+            (work / "result.json").write_text(json.dumps(out))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
