@@ -51,6 +51,7 @@ from retain.streaming import (
     FileReader,
     chunk_ranges,
     compute_dtype,
+    raw_chunks,
 )
 
 ON_MISMATCH = ("error", "take-finetuned")
@@ -274,11 +275,12 @@ def _check_plain_buffers(
 ) -> None:
     """Non-float tensors must be equal in every input; checked before writing starts."""
     differing: list[str] = []
+    bufs = ChunkBuffers(1 << 20)
     for k, job in enumerate(jobs):
         spec = job.spec
         if spec.dtype in FLOAT_DTYPES or job.source is not pre.specs.get(spec.name):
             continue
-        if any(not _same_bytes(reader, spec, ft.specs[spec.name]) for ft in fts):
+        if any(not _same_bytes(reader, spec, ft.specs[spec.name], bufs) for ft in fts):
             if on_mismatch == "error":
                 differing.append(spec.name)
             else:
@@ -292,17 +294,8 @@ def _check_plain_buffers(
         )
 
 
-def _same_bytes(reader: FileReader, a: TensorSpec, b: TensorSpec, chunk: int = 1 << 24) -> bool:
-    size = a.nbytes // max(a.numel, 1)
-    step = max(chunk // max(size, 1), 1)
-    for start, n in chunk_ranges(a.numel, step):
-        x = torch.empty(n * size, dtype=torch.uint8)
-        y = torch.empty(n * size, dtype=torch.uint8)
-        reader.read_into(a, start, x)
-        reader.read_into(b, start, y)
-        if not torch.equal(x, y):
-            return False
-    return True
+def _same_bytes(reader: FileReader, a: TensorSpec, b: TensorSpec, bufs: ChunkBuffers) -> bool:
+    return all(x == y for x, y in zip(raw_chunks(a, reader, bufs, "a"), raw_chunks(b, reader, bufs, "b")))
 
 
 # ---------------------------------------------------------------------------------------- execution
@@ -330,7 +323,7 @@ def _execute(
                 if job.kind == "copy":
                     if job.modality is not None:
                         stats["copied_pre" if job.source is job.spec else "copied_ft"] += 1
-                    parts = _copy_chunks(job.source, reader, bufs)
+                    parts = raw_chunks(job.source, reader, bufs)
                     stats["read"] += job.source.nbytes
                 else:
                     parts = _merge_chunks(job, reader, bufs)
@@ -344,15 +337,6 @@ def _counted(parts: Iterator, bar) -> Iterator:
     for p in parts:
         yield p
         bar.update(memoryview(p).nbytes)
-
-
-def _copy_chunks(spec: TensorSpec, reader: FileReader, bufs: ChunkBuffers) -> Iterator[memoryview]:
-    size = spec.nbytes // max(spec.numel, 1)
-    step = max(bufs.chunk_elems * 4 // max(size, 1), 1)
-    for start, n in chunk_ranges(spec.numel, step):
-        raw = bufs.raw("copy", n * size)
-        reader.read_into(spec, start, raw)
-        yield memoryview(raw.numpy())
 
 
 def _merge_chunks(job: _Job, reader: FileReader, bufs: ChunkBuffers) -> Iterator[memoryview]:

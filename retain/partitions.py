@@ -155,3 +155,14 @@ def get_partition_map(preset: str | None = None, rules: str | os.PathLike | None
         return PRESETS[preset]
     except KeyError:
         raise invalid(f"unknown partition preset {preset!r}; choose one of {', '.join(PRESETS)} or pass a rules file") from None
+
+
+def detect_preset(names: Iterable[str]) -> PartitionMap | None:
+    """The preset that claims the most of `names` (None if none claims any): a guess to show users."""
+    names = list(names)
+    best, best_count = None, 0
+    for pm in PRESETS.values():
+        count = sum(pm.modality_of(n) is not None for n in names)
+        if count > best_count:
+            best, best_count = pm, count
+    return best

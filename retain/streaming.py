@@ -101,3 +101,13 @@ class ChunkBuffers:
             buf = torch.empty(max(n, 1), dtype=dtype)
             self._calc[(key, dtype)] = buf
         return buf[:n]
+
+
+def raw_chunks(spec: TensorSpec, reader: FileReader, bufs: ChunkBuffers, key: str = "copy"):
+    """Yield a tensor's raw bytes in chunks (memoryviews of one reused buffer: consume each first)."""
+    size = DTYPE_SIZES[spec.dtype]
+    step = max(bufs.chunk_elems * 4 // size, 1)
+    for start, n in chunk_ranges(spec.numel, step):
+        raw = bufs.raw(key, n * size)
+        reader.read_into(spec, start, raw)
+        yield memoryview(raw.numpy())
