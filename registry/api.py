@@ -48,10 +48,17 @@ DEFAULT_GC_GRACE = 3600.0
 class Registry:
     """A registry: a database (SQLAlchemy URL) plus a blob store (fsspec URL)."""
 
-    def __init__(self, locations: Locations, engine, store: BlobStore):
+    def __init__(self, locations: Locations, engine, store: Optional[BlobStore] = None):
         self.locations = locations
         self.engine = engine
-        self.store = store
+        self._store = store
+
+    @property
+    def store(self) -> BlobStore:
+        # Made on first use: queries never touch the store, and fsspec costs import time.
+        if self._store is None:
+            self._store = BlobStore(self.locations.store_url)
+        return self._store
 
     # ------------------------------------------------------------------------------ open / close
 
@@ -67,7 +74,7 @@ class Registry:
         sqlite_file = loc.sqlite_path
         if sqlite_file is not None and not create and not sqlite_file.exists():
             raise not_found(f"no registry at {loc.home if sqlite_file.parent == loc.home else sqlite_file}; run `retain init` (or pass --home / RETAIN_HOME)")
-        store = BlobStore(loc.store_url)
+        store = BlobStore(loc.store_url) if create else None
         if create:
             try:
                 loc.home.mkdir(parents=True, exist_ok=True)

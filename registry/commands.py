@@ -1,0 +1,238 @@
+"""Registry commands: init, base import, lineage, log, show, scores, rollback, export, verify, gc, db.
+
+Only click is imported at module level; the database layer loads inside each command, and
+nothing here imports torch, so query commands start fast.
+"""
+from __future__ import annotations
+
+import click
+
+from registry.cli_support import emit, json_option, registry_from_ctx, to_json
+
+
+@click.command("init")
+@click.pass_context
+def init_cmd(ctx: click.Context) -> None:
+    """Create the registry (home folder, database schema, blob store). Safe to run again.
+
+    Example: retain --home ./.retain init
+    """
+    with registry_from_ctx(ctx, create=True) as reg:
+        from registry.config import redact
+
+        loc = reg.locations
+        click.echo(f"registry ready at {loc.home} (database {redact(loc.db_url)}, store {loc.store_url})")
+
+
+@click.group("base")
+def base_group() -> None:
+    """Base checkpoints: the roots of the lineage."""
+
+
+@base_group.command("import")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--name", default=None, help="A label for this base (letters, digits, . _ -).")
+@click.option("--ref", default="main", show_default=True, help="The ref that moves to the new version.")
+@click.option("--message", "-m", default=None, help="Why this base is imported.")
+@json_option
+@click.pass_context
+def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, message: str | None, as_json: bool) -> None:
+    """Import a safetensors file or sharded folder as a new base version at the head of a ref.
+
+    Example: retain base import ./pi0_base --name pi0
+    """
+    with registry_from_ctx(ctx) as reg:
+        v = reg.import_base(path, name=name, ref=ref, message=message)
+    emit(v, as_json, lambda v: f"{v.name} imported from {path} ({v.weight_hash}); {ref} -> {v.name}")
+
+
+@click.command("lineage")
+@click.option("--format", "fmt", type=click.Choice(["tree", "json", "dot", "mermaid"]), default="tree", show_default=True)
+@json_option
+@click.pass_context
+def lineage_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
+    """The version graph; each edge shows the skill learned and the alpha chosen.
+
+    Example: retain lineage --format mermaid
+    """
+    from registry.render import LINEAGE_RENDERERS, lineage_dict
+
+    with registry_from_ctx(ctx) as reg:
+        lin = reg.lineage()
+    if as_json or fmt == "json":
+        click.echo(to_json(lineage_dict(lin)))
+    else:
+        click.echo(LINEAGE_RENDERERS[fmt](lin))
+
+
+@click.command("log")
+@click.option("--ref", default="main", show_default=True, help="Which ref's moves to list.")
+@click.option("--all", "all_refs", is_flag=True, help="List the moves of every ref.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Only the newest N entries.")
+@json_option
+@click.pass_context
+def log_cmd(ctx: click.Context, ref: str, all_refs: bool, limit: int | None, as_json: bool) -> None:
+    """The ref log: every move of a ref, who made it, when and why (newest first).
+
+    Example: retain log --ref main -n 20
+    """
+    from registry.render import log_text
+
+    with registry_from_ctx(ctx) as reg:
+        entries = reg.log(None if all_refs else ref, limit=limit)
+    emit(entries, as_json, log_text)
+
+
+@click.command("show")
+@click.argument("version")
+@json_option
+@click.pass_context
+def show_cmd(ctx: click.Context, version: str, as_json: bool) -> None:
+    """One version in full: parent, weights, recipe, learn run, scores.
+
+    Example: retain show v3   (or: retain show main)
+    """
+    from registry.render import show_text
+
+    with registry_from_ctx(ctx) as reg:
+        detail = reg.show(version)
+    emit(detail, as_json, show_text)
+
+
+@click.command("scores")
+@click.argument("version", required=False)
+@json_option
+@click.pass_context
+def scores_cmd(ctx: click.Context, version: str | None, as_json: bool) -> None:
+    """Per-skill scores (rate and 95% interval per split) of a version; default the head of main.
+
+    Example: retain scores v3 --json
+    """
+    from registry.render import scores_text
+
+    with registry_from_ctx(ctx) as reg:
+        name = reg.resolve(version).name if version else (reg.head("main").name if reg.head("main") else "main")
+        scores = reg.scores(version)
+    emit(scores, as_json, lambda s: scores_text(name, s))
+
+
+@click.command("rollback")
+@click.argument("version")
+@click.option("--ref", default="main", show_default=True)
+@click.option("--reason", "-m", default=None, help="Why (recorded in the ref log).")
+@json_option
+@click.pass_context
+def rollback_cmd(ctx: click.Context, version: str, ref: str, reason: str | None, as_json: bool) -> None:
+    """Move a ref back to an earlier version. Deletes nothing; the next commit builds on it.
+
+    Example: retain rollback v2 -m "whiteboard merge hurt plates"
+    """
+    with registry_from_ctx(ctx) as reg:
+        entry = reg.rollback(version, ref=ref, reason=reason)
+        target = reg.resolve(version).name
+    emit(entry, as_json, lambda e: f"{ref} is already at {target}; nothing to do" if e is None else f"{ref}: {e.old} -> {e.new} (rollback)")
+
+
+@click.command("export")
+@click.argument("version")
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=str), help="New folder to write.")
+@click.pass_context
+def export_cmd(ctx: click.Context, version: str, output: str) -> None:
+    """Write a version as a Hugging Face style folder (safetensors + config.json), hash-checked.
+
+    Example: retain export main -o ./exported
+    """
+    with registry_from_ctx(ctx) as reg:
+        v = reg.resolve(version)
+        dest = reg.export(v.name, output)
+    click.echo(f"{v.name} exported to {dest} ({v.weight_hash})")
+
+
+@click.command("verify")
+@json_option
+@click.pass_context
+def verify_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Check every blob against its hash and rebuild every version's weight hash.
+
+    Example: retain verify
+    """
+    from registry.errors import corrupt
+
+    with registry_from_ctx(ctx) as reg:
+        report = reg.verify()
+    if as_json:
+        click.echo(to_json({**report.__dict__, "ok": report.ok}))
+    else:
+        for p in report.problems:
+            click.echo(f"problem: {p}")
+        if report.ok:
+            click.echo(f"ok: {report.blobs_checked} blobs and {report.versions_checked} versions verified")
+    if not report.ok:
+        raise corrupt(f"verify found {len(report.problems)} problem(s); restore the named blobs from a backup")
+
+
+@click.command("gc")
+@click.option("--grace", "grace", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              help="Only delete what is older than this many seconds (protects commits in flight).")
+@click.option("--dry-run", is_flag=True, help="List what would go; delete nothing.")
+@json_option
+@click.pass_context
+def gc_cmd(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> None:
+    """Delete blobs nothing references (e.g. left by an interrupted commit) after a grace period.
+
+    Example: retain gc --grace 0 --dry-run
+    """
+    with registry_from_ctx(ctx) as reg:
+        report = reg.gc(grace_seconds=grace, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    emit(report, as_json, lambda r: (
+        f"gc {verb} {len(r.orphan_files)} orphan file(s), {len(r.unreferenced_blobs)} unreferenced blob(s), "
+        f"{len(r.unreferenced_folders)} unreferenced folder(s); {r.bytes_freed} bytes"))
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema (Alembic migrations) for operators. Opening a registry upgrades it anyway."""
+
+
+def _engine(ctx: click.Context):
+    from registry import db
+    from registry.config import resolve_locations
+    from registry.errors import not_found
+
+    root = ctx.find_root().obj or {}
+    loc = resolve_locations(root.get("home"), root.get("db_url"), root.get("store_url"))
+    if loc.sqlite_path is not None and not loc.sqlite_path.exists():
+        raise not_found(f"no registry at {loc.sqlite_path}; run `retain init`")
+    return db.make_engine(loc.db_url)
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade_cmd(ctx: click.Context, revision: str) -> None:
+    """Apply migrations up to a revision. Example: retain db upgrade"""
+    from registry import db
+
+    engine = _engine(ctx)
+    try:
+        db.upgrade(engine, revision)
+        click.echo(f"database at {db.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_group.command("current")
+@json_option
+@click.pass_context
+def db_current_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Show the schema revision the database is at. Example: retain db current"""
+    from registry import db
+
+    engine = _engine(ctx)
+    try:
+        rev = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    info = {"current": rev, "head": db.SCHEMA_HEAD}
+    emit(info, as_json, lambda i: f"{i['current'] or '(empty)'}" + (" (head)" if i["current"] == i["head"] else f" (head is {i['head']}; run `retain db upgrade`)"))

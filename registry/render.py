@@ -1,0 +1,172 @@
+"""Text renderings of registry records for the CLI: the lineage graph (tree, json, dot, mermaid),
+the ref log, one version, scores. Pure functions of records; no database, no torch."""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any, Callable, Optional
+
+from registry.records import Lineage, RefLogEntry, Score, Version, VersionDetail
+
+LINEAGE_FORMATS = ("tree", "json", "dot", "mermaid")
+
+
+def format_alpha(alpha: Any) -> str:
+    if alpha is None:
+        return ""
+    if isinstance(alpha, dict):
+        return ",".join(f"{k}={_num(v)}" for k, v in alpha.items())
+    return _num(alpha)
+
+
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _when(v) -> str:
+    return v.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _edge_label(skill: Optional[str], alpha: Any) -> str:
+    parts = [skill] if skill else []
+    if alpha is not None:
+        parts.append(f"alpha {format_alpha(alpha)}")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------ lineage
+
+
+def lineage_tree(lin: Lineage) -> str:
+    """One line per version. A chain stays in one column; a version with several children opens a
+    branch (├─) for each but the newest, which continues the column, so 1,000 versions in a row
+    do not indent 1,000 times."""
+    if not lin.versions:
+        return "(no versions yet; add one with `retain base import PATH`)"
+    edge = {e.child: e for e in lin.edges}
+    kids: dict[str, list[Version]] = defaultdict(list)
+    for v in lin.versions:
+        if v.parent:
+            kids[v.parent].append(v)
+    lines: list[str] = []
+    roots = [v for v in lin.versions if v.parent is None]
+    stack: list[tuple[Version, str, str]] = [(r, "", "") for r in reversed(roots)]
+    while stack:
+        v, prefix, conn = stack.pop()
+        e = edge.get(v.name)
+        bits = [v.name, v.how]
+        label = _edge_label(e.skill, e.alpha) if e else ""
+        if label:
+            bits.append(label)
+        if v.refs:
+            bits.append("[" + ", ".join(v.refs) + "]")
+        bits.append(_when(v.created_at))
+        lines.append(prefix + conn + "  ".join(bits))
+        children = kids.get(v.name, [])
+        body = prefix + ("│  " if conn else "")
+        if children:
+            stack.append((children[-1], body, ""))
+            for c in reversed(children[:-1]):
+                stack.append((c, body, "├─ "))
+    return "\n".join(lines)
+
+
+def lineage_dict(lin: Lineage) -> dict:
+    return {
+        "versions": [dataclasses.asdict(v) for v in lin.versions],
+        "edges": [dataclasses.asdict(e) for e in lin.edges],
+        "refs": lin.refs,
+    }
+
+
+def lineage_dot(lin: Lineage) -> str:
+    out = ["digraph lineage {", "  rankdir=LR;", "  node [shape=ellipse];"]
+    for v in lin.versions:
+        out.append(f'  "{v.name}" [label="{v.name}\\n{v.how}"];')
+    for e in lin.edges:
+        label = _edge_label(e.skill, e.alpha)
+        attr = f' [label="{label}"]' if label else ""
+        out.append(f'  "{e.parent}" -> "{e.child}"{attr};')
+    for ref, target in sorted(lin.refs.items()):
+        out.append(f'  "ref:{ref}" [label="{ref}", shape=box];')
+        out.append(f'  "ref:{ref}" -> "{target}" [style=dashed];')
+    out.append("}")
+    return "\n".join(out)
+
+
+def lineage_mermaid(lin: Lineage) -> str:
+    out = ["graph LR"]
+    for v in lin.versions:
+        out.append(f'  {v.name}["{v.name} {v.how}"]')
+    for e in lin.edges:
+        label = _edge_label(e.skill, e.alpha)
+        out.append(f'  {e.parent} -->|"{label}"| {e.child}' if label else f"  {e.parent} --> {e.child}")
+    for ref, target in sorted(lin.refs.items()):
+        out.append(f'  ref_{_mermaid_id(ref)}(["{ref}"]) -.-> {target}')
+    return "\n".join(out)
+
+
+def _mermaid_id(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+LINEAGE_RENDERERS: dict[str, Callable[[Lineage], str]] = {
+    "tree": lineage_tree,
+    "dot": lineage_dot,
+    "mermaid": lineage_mermaid,
+}
+
+
+# ------------------------------------------------------------------------------------ log, show, scores
+
+
+def log_text(entries: list[RefLogEntry]) -> str:
+    if not entries:
+        return "(the ref log is empty)"
+    lines = []
+    for e in entries:
+        move = f"{e.old or '(none)'} -> {e.new or '(none)'}"
+        reason = f"  {e.reason}" if e.reason else ""
+        lines.append(f"{_when(e.at)}  {e.ref}  {move}  {e.action}  by {e.who}{reason}")
+    return "\n".join(lines)
+
+
+def scores_text(version: str, scores: list[Score]) -> str:
+    if not scores:
+        return f"no scores for {version} yet; they appear once a version is evaluated (`retain eval`, `retain learn`)"
+    head = f"{'skill':<20} {'split':<18} {'rate':>6}  {'95% CI':<13} {'n':>7}  evaluator"
+    lines = [f"scores of {version}", head]
+    for s in scores:
+        lines.append(f"{s.skill or '(generalist)':<20} {s.split:<18} {s.rate:>6.3f}  [{s.ci_low:.2f}, {s.ci_high:.2f}]  "
+                     f"{s.successes:>3}/{s.episodes:<3}  {s.evaluator}")
+    return "\n".join(lines)
+
+
+def show_text(d: VersionDetail) -> str:
+    v = d.version
+    lines = [
+        f"version     {v.name}" + (f"  [{', '.join(v.refs)}]" if v.refs else ""),
+        f"parent      {v.parent or '(none)'}",
+        f"children    {', '.join(d.children) or '(none)'}",
+        f"how         {v.how}",
+        f"created     {_when(v.created_at)}",
+        f"weights     {v.weight_hash}",
+        f"message     {v.message or ''}",
+        f"config      {v.config}",
+        f"recipe      {v.recipe}",
+        "files",
+    ]
+    lines += [f"  {f.path}  {f.size} bytes  sha256:{f.blob}" for f in d.files]
+    r = d.learn_run
+    if r:
+        lines += [
+            f"learn run   #{r.id}  skill {r.skill}  from {r.parent}  status {r.status}",
+            f"  alpha     {format_alpha(r.alpha)}",
+            f"  demo set  {r.demo_set_id if r.demo_set_id is not None else '(none)'}",
+            f"  delta     {r.delta or '(not stored)'}",
+            f"  recipe    {r.recipe}",
+            f"  sweep     {len(r.sweep)} point(s)",
+            f"  timings   {r.timings}",
+        ]
+    lines.append(scores_text(v.name, d.scores))
+    return "\n".join(lines)
