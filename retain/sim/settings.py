@@ -1,0 +1,88 @@
+"""Settings: the ranges a scene is drawn from. One narrow ID setting (where a new skill's demos are
+collected), one OOD family per kind of variation, and the broad pretraining/generalist setting.
+
+Each OOD family changes exactly one thing relative to "id", so a drop in success names its cause.
+The generalist setting spans every family at once, which is what makes the pretrained base robust
+and what narrow finetuning can erode. All fields are plain data: edit or add a `Setting` to tune
+the testbed, no code changes needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from registry.errors import invalid
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """Variation ranges of one setting."""
+
+    name: str
+    description: str
+    layout: str = "nominal"             # "nominal": each entity near its task's layout; "anywhere": uniform
+    pos_jitter: float = 0.12            # half-width of the uniform jitter around nominal positions
+    distractors: tuple[int, int] = (0, 0)          # inclusive range of extra loose objects
+    fixture_distractors: tuple[int, int] = (0, 0)  # inclusive range of extra receptacles/mats/buttons
+    backgrounds: tuple[int, ...] = (0,)  # indices into render.BACKGROUNDS
+    brightness: tuple[float, float] = (1.0, 1.0)
+    tint: float = 0.0                   # max per-channel colour cast (+-)
+    camera_shift: float = 0.0           # max table-units shift of the camera centre (+-, per axis)
+    camera_zoom: tuple[float, float] = (1.0, 1.0)
+    camera_rot: float = 0.0             # max rotation in radians (+-)
+    camera_shear: float = 0.0           # max shear (+-), a cheap stand-in for tilt
+    variants: str = "id"                # appearance of a skill's objects: "id", "ood" or "all"
+    phrasing: str = "canonical"         # instructions: "canonical", "train" (pretraining pool), "heldout"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("nominal", "anywhere"):
+            raise ValueError(f"{self.name}: layout must be 'nominal' or 'anywhere', got {self.layout!r}")
+        if self.variants not in ("id", "ood", "all"):
+            raise ValueError(f"{self.name}: variants must be id/ood/all, got {self.variants!r}")
+        if self.phrasing not in ("canonical", "train", "heldout"):
+            raise ValueError(f"{self.name}: phrasing must be canonical/train/heldout, got {self.phrasing!r}")
+        for lo, hi, what in (self.distractors + ("distractors",), self.fixture_distractors + ("fixture_distractors",),
+                             self.brightness + ("brightness",), self.camera_zoom + ("camera_zoom",)):
+            if lo > hi:
+                raise ValueError(f"{self.name}: {what} range ({lo}, {hi}) is reversed")
+
+
+ID = Setting("id", "narrow: small position range, canonical table and camera, no distractors, one phrasing")
+
+_BROAD = dict(
+    layout="anywhere", distractors=(1, 4), fixture_distractors=(0, 2), backgrounds=(0, 1, 2, 3, 4, 5),
+    brightness=(0.65, 1.3), tint=0.12, camera_shift=0.12, camera_zoom=(0.85, 1.15), camera_rot=0.3,
+    camera_shear=0.15, variants="all", phrasing="train",
+)
+
+_SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        ID,
+        dataclasses.replace(ID, name="ood:position", description="positions anywhere on the table", layout="anywhere"),
+        dataclasses.replace(ID, name="ood:object", description="unseen colours/shapes of the skill's objects",
+                            variants="ood"),
+        dataclasses.replace(ID, name="ood:background", description="other table surfaces, brightness and tint",
+                            backgrounds=(1, 2, 3, 4, 5), brightness=(0.65, 1.3), tint=0.12),
+        dataclasses.replace(ID, name="ood:distractor", description="extra objects and receptacles on the table",
+                            distractors=(2, 4), fixture_distractors=(1, 2)),
+        dataclasses.replace(ID, name="ood:viewpoint", description="camera shifted, rotated, zoomed and sheared",
+                            camera_shift=0.12, camera_zoom=(0.85, 1.15), camera_rot=0.3, camera_shear=0.15),
+        dataclasses.replace(ID, name="ood:language", description="paraphrased instructions never used in ID demos",
+                            phrasing="heldout"),
+        Setting("pretrain", "broad variation of every kind: the pretraining data distribution", **_BROAD),
+        Setting("generalist", "the generalist suite: pretraining tasks under the same broad variation", **_BROAD),
+    ]
+}
+
+SETTINGS: list[str] = list(_SETTINGS)
+OOD_FAMILIES: list[str] = [s for s in SETTINGS if s.startswith("ood:")]
+
+
+def get_setting(name: "str | Setting") -> Setting:
+    """The setting called `name` (a Setting passes through, for custom ranges)."""
+    if isinstance(name, Setting):
+        return name
+    try:
+        return _SETTINGS[name]
+    except KeyError:
+        raise invalid(f"unknown setting {name!r}; choose one of: {', '.join(SETTINGS)}") from None
