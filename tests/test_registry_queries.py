@@ -1,0 +1,89 @@
+"""Query commands stay torch-free, and their renderings say what they should."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, cli_argv
+from registry.records import NewLearnRun, NewScore
+from registry.render import format_alpha, lineage_dot, lineage_mermaid, lineage_tree
+from registry.stats import wilson_interval
+
+PROBE = """
+import runpy, sys, json
+sys.argv = ["retain", *json.loads(sys.argv[1])]
+try:
+    runpy.run_path({cli!r}, run_name="__main__")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+heavy = sorted(m for m in ("torch", "retain", "numpy", "alembic") if m in sys.modules)
+print("MODULES " + json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
+"""
+
+
+@pytest.fixture
+def small_history(registry, make_checkpoint):
+    registry.import_base(make_checkpoint("base.safetensors", seed=0))
+    for i, skill in enumerate(["plates", "whiteboard"], start=1):
+        run = NewLearnRun(skill=skill, demo_set_id=None, recipe={}, delta_dir=None, alpha={"vision": 1.0, "language": 0.5 + i / 10},
+                          sweep=[], timings={})
+        registry.commit_version(make_checkpoint(f"{skill}.safetensors", seed=i), parent=f"v{i - 1}", how="learn",
+                                expected_head=f"v{i - 1}", learn_run=run, scores=[NewScore(skill, "id", 8, 10, "e")])
+    registry.rollback("v1", reason="whiteboard hurt plates")
+    run = NewLearnRun(skill="mugs-on-plates", demo_set_id=None, recipe={}, delta_dir=None, alpha=0.75, sweep=[], timings={})
+    registry.commit_version(make_checkpoint("mugs.safetensors", seed=7), parent="v1", how="learn", expected_head="v1", learn_run=run)
+    return registry
+
+
+@pytest.mark.parametrize("args", [["lineage"], ["lineage", "--format", "dot"], ["scores", "v1"], ["log"], ["show", "v2"]])
+def test_query_commands_do_not_import_torch(small_history, args):
+    argv = cli_argv(small_history, *args)
+    probe = PROBE.format(cli=str(ROOT / "cli.py"))
+    r = subprocess.run([sys.executable, "-c", probe, json.dumps(argv[2:])], capture_output=True, text=True, timeout=120)
+    info = json.loads(r.stderr.rsplit("MODULES ", 1)[1])
+    assert info["code"] in (0, None), r.stderr
+    assert info["heavy"] == [], f"{args} imported {info['heavy']}"
+
+
+def test_lineage_tree_branches_and_chains(small_history):
+    text = lineage_tree(small_history.lineage())
+    lines = text.splitlines()
+    assert lines[0].startswith("v0  base-import")
+    assert lines[1].startswith("v1  learn  plates alpha vision=1,language=0.6")
+    assert lines[2].startswith("├─ v2  learn  whiteboard alpha vision=1,language=0.7")
+    assert lines[3].startswith("v3  learn  mugs-on-plates alpha 0.75  [main]")
+
+
+def test_dot_and_mermaid_name_every_edge(small_history):
+    lin = small_history.lineage()
+    dot = lineage_dot(lin)
+    assert '"v1" -> "v2" [label="whiteboard alpha vision=1,language=0.7"]' in dot
+    assert '"ref:main" -> "v3" [style=dashed]' in dot
+    mer = lineage_mermaid(lin)
+    assert 'v1 -->|"mugs-on-plates alpha 0.75"| v3' in mer and 'ref_main(["main"]) -.-> v3' in mer
+
+
+def test_scores_json(small_history, cli):
+    got = json.loads(cli("scores", "v1", "--json").output)
+    assert [(s["skill"], s["split"], s["successes"], s["episodes"], s["rate"]) for s in got] == [("plates", "id", 8, 10, 0.8)]
+    assert "no scores for v3 yet" in cli("scores").output
+
+
+def test_format_alpha():
+    assert format_alpha(0.5) == "0.5" and format_alpha({"language": 0.8, "vision": 1.0}) == "language=0.8,vision=1"
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(10, 20)
+    assert (round(low, 4), round(high, 4)) == (0.2993, 0.7007)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    low, high = wilson_interval(0, 10)
+    assert round(high, 4) == 0.2775
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
