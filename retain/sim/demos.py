@@ -1,0 +1,63 @@
+"""Scripted demonstrations: run the expert in a TabletopBatch and keep the successful episodes."""
+from __future__ import annotations
+
+import numpy as np
+
+from registry.errors import invalid, invalid_state
+from retain.data.lerobot import Episode
+from retain.sim.batch import TabletopBatch
+from retain.sim.world import WorldConfig
+
+FPS = 10.0          # recorded frame rate of a demo (one frame per env step)
+_MAX_ROUNDS = 8     # top-up rounds when some expert episodes fail
+
+
+def collect_episodes(task: str, n: int, setting: str = "id", seed: int = 0, *, image_size: int | None = None,
+                     config: WorldConfig | None = None, batch_size: int = 256) -> list[Episode]:
+    """n successful expert episodes of `task` in `setting`, reproducible from `seed`.
+
+    Episodes are run `batch_size` at a time; failed ones are dropped and replaced from later rounds
+    (each round's seed is derived from `seed`), so the result depends only on the arguments.
+    """
+    if n < 1:
+        raise invalid(f"-n must be at least 1, got {n}")
+    if batch_size < 1:
+        raise invalid(f"batch_size must be at least 1, got {batch_size}")
+    out: list[Episode] = []
+    for round_ in range(_MAX_ROUNDS):
+        want = min(batch_size, max(n - len(out), 1) + 4)
+        batch = TabletopBatch([task], setting, want, seed=_round_seed(seed, round_), image_size=image_size,
+                              config=config)
+        out.extend(_run(batch))
+        if len(out) >= n:
+            return out[:n]
+    raise invalid_state(f"the {task} expert succeeded in only {len(out)} of the episodes tried in "
+                        f"{_MAX_ROUNDS} rounds; the setting is too hard for it (try another --setting)")
+
+
+def _round_seed(seed: int, round_: int) -> int:
+    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+
+
+def _run(batch: TabletopBatch) -> list[Episode]:
+    obs = batch.reset()
+    images, states, actions = [], [], []
+    live_masks = []
+    while not batch.done.all():
+        act = batch.expert_actions()
+        live_masks.append(~batch.done)
+        images.append(obs["image"])
+        states.append(obs["state"])
+        actions.append(act)
+        obs, _, _ = batch.step(act)
+    if not images:
+        return []
+    live = np.stack(live_masks, 1)       # (n, T)
+    imgs, st, ac = np.stack(images, 1), np.stack(states, 1), np.stack(actions, 1)
+    episodes = []
+    for i in np.nonzero(batch.success)[0]:
+        t = int(live[i].sum())
+        if t == 0:   # solved before any action: nothing to imitate
+            continue
+        episodes.append(Episode(imgs[i, :t], st[i, :t], ac[i, :t], batch.instructions[i]))
+    return episodes
