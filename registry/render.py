@@ -3,6 +3,7 @@ the ref log, one version, scores. Pure functions of records; no database, no tor
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
@@ -21,6 +22,10 @@ def format_alpha(alpha: Any) -> str:
 
 def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
 
 
 def _when(v) -> str:
@@ -152,8 +157,8 @@ def show_text(d: VersionDetail) -> str:
         f"created     {_when(v.created_at)}",
         f"weights     {v.weight_hash}",
         f"message     {v.message or ''}",
-        f"config      {v.config}",
-        f"recipe      {v.recipe}",
+        f"config      {_compact(v.config)}",
+        f"recipe      {_compact(v.recipe)}",
         "files",
     ]
     lines += [f"  {f.path}  {f.size} bytes  sha256:{f.blob}" for f in d.files]
@@ -164,9 +169,9 @@ def show_text(d: VersionDetail) -> str:
             f"  alpha     {format_alpha(r.alpha)}",
             f"  demo set  {r.demo_set_id if r.demo_set_id is not None else '(none)'}",
             f"  delta     {r.delta or '(not stored)'}",
-            f"  recipe    {r.recipe}",
+            f"  recipe    {_compact(r.recipe)}",
             f"  sweep     {len(r.sweep)} point(s)",
-            f"  timings   {r.timings}",
+            f"  timings   {_compact(r.timings)}",
         ]
     lines.append(scores_text(v.name, d.scores))
     return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""How fast do the query commands answer on a registry of 1,000 versions?
+
+Builds a registry through the Python API (tiny weights; every version a learn commit with a
+learn run, alpha and 15 scores; a rollback every 100 versions so the graph branches), then times
+`lineage`, `scores` and `log`:
+  - end to end as subprocesses (`python cli.py ... <command>`: interpreter start, imports, open,
+    query, print), the figure a user feels;
+  - in-process through click's CliRunner (open, query, render; imports already warm).
+Prints JSON, then a short table. Median and max over --repeat runs after one warm-up.
+
+Usage:
+    python benchmarks/registry_queries.py                      # 1,000 versions on SQLite in a temp dir
+    python benchmarks/registry_queries.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from registry.api import Registry  # noqa: E402
+from registry.checkpoint import save_tensors  # noqa: E402
+from registry.records import NewLearnRun, NewScore  # noqa: E402
+
+SKILLS = ["plates", "whiteboard", "pot-on-stove", "mugs-on-plates", "items-into-basket"]
+SPLITS = ["id", "ood:position", "ood:object"]
+COMMANDS = {"lineage": ["lineage"], "scores": ["scores"], "log": ["log"],
+            "lineage --json": ["lineage", "--json"], "log --json": ["log", "--json"]}
+
+
+def build(reg: Registry, n: int, work: Path) -> float:
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+
+    def weights(i: int) -> Path:
+        dest = work / f"w{i}.safetensors"
+        save_tensors(dest, {"vision.w": ("F32", (4, 4), rng.standard_normal(16).astype("<f4").tobytes()),
+                            "language.w": ("F32", (8,), rng.standard_normal(8).astype("<f4").tobytes())})
+        return dest
+
+    reg.import_base(weights(0), name="bench-base")
+    for i in range(1, n):
+        head = reg.head()
+        skill = SKILLS[i % len(SKILLS)]
+        run = NewLearnRun(skill=skill, demo_set_id=None, recipe={"mode": "co-ft", "seed": i}, delta_dir=None,
+                          alpha={"vision": 1.0, "language": round(0.5 + (i % 5) / 10, 2), "action": 1.0},
+                          sweep=[{"alpha": a, "scores": {"ood:position": 0.5}} for a in (0.25, 0.5, 0.75, 1.0)],
+                          timings={"finetune_s": 1.0})
+        scores = [NewScore(s, sp, (i + k) % 11, 10 + (i % 3), "bench") for k, s in enumerate(SKILLS) for sp in SPLITS]
+        reg.commit_version(weights(i), parent=head.name, how="learn", expected_head=head.name, learn_run=run, scores=scores,
+                           message=f"learn {skill}")
+        if i % 100 == 99:
+            reg.rollback(f"v{i - 3}", reason="benchmark branch")
+        os.unlink(work / f"w{i}.safetensors")
+    return time.perf_counter() - t0
+
+
+def time_subprocess(argv: list[str], repeat: int) -> list[float]:
+    out = []
+    for k in range(repeat + 1):
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed: {r.stderr.strip()}")
+        if k:  # the first run warms the OS file cache and .pyc files
+            out.append(dt)
+    return out
+
+
+def time_in_process(args: list[str], repeat: int) -> list[float]:
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    runner = CliRunner()
+    out = []
+    for k in range(repeat + 1):
+        t0 = time.perf_counter()
+        r = runner.invoke(cli, args)
+        dt = time.perf_counter() - t0
+        if r.exit_code != 0:
+            raise SystemExit(f"{args} failed: {r.output}")
+        if k:
+            out.append(dt)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--versions", type=int, default=1000)
+    ap.add_argument("--db", default=None, help="SQLAlchemy URL of an EMPTY database (default: SQLite in the temp home)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--home", default=None, help="Registry home (default: a new temporary folder)")
+    a = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="retain-bench-")
+    home = Path(a.home or tmp.name) / "home"
+    with Registry.open(home=str(home), db_url=a.db, create=True) as reg:
+        build_s = build(reg, a.versions, Path(tmp.name))
+        db_url = reg.locations.db_url
+        n_versions = len(reg.versions())
+    globals_ = ["--home", str(home), "--db", db_url]
+    baseline = time_subprocess([sys.executable, "-c", "pass"], a.repeat)
+    results = {}
+    for label, args in COMMANDS.items():
+        sub = time_subprocess([sys.executable, str(ROOT / "cli.py"), *globals_, *args], a.repeat)
+        inp = time_in_process([*globals_, *args], a.repeat)
+        results[label] = {"subprocess_median_s": statistics.median(sub), "subprocess_max_s": max(sub),
+                          "in_process_median_s": statistics.median(inp), "in_process_max_s": max(inp)}
+    report = {
+        "versions": n_versions,
+        "scores_per_version": len(SKILLS) * len(SPLITS),
+        "database": db_url.split(":", 1)[0],
+        "build_s": round(build_s, 2),
+        "repeat": a.repeat,
+        "python_startup_median_s": statistics.median(baseline),
+        "commands": results,
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
+    }
+    print(json.dumps(report, indent=2))
+    print()
+    print(f"{'command':<16} {'subprocess median':>18} {'max':>8} {'in-process median':>18} {'max':>8}")
+    for label, r in results.items():
+        print(f"{label:<16} {r['subprocess_median_s']:>17.3f}s {r['subprocess_max_s']:>7.3f}s "
+              f"{r['in_process_median_s']:>17.3f}s {r['in_process_max_s']:>7.3f}s")
+    print(f"(python -c pass: {statistics.median(baseline):.3f}s; {n_versions} versions on {report['database']})")
+
+
+if __name__ == "__main__":
+    main()
