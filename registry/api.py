@@ -157,9 +157,13 @@ class Registry:
         check_plain_name("ref", ref)
         for sc in scores:
             _check_score(sc)
+        _check_json("config", config or {})
+        _check_json("recipe", recipe or {})
         if learn_run is not None:
             check_plain_name("skill", learn_run.skill)
             _check_alpha(learn_run.alpha)
+            for field in ("recipe", "alpha", "sweep", "timings", "status"):
+                _check_json(f"learn run {field}", getattr(learn_run, field))
         weight_hash, files = _validated_weights(weights_dir)
         if parent is not None:
             self.resolve(parent)  # fail before storing anything
@@ -466,11 +470,12 @@ class Registry:
             return list(s.execute(select(Blob.sha256)).scalars())
 
         known = set(self._write(tx))
+        doomed_files = set(report.unreferenced_blobs)
         # Rows are gone (committed) before files: a crash here leaves orphan files for the next gc.
         for name, path, mtime in self.store.iter_files():
             if name in known:
                 continue
-            if name in report.unreferenced_blobs:
+            if name in doomed_files:
                 if not dry_run:
                     self.store.remove(path)
                 continue
@@ -491,14 +496,34 @@ class Registry:
                 with db.write_session(self.engine) as s:
                     return tx(s)
             except IntegrityError as e:
+                if not _is_number_race(e):
+                    raise invalid_state(f"the database refused the change ({_one_line(e)}); nothing was committed") from None
                 if attempt == COMMIT_RETRIES - 1:
                     raise invalid_state(f"commit kept colliding with concurrent commits ({_one_line(e)}); retry") from None
             except OperationalError as e:
+                if "locked" in str(e.orig):
+                    raise unavailable(f"database {redact(str(self.engine.url))} stayed locked by another writer for "
+                                      f"{db.SQLITE_BUSY_MS // 1000} s; nothing was committed, retry") from None
                 raise unavailable(db._unreachable(self.engine, e)) from None
         raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _is_number_race(e: IntegrityError) -> bool:
+    """Did a concurrent commit take the same version number (the one collision worth retrying)?"""
+    text = str(e.orig)
+    return "uq_versions_number" in text or "versions.number" in text
+
+
+def _check_json(what: str, obj: Any) -> None:
+    import json
+
+    try:
+        json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise invalid(f"{what} must be plain JSON (dicts, lists, str, int, finite float): {e}") from None
 
 
 def _fault_pause() -> None:

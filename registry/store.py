@@ -86,6 +86,11 @@ class BlobStore:
         dest = self.path(sha)
         if self.fs.exists(dest):
             self._check_existing(sha, size)
+            if self._local:  # restart gc's grace period: this blob is about to be referenced again
+                try:
+                    os.utime(dest)
+                except OSError:  # a read-only store: gc cannot delete from it either
+                    pass
             return sha, size
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         try:

@@ -167,3 +167,15 @@ def test_open_without_registry_says_run_init(tmp_path):
 def test_records_are_plain_dataclasses(registry, make_checkpoint):
     v0 = registry.import_base(make_checkpoint("a.safetensors"))
     assert dataclasses.is_dataclass(v0) and dataclasses.asdict(registry.show("v0"))["version"]["name"] == "v0"
+
+
+def test_non_json_config_is_refused_before_anything_is_stored(registry, make_checkpoint):
+    registry.import_base(make_checkpoint("a.safetensors", seed=0))
+    new = make_checkpoint("b.safetensors", seed=1)
+    with pytest.raises(RegistryError) as err:
+        registry.commit_version(new, parent="v0", how="learn", expected_head="v0", config={"lr": float("nan")})
+    assert err.value.code == Code.INVALID_VALUE and "config must be plain JSON" in str(err.value)
+    with pytest.raises(RegistryError) as err:
+        registry.commit_version(new, parent="v0", how="merge", expected_head="v0")
+    assert "how='merge' is not one of" in str(err.value)
+    assert [v.name for v in registry.versions()] == ["v0"] and registry.verify().blobs_checked == 1
