@@ -21,6 +21,16 @@ class View:
     table_xy: np.ndarray    # (n, H, W, 2) table coordinates of every pixel
     background: np.ndarray  # (n, H, W, 3) float32 table surface colour
     gain: np.ndarray        # (n, 1, 1, 3) float32 brightness x tint
+    inverse: np.ndarray     # (n, 2, 2) table offset -> camera plane (inverse of the warp)
+    shift: np.ndarray       # (n, 2) table point at the image centre
+    px_per_unit: np.ndarray  # (n,) most pixels one table unit can span
+
+    def to_pixel(self, xy: np.ndarray, size: int, half_width: float) -> np.ndarray:
+        """Table points (n, K, 2) -> fractional (row, col) pixel coordinates (n, K, 2)."""
+        uv = np.einsum("nij,nkj->nki", self.inverse, xy - self.shift[:, None, :]) / half_width
+        col = (uv[..., 0] + 1.0) * size / 2 - 0.5
+        row = (1.0 - uv[..., 1]) * size / 2 - 0.5
+        return np.stack([row, col], axis=-1)
 
 
 BACKGROUNDS: list[tuple[tuple[float, float, float], str, float]] = [
@@ -66,7 +76,9 @@ def make_view(cfg: WorldConfig, shift: np.ndarray, zoom: np.ndarray, rot: np.nda
     off = (np.abs(table) > 1.05).any(-1)
     bg[off] = 0.15
     gain = (brightness[:, None] * (1.0 + tint)).astype(np.float32)[:, None, None, :]
-    return View(table, bg, gain)
+    inverse = np.linalg.inv(m).astype(np.float32)
+    px = np.linalg.norm(inverse, ord=2, axis=(1, 2)) * s / (2 * cfg.view_half_width)
+    return View(table, bg, gain, inverse, shift.astype(np.float32), px.astype(np.float32))
 
 
 def _shape(kind: int, u: np.ndarray, v: np.ndarray, sub: np.ndarray, ext: np.ndarray) -> np.ndarray:
@@ -140,13 +152,23 @@ def _shape(kind: int, u: np.ndarray, v: np.ndarray, sub: np.ndarray, ext: np.nda
 
 
 _DEPTH = {Kind.MAT: 0.0, Kind.BOARD: 0.0, Kind.DRAWER: 0.0, Kind.MARK: 0.5}
+# farthest a shape reaches from its centre, in units of its size (HANDLE also adds its drawer front)
+_REACH = {Kind.BLOCK: 1.2, Kind.BOWL: 1.0, Kind.BOX: 1.42, Kind.TRAY: 1.42, Kind.BASKET: 1.42, Kind.MAT: 1.42,
+          Kind.BUTTON: 1.0, Kind.DRAWER: 1.17, Kind.HANDLE: 1.75, Kind.LID: 1.42, Kind.PLATE: 1.42,
+          Kind.RACK: 1.17, Kind.POT: 1.75, Kind.STOVE: 1.42, Kind.MUG: 1.6, Kind.BOARD: 1.22, Kind.MARK: 1.06}
+_REACH_TABLE = np.array([_REACH.get(Kind(i), 0.0) for i in range(len(Kind))], np.float32)
 
 
 def render(w: WorldState, view: View, cfg: WorldConfig) -> np.ndarray:
-    """Images (n, H, W, 3) uint8 of the current state."""
-    n, rows = w.n, np.arange(w.n)
+    """Images (n, H, W, 3) uint8 of the current state.
+
+    Each entity is drawn only inside a square window of pixels around it (the window reaches as
+    far as the shape can under the episode's camera), which keeps the cost per entity small.
+    """
+    size = cfg.image_size
     img = view.background.copy()
     zbuf = np.full(img.shape[:3], -1.0, np.float32)
+    rows = np.arange(w.n)
     depth = np.where(w.movable, 2.0 + w.layer, 1.0).astype(np.float32)
     for kind, d in _DEPTH.items():
         depth[w.kind == kind] = d
@@ -154,35 +176,59 @@ def render(w: WorldState, view: View, cfg: WorldConfig) -> np.ndarray:
     depth[rows[held], w.held[held]] = 50.0
     visible = (w.kind != Kind.EMPTY) & ~((w.kind == Kind.MARK) & w.flag)
     ext = np.where(w.on_rail, (w.rail[..., 2] - w.pos[..., 1]) / np.maximum(w.size, 1e-6), 0.0)
+    reach = w.size * (_REACH_TABLE[w.kind] + ext)                       # (n, K) table units
+    centre = view.to_pixel(w.pos, size, cfg.view_half_width)            # (n, K, 2)
+    half = reach * view.px_per_unit[:, None] + 1.0                      # (n, K) pixels
+    on_image = ((centre + half[..., None] >= 0) & (centre - half[..., None] <= size - 1)).all(-1)
+    visible &= on_image
     for k in range(MAX_ENTITIES):
         vis = visible[:, k]
         if not vis.any():
             continue
         for kind in np.unique(w.kind[vis, k]):
             eps = np.nonzero(vis & (w.kind[:, k] == kind))[0]
+            rr, cc = _window(centre[eps, k], half[eps, k], size)
+            e = eps[:, None, None]
             s = w.size[eps, k][:, None, None]
-            local = (view.table_xy[eps] - w.pos[eps, k][:, None, None, :]) / s[..., None]
+            local = (view.table_xy[e, rr, cc] - w.pos[eps, k][:, None, None, :]) / s[..., None]
             code = _shape(int(kind), local[..., 0], local[..., 1], w.shape[eps, k][:, None, None],
                           ext[eps, k][:, None, None])
             dk = depth[eps, k][:, None, None]
-            win = (code > 0) & (dk >= zbuf[eps])
+            win = (code > 0) & (dk >= zbuf[e, rr, cc])
             colour = np.where((code == 1)[..., None], w.color[eps, k][:, None, None, :],
                               w.color2[eps, k][:, None, None, :])
-            img[eps] = np.where(win[..., None], colour, img[eps])
-            zbuf[eps] = np.where(win, dk, zbuf[eps])
-    _draw_gripper(img, w, view)
+            img[e, rr, cc] = np.where(win[..., None], colour, img[e, rr, cc])
+            zbuf[e, rr, cc] = np.where(win, dk, zbuf[e, rr, cc])
+    _draw_gripper(img, w, view, cfg)
     out = np.clip(img * view.gain, 0.0, 1.0)
     return (out * 255.0 + 0.5).astype(np.uint8)
 
 
-def _draw_gripper(img: np.ndarray, w: WorldState, view: View) -> None:
-    """Two fingers whose gap shows the grip and whose size grows with height (nearer the camera)."""
-    scale = (1.0 + 0.6 * w.grip_z)[:, None, None]
-    rel = (view.table_xy - w.grip_xy[:, None, None, :]) / scale[..., None]
+def _window(centre: np.ndarray, half: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row (m, L, 1) and column (m, 1, L) indices of a square window around each centre, clamped
+    to the image. A clamped index repeats an edge pixel, whose value is computed from its own table
+    point, so the repeats write identical values."""
+    p = int(np.ceil(half.max()))
+    offs = np.arange(-p, p + 1)
+    r = np.clip(np.rint(centre[:, 0]).astype(np.int64)[:, None] + offs, 0, size - 1)
+    c = np.clip(np.rint(centre[:, 1]).astype(np.int64)[:, None] + offs, 0, size - 1)
+    return r[:, :, None], c[:, None, :]
+
+
+def _draw_gripper(img: np.ndarray, w: WorldState, view: View, cfg: WorldConfig) -> None:
+    """Two fingers whose gap shows the grip and whose size grows with height (nearer the camera);
+    the bar between them turns white while something is held."""
+    size = cfg.image_size
+    scale = (1.0 + 0.6 * w.grip_z)
+    centre = view.to_pixel(w.grip_xy[:, None, :], size, cfg.view_half_width)[:, 0]
+    half = 0.13 * scale * view.px_per_unit + 1.0
+    rr, cc = _window(centre, half, size)
+    e = np.arange(w.n)[:, None, None]
+    rel = (view.table_xy[e, rr, cc] - w.grip_xy[:, None, None, :]) / scale[:, None, None, None]
     gap = np.where(w.grip > 0.5, 0.035, 0.075)[:, None, None]
     fu, fv = rel[..., 0], rel[..., 1]
     finger = (np.abs(np.abs(fu) - gap) < 0.025) & (np.abs(fv) < 0.05)
     bar = (np.abs(fu) < gap + 0.025) & (np.abs(fv - 0.06) < 0.015)
-    mask = finger | bar
     colour = np.where((w.held >= 0)[:, None], [0.95, 0.95, 0.95], [0.1, 0.1, 0.1]).astype(np.float32)
-    img[:] = np.where(mask[..., None], np.where(finger[..., None], 0.1, colour[:, None, None, :]), img)
+    paint = np.where(finger[..., None], np.float32(0.1), colour[:, None, None, :])
+    img[e, rr, cc] = np.where((finger | bar)[..., None], paint, img[e, rr, cc])
