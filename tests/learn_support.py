@@ -31,3 +31,32 @@ def synthetic_frames(episodes: int = 8, length: int = 12, seed: int = 0, instruc
     action = np.tanh(state[:, :4] * 1.5).astype(np.float32)
     images = rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
     return DemoFrames(images, state, action, np.repeat(np.arange(episodes), length), np.zeros(n, np.int64), [instruction])
+
+
+# Learn options that keep a whole learn (finetune, 3-alpha sweep, 8 evaluations) to seconds.
+FAST = dict(steps=8, batch_size=8, episodes=2, demo_episodes=4, threads=1, compare_finetuned=False)
+
+
+def fast_options(**changes):
+    from retain.learn import LearnOptions
+
+    return LearnOptions(**{**FAST, **changes})
+
+
+FAST_CLI = ["--steps", "8", "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "-q"]
+
+
+def tiny_registry(root: Path, db_url: str | None = None):
+    """A registry under `root` whose main holds a tiny random builtin-vla base (v0)."""
+    from registry.api import Registry
+
+    base = save_tiny_model(root / "base-weights")
+    reg = Registry.open(home=str(root / "home"), db_url=db_url, create=True)
+    reg.import_base(base, name="tiny", config=tiny_config())
+    return reg
+
+
+def registry_state(reg) -> tuple:
+    """What a failed command must leave unchanged: versions, refs, learn runs, scores of main."""
+    lin = reg.lineage()
+    return ([v.name for v in lin.versions], dict(lin.refs), len(reg.learn_runs()), len(reg.scores()))

@@ -1,0 +1,45 @@
+"""Everything the CLI does, one call away in Python. The CLI is a thin layer over these.
+
+`registry` (the store) never imports `retain` (the method), so the learning calls are functions
+that take an open `Registry` rather than methods on it:
+
+    from retain.api import Registry, LearnOptions, learn, replay, continual_scores
+
+    with Registry.open(home=".retain", create=True) as reg:
+        res = learn(reg, "plates", LearnOptions(episodes=50))       # finetune, choose alpha, merge, commit
+        print(res.version.name, res.alpha)
+        learn(reg, "whiteboard")
+        matrix, summary = continual_scores(reg, ref="main")         # skills x versions, forgetting, BWT
+        reg.rollback(res.version.name)                              # registry operations are methods
+        check = replay(reg, ["whiteboard"])                         # re-run and verify hashes bit for bit
+        assert check.reproduced
+
+Importing this module does not import torch; the calls do, when they need it.
+"""
+from __future__ import annotations
+
+from registry.api import Registry
+from registry.continual import (
+    ContinualSummary,
+    ScoreMatrix,
+    continual_summary,
+    format_matrix,
+    format_summary,
+    history_along,
+    score_matrix,
+)
+from retain.learn import LearnOptions, LearnResult, learn
+from retain.replay import ReplayResult, replay
+
+
+def continual_scores(registry: Registry, ref: str = "main") -> tuple[ScoreMatrix, ContinualSummary]:
+    """The skills x versions matrix along `ref`'s history and its continual-learning summary."""
+    history = history_along(registry.lineage(), ref)
+    scores = [s for step in history for s in registry.scores(step.version)]
+    return score_matrix(history, scores), continual_summary(history, scores, ref=ref)
+
+
+__all__ = [
+    "Registry", "LearnOptions", "LearnResult", "learn", "ReplayResult", "replay", "continual_scores",
+    "score_matrix", "continual_summary", "format_matrix", "format_summary", "history_along",
+]

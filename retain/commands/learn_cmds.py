@@ -1,0 +1,211 @@
+"""`learn` and `replay`: thin click layers over retain.learn.learn and retain.replay.replay.
+
+torch is imported only inside the command functions, so `retain --help` stays fast.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+
+from registry.cli_support import json_option, registry_from_ctx, to_json
+
+
+def _pct(rate: float) -> str:
+    return f"{100 * rate:.0f}%"
+
+
+def _cell(row) -> str:
+    if row is None:
+        return "-"
+    if not row.episodes:
+        return f"{_pct(row.rate)} (rate only)"
+    return f"{_pct(row.rate)} [{_pct(row.low)}-{_pct(row.high)}] {row.successes}/{row.episodes}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join("  " + ln for ln in lines)
+
+
+def _label(skill: Optional[str], split: str, validation: Optional[str], new_skill: Optional[str]) -> str:
+    if skill is None:
+        return "generalist"
+    tag = " (validation)" if split == validation and skill == new_skill else ""
+    return f"{skill} {split}{tag}"
+
+
+def _alpha_text(alpha: Any) -> str:
+    from retain.select import alpha_key
+
+    return alpha_key(alpha)
+
+
+def learn_text(res) -> str:
+    out = [f"learned {res.skill}: {res.version.name} (parent {res.parent}, weights {res.version.weight_hash[:19]}...)"]
+    cands = [p for p in res.sweep if p.get("role") == "candidate"]
+    if cands:
+        fam = res.validation_family
+        seen = "  ".join(f"{_alpha_text(p['alpha'])}: {_pct(p['scores'][fam]['rate'])}" for p in cands)
+        out.append(f"alpha {_alpha_text(res.alpha)} chosen on {fam} (ties go to the smaller alpha); sweep: {seen}")
+    else:
+        out.append(f"alpha {_alpha_text(res.alpha)} (fixed)")
+    if res.held_out:
+        out.append(f"held-out OOD families (not used to choose alpha): {', '.join(f.split(':', 1)[1] for f in res.held_out)}")
+    ft = {(r.skill, r.split): r for r in res.finetuned_scores}
+    rows = [[_label(r.skill, r.split, res.validation_family, res.skill), _cell(r), _cell(ft.get((r.skill, r.split)))] for r in res.scores]
+    rows += [[_label(r.skill, r.split, res.validation_family, res.skill), "-", _cell(r)]
+             for r in res.finetuned_scores if (r.skill, r.split) not in {(s.skill, s.split) for s in res.scores}]
+    if rows:
+        out.append(f"scores ({res.version.name} merged vs the plain finetune, alpha 1; 95% Wilson intervals):")
+        out.append(_table(["skill split", f"merged {res.version.name}", "finetuned"], rows))
+        summary = _ood_summary(res)
+        if summary:
+            out.append(summary)
+    t = res.timings
+    out.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+    return "\n".join(out)
+
+
+def _ood_summary(res) -> str:
+    """Pooled held-out OOD success of the merge vs the plain finetune on the new skill."""
+    ft = {(r.skill, r.split): r for r in res.finetuned_scores}
+    pairs = [(r, ft[(r.skill, r.split)]) for r in res.scores
+             if r.skill == res.skill and r.split in res.held_out and (r.skill, r.split) in ft]
+    if not pairs:
+        return ""
+    m = sum(a.successes for a, _ in pairs) / max(1, sum(a.episodes for a, _ in pairs))
+    f = sum(b.successes for _, b in pairs) / max(1, sum(b.episodes for _, b in pairs))
+    return f"held-out OOD on {res.skill} (pooled over {len(pairs)} families): merged {_pct(m)} vs plain finetune {_pct(f)} ({100 * (m - f):+.0f} pts)"
+
+
+def _learn_json(res) -> dict:
+    return {
+        "version": res.version, "parent": res.parent, "skill": res.skill, "alpha": res.alpha,
+        "validation_family": res.validation_family, "held_out": res.held_out, "sweep": res.sweep,
+        "scores": res.scores, "finetuned_scores": res.finetuned_scores, "demo_set_id": res.demo_set_id, "timings": res.timings,
+    }
+
+
+@click.command("learn")
+@click.argument("task")
+@click.option("--demos", default=None, help="LeRobot-format demo folder or fsspec URL (default: built-in expert demos).")
+@click.option("--ref", default="main", show_default=True, help="Learn on top of this ref's head; the ref moves by compare-and-swap.")
+@click.option("--mode", type=click.Choice(["task-ft", "co-ft"]), default="task-ft", show_default=True)
+@click.option("--mix", type=float, default=None, help="co-ft: share of pretraining data per batch, in [0, 1) (default 0.2).")
+@click.option("--alpha", default="auto", show_default=True, help="auto, 0.5, or vision=1,language=0.8,action=1.")
+@click.option("--alpha-grid", default="0.25,0.5,0.75", show_default=True, help="Candidates for --alpha auto.")
+@click.option("--alpha-strategy", "strategy", type=click.Choice(["grid", "language", "coordinate"]), default="grid", show_default=True,
+              help="auto: one alpha; language alpha with vision = action = 1; or a coordinate search per modality.")
+@click.option("--val-family", default=None, help="The ONE OOD family alpha is chosen on (default ood:position).")
+@click.option("--steps", type=int, default=None, help="Finetune steps.")
+@click.option("--lr", type=float, default=None, help="Finetune learning rate.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--nproc-per-node", "nproc", type=int, default=1, show_default=True, help="Finetune under torchrun/DDP with N processes.")
+@click.option("--episodes", "-n", type=int, default=None, help="Evaluation episodes per (skill, split).")
+@click.option("--demo-episodes", type=int, default=None, help="Built-in demos: expert episodes to collect.")
+@click.option("--no-compare", is_flag=True, help="Do not score the plain finetune beside the merge.")
+@click.option("--finetuned", default=None, help="Weights finetuned elsewhere from the head: skips the finetune.")
+@click.option("--preset", default=None, help="Partition preset for --finetuned weights (e.g. openpi-pi0, lerobot-smolvla).")
+@click.option("--eval-cmd", default=None, help="Score candidates with your evaluator: 'CMD {checkpoint}' printing JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
+@json_option
+@click.pass_context
+def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha_grid, strategy, val_family, steps, lr, batch_size,
+              seed, nproc, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
+    """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
+
+    \b
+    Examples:
+      retain learn plates
+      retain learn whiteboard --mode co-ft --mix 0.2 --alpha-grid 0.25,0.5,0.75
+      retain learn my-skill --demos s3://bucket/demos --alpha language=0.5,vision=1,action=1
+      retain learn pick --finetuned ./ft --preset openpi-pi0 --eval-cmd 'python eval.py {checkpoint}'
+    """
+    from retain.learn import LearnOptions, learn
+    from retain.select import parse_grid
+
+    values = {"mode": mode, "mix": mix, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
+              "validation_family": val_family, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "nproc": nproc,
+              "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
+              "eval_cmd": eval_cmd, "preset": preset}
+    opts = LearnOptions(**{k: v for k, v in values.items() if v is not None})
+    with registry_from_ctx(ctx) as reg:
+        res = learn(reg, task, opts, demos=demos, ref=ref, finetuned=finetuned, progress=not quiet)
+    click.echo(to_json(_learn_json(res)) if as_json else learn_text(res))
+
+
+# ---------------------------------------------------------------------------------------- replay
+
+
+def replay_text(res) -> str:
+    if not res.changed:
+        out = [f"replay of {' -> '.join(res.tasks)} from {res.start} with the recorded recipes:"]
+        for c in res.checks:
+            if c.finetune == "reproduced":
+                ft = f"finetune reproduced bit for bit ({c.finetuned_hash[:19]}...)"
+            elif c.finetune == "rebuilt-from-delta":
+                ft = "finetuned outside: weights rebuilt from the stored delta"
+            else:
+                ft = f"finetune DIFFERS from the record: {c.finetune_diff.text() if c.finetune_diff else 'hash differs'}"
+            if c.merge_hash == c.recorded_hash:
+                mg = f"merge (alpha {_alpha_text(c.alpha)}) reproduced {c.recorded} bit for bit ({c.recorded_hash[:19]}...)"
+            else:
+                mg = f"merge (alpha {_alpha_text(c.alpha)}) DIFFERS from {c.recorded}: {c.merge_diff.text() if c.merge_diff else 'hash differs'}"
+            out.append(f"  {c.skill} on {c.parent}: {ft}; {mg} [{c.seconds:.1f}s]")
+        ok = res.reproduced
+        out.append(("reproduced every recorded weight hash bit for bit" if ok else "NOT reproduced: see the differing step above")
+                   + "; nothing was committed.")
+        return "\n".join(out)
+    out = [f"replayed {' -> '.join(res.tasks)} from {res.start} on branch {res.branch} "
+           f"({', '.join(f'{k}={v}' for k, v in res.changes.items())}):"]
+    for s in res.steps:
+        out.append(f"  {s.skill}: {s.recorded.name} (alpha {_alpha_text(s.recorded_alpha)}) -> {s.new.name} (alpha {_alpha_text(s.alpha)})")
+        old = {(r.skill, r.split): r for r in s.recorded_scores}
+        new = {(r.skill, r.split): r for r in s.scores}
+        keys = list(dict.fromkeys(list(new) + list(old)))
+        keys.sort(key=lambda k: (k[0] is None, k[0] or "", k[1] != "id", k[1]))
+        rows = [[_label(k[0], k[1], None, None), _cell(old.get(k)), _cell(new.get(k))] for k in keys]
+        if rows:
+            out.append(_table(["skill split", f"original {s.recorded.name}", f"replay {s.new.name}"], rows))
+    return "\n".join(out)
+
+
+def _replay_json(res) -> dict:
+    return {"tasks": res.tasks, "start": res.start, "changed": res.changed, "changes": res.changes, "reproduced": res.reproduced,
+            "checks": [{**c.__dict__, "reproduced": c.reproduced} for c in res.checks], "branch": res.branch,
+            "steps": res.steps}
+
+
+@click.command("replay")
+@click.argument("tasks")
+@click.option("--from", "start", default=None, help="Start from this version (default: where the recorded chain started).")
+@click.option("--branch", default=None, help="New branch for a changed chain (default replay-<tasks>-from-<version>).")
+@click.option("--alpha", default=None, help="auto (search again), or a fixed alpha; default: the recorded alpha.")
+@click.option("--mode", type=click.Choice(["task-ft", "co-ft"]), default=None, help="Default: the recorded mode.")
+@click.option("--of", "of", default=None, help="The version that learned the last task (default: its latest learn).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
+@json_option
+@click.pass_context
+def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, of, quiet, as_json) -> None:
+    """Re-run a recorded chain of skills from its stored demos and recipes.
+
+    With nothing changed it verifies the recorded weight hashes bit for bit (exit 5 if a step
+    differs, naming it); with another --from, --alpha or --mode it builds the chain on a new
+    branch and prints the scores beside the original chain's.
+
+    \b
+    Examples:
+      retain replay whiteboard
+      retain replay plates,whiteboard --from v5 --branch rebased
+      retain replay whiteboard --alpha 0.25
+    """
+    from retain.replay import ensure_reproduced, replay
+
+    with registry_from_ctx(ctx) as reg:
+        res = replay(reg, tasks.split(","), start=start, branch=branch, alpha=alpha, mode=mode, of=of, progress=not quiet)
+    click.echo(to_json(_replay_json(res)) if as_json else replay_text(res))
+    ensure_reproduced(res)

@@ -1,0 +1,701 @@
+"""`learn`: teach the backbone at the head of a ref one new skill, RETAIN-style, and commit it.
+
+    demos ──► finetune (from the ref's head) ──► choose alpha on ONE OOD family ──► merge
+          ──► evaluate every skill of the lineage + the generalist suite ──► commit ONE version
+
+The commit carries the finetuned delta, the alpha and the sweep that chose it, the recipe (enough
+for `replay` to run it again), timings and scores, and moves the ref by compare-and-swap: if
+another commit moved it meanwhile, the run stops with a conflict and commits nothing. All work
+happens in a temporary folder; an interrupt at any point leaves the registry as it was.
+
+The alpha is chosen on one validation family (`validation_family`, recorded); the other OOD
+families are reported as held out, so the choice is never graded on its own validation data.
+Beside the merged backbone the plain finetune (alpha = 1) is scored on the same paired episodes
+of the new skill, so the record shows what merging bought.
+
+Example (Python API; the CLI is a thin layer over this):
+    >>> from registry.api import Registry
+    >>> from retain.learn import learn, LearnOptions
+    >>> with Registry.open() as reg:
+    ...     result = learn(reg, "plates", LearnOptions(alpha="auto", episodes=50))
+    ...     result.version.name, result.alpha
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from registry.errors import RegistryError, invalid, not_found
+from registry.records import NewLearnRun, NewScore, Version
+from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
+from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy
+
+GENERALIST = "generalist"
+DEFAULT_VALIDATION = "ood:position"
+# Rollouts run small batches: one thread is faster than two (and immune to a busy machine), and a
+# fixed count keeps scores reproducible.
+EVAL_THREADS = 1
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnOptions:
+    """How one skill is learned. Every field lands in the recorded recipe."""
+
+    mode: str = "task-ft"
+    """task-ft (demos alone) or co-ft (mix pretraining data in at `mix`)."""
+    mix: Optional[float] = None
+    """co-ft: share of each batch from pretraining data, in [0, 1) (default 0.2 for co-ft, 0 for task-ft)."""
+    alpha: str = "auto"
+    """"auto" (search with `strategy`), or a fixed alpha: "0.5" or "vision=1,language=0.8,action=1"."""
+    strategy: str = "grid"
+    """auto only: grid (one alpha), language (language alpha, vision = action = 1), coordinate."""
+    alpha_grid: tuple[float, ...] = DEFAULT_GRID
+    """Candidate alphas for the search, each in [0, 1]."""
+    validation_family: Optional[str] = None
+    """The ONE OOD family alpha is chosen on (default ood:position; "external" with an eval command)."""
+    steps: int = 300
+    lr: float = 3e-4
+    batch_size: int = 32
+    seed: int = 0
+    threads: int = 2
+    nproc: int = 1
+    """Finetune under torchrun/DDP with this many processes when > 1."""
+    pretrain_episodes: int = 200
+    """co-ft: episodes of pretraining data regenerated from the base's recorded recipe."""
+    demo_episodes: int = 50
+    """Built-in demos: expert episodes collected in the narrow ID setting."""
+    demo_seed: int = 0
+    episodes: int = 50
+    """Evaluation episodes per (skill, split); the same seed across versions and alphas (paired)."""
+    eval_seed: int = 12345
+    compare_finetuned: bool = True
+    """Also score the plain finetune (alpha = 1) on the new skill, for the record."""
+    eval_cmd: Optional[str] = None
+    """Score candidates with the user's evaluator ('CMD {checkpoint}' printing JSON) instead of the simulator."""
+    preset: Optional[str] = None
+    """Partition preset (default: the policy's own)."""
+
+    def __post_init__(self) -> None:
+        if self.mix is None:
+            object.__setattr__(self, "mix", 0.2 if self.mode == "co-ft" else 0.0)
+        object.__setattr__(self, "alpha_grid", check_grid(self.alpha_grid))
+        if self.alpha != "auto":
+            from retain.alphas import parse_alpha
+
+            parse_alpha(self.alpha)
+        elif self.strategy not in STRATEGIES or self.strategy == "fixed":
+            raise invalid(f"unknown alpha strategy {self.strategy!r}; choose one of grid, language, coordinate")
+        if self.episodes < 1:
+            raise invalid(f"--episodes must be at least 1, got {self.episodes}")
+        if self.demo_episodes < 1:
+            raise invalid(f"--demo-episodes must be at least 1, got {self.demo_episodes}")
+        if self.validation_family is not None and self.eval_cmd is None and not self.validation_family.startswith("ood:"):
+            raise invalid(f"validation family {self.validation_family!r} is not an OOD family; use e.g. ood:position")
+        self.finetune_recipe()  # validates mode, mix, steps, lr, nproc
+
+    @property
+    def val_family(self) -> str:
+        if self.validation_family:
+            return self.validation_family
+        return "ood:external" if self.eval_cmd else DEFAULT_VALIDATION
+
+    def finetune_recipe(self) -> FinetuneRecipe:
+        return FinetuneRecipe(
+            mode=self.mode, mix=float(self.mix or 0.0), steps=self.steps, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+            threads=self.threads, nproc=self.nproc, pretrain_episodes=self.pretrain_episodes if self.mode == "co-ft" else 0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["alpha_grid"] = list(self.alpha_grid)
+        return d
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], **changes: Any) -> "LearnOptions":
+        """The options a recorded recipe was learned with, with `changes` applied (None keeps)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        base = {k: v for k, v in (recipe.get("options") or {}).items() if k in known}
+        base.update({k: v for k, v in changes.items() if v is not None})
+        if "alpha_grid" in base:
+            base["alpha_grid"] = tuple(base["alpha_grid"])
+        return cls(**base)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRow:
+    """One evaluation of one model: a skill (None: generalist suite) on one split."""
+
+    skill: Optional[str]
+    split: str
+    successes: int
+    episodes: int
+    rate: float
+    low: float
+    high: float
+    evaluator: str
+
+    def to_new_score(self) -> NewScore:
+        return NewScore(self.skill, self.split, self.successes, self.episodes, self.evaluator)
+
+    def brief(self) -> dict[str, Any]:
+        return {"successes": self.successes, "episodes": self.episodes, "rate": self.rate, "low": self.low, "high": self.high}
+
+
+@dataclasses.dataclass
+class StepOutcome:
+    """What running one skill's step produced (in the work folder) before anything is committed."""
+
+    finetuned: Path
+    merged: Path
+    alpha: Any  # JSON form: float or {modality: float}
+    selection: Optional[Selection]
+    sweep: list[dict[str, Any]]
+    scores: list[ScoreRow]
+    finetuned_scores: list[ScoreRow]
+    timings: dict[str, float]
+    parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # what the parent lacked (its generalist score)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnResult:
+    version: Version
+    parent: str
+    skill: str
+    alpha: Any
+    validation_family: str
+    held_out: list[str]
+    sweep: list[dict[str, Any]]
+    scores: list[ScoreRow]
+    finetuned_scores: list[ScoreRow]
+    demo_set_id: Optional[int]
+    timings: dict[str, float]
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self_inner):
+                self_inner.t0 = time.perf_counter()
+
+            def __exit__(self_inner, *exc):
+                timer.timings[name] = round(timer.timings.get(name, 0.0) + time.perf_counter() - self_inner.t0, 3)
+
+        return _Span()
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version, plus the git commit (and '+dirty') when running from a checkout."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("retain-registry")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode == 0 and sha.stdout.strip():
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "retain", "registry"],
+                                   capture_output=True, text=True, timeout=5)
+            return f"{version}+git.{sha.stdout.strip()}" + (".dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def sim_skills() -> list[str]:
+    from retain import sim
+
+    return list(sim.SKILLS)
+
+
+def ood_families() -> list[str]:
+    from retain import sim
+
+    return [s for s in sim.SETTINGS if s.startswith("ood:")]
+
+
+def require_head(registry, ref: str) -> Version:
+    head = registry.head(ref)
+    if head is None:
+        raise not_found(f"ref {ref!r} does not exist; create it with `retain base import` / `retain init`, or pass --ref main")
+    return head
+
+
+def lineage_skills(registry, version: str) -> list[str]:
+    """Skills learned along `version`'s ancestry, root first, each once."""
+    from registry.continual import history_along
+
+    steps = history_along(registry.lineage(), head=version)
+    return list(dict.fromkeys(s.skill for s in steps if s.skill))
+
+
+def pretraining_recipe(registry, version: Version) -> Optional[dict]:
+    """The recipe of the pretrained base at the root of `version`'s lineage, if it records its data."""
+    v = version
+    while v.parent is not None:
+        v = registry.resolve(v.parent)
+    recipe = v.recipe or {}
+    return recipe if {"setting", "episodes", "seed"} <= set(recipe) else None
+
+
+def pretraining_frames(base_recipe: Optional[dict], episodes: int):
+    """Pretraining frames for co-ft, regenerated from the base's recorded data recipe."""
+    from retain import sim
+    from retain.pretrain import collect_frames
+
+    if base_recipe is None:
+        raise invalid("co-ft needs the base's pretraining data, but this lineage's base records no data recipe; use --mode task-ft")
+    return collect_frames(list(sim.PRETRAIN_TASKS), base_recipe["setting"], episodes, int(base_recipe["seed"]))
+
+
+# ---------------------------------------------------------------------------------------- demos
+
+
+@dataclasses.dataclass
+class Demos:
+    folder: Path  # a local LeRobot-format folder (stored in the registry as is)
+    frames: Any  # retain.train.DemoFrames
+    source: str
+    episodes: int
+
+
+def load_demos(task: str, demos: Optional[str], opts: LearnOptions, work: Path, say: Say = _quiet,
+               expect: Optional[Mapping[str, Any]] = None) -> Demos:
+    """The user's LeRobot folder / fsspec URL, or the built-in expert's narrow demos for a built-in task.
+
+    `expect` (state_dim / action_dim / image_shape) refuses demos that do not fit the policy
+    before any training starts.
+    """
+    from retain.data.lerobot import read_dataset
+    from retain.train import frames_from
+
+    if demos is None:
+        if task not in sim_skills():
+            raise invalid(f"unknown task {task!r} and no --demos; pass --demos PATH (a LeRobot folder or URL) or use one of {', '.join(sim_skills())}")
+        folder = work / "demos"
+        say(f"collecting {opts.demo_episodes} expert demos of {task} (setting id, seed {opts.demo_seed})")
+        collect_builtin_demos(task, opts.demo_episodes, opts.demo_seed, folder)
+        source = f"builtin-expert:{task}:id:n={opts.demo_episodes}:seed={opts.demo_seed}"
+    else:
+        folder = _local_copy(demos, work / "demos")
+        source = demos
+    frames = frames_from(read_dataset(folder, **dict(expect or {})))
+    if len(frames) == 0:
+        raise invalid(f"the demo set {source} is empty (0 frames); record at least one episode")
+    return Demos(folder, frames, source, frames.episodes)
+
+
+def collect_builtin_demos(task: str, episodes: int, seed: int, dest: Path) -> Path:
+    """The built-in scripted expert's demos of `task` in the narrow ID setting, as a LeRobot folder."""
+    from retain.data.lerobot import write_dataset
+    from retain.sim.demos import FPS, collect_episodes
+
+    eps = collect_episodes(task, episodes, "id", seed)
+    recipe = {"source": "retain-sim-expert", "task": task, "setting": "id", "seed": seed, "episodes": episodes}
+    write_dataset(dest, eps, FPS, extra_info={"retain_recipe": recipe})
+    return dest
+
+
+def _local_copy(source: str, dest: Path) -> Path:
+    """A local folder holding the demos: the path itself, or a download of an fsspec URL."""
+    if "://" not in source:
+        p = Path(source)
+        if not p.exists():
+            raise not_found(f"demos {source} do not exist; pass a LeRobot-format folder or an fsspec URL")
+        return p
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(source)
+        if not fs.exists(path):
+            raise not_found(f"demos {source} do not exist; check the URL")
+        fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
+    except RegistryError:
+        raise
+    except Exception as e:  # network, credentials, unknown protocol
+        raise invalid(f"cannot read demos from {source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return dest
+
+
+def expected_shapes(adapter, policy_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the policy's config says its demos must look like (empty for adapters without a config)."""
+    cfg = adapter.config(policy_config) if hasattr(adapter, "config") else None
+    out: dict[str, Any] = {}
+    if getattr(cfg, "state_dim", None):
+        out["state_dim"] = int(cfg.state_dim)
+    if getattr(cfg, "action_dim", None):
+        out["action_dim"] = int(cfg.action_dim)
+    if getattr(cfg, "image_size", None):
+        out["image_shape"] = (int(cfg.image_size), int(cfg.image_size))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- pieces
+
+
+def check_same_layout(parent: Path, finetuned: Path, parent_name: str) -> None:
+    """--finetuned weights must have exactly the parent's tensor names, shapes and dtypes."""
+    from registry.checkpoint import open_checkpoint
+
+    with open_checkpoint(parent) as p, open_checkpoint(finetuned) as f:
+        missing = sorted(set(p.specs) - set(f.specs))
+        extra = sorted(set(f.specs) - set(p.specs))
+        differ = [n for n in sorted(set(p.specs) & set(f.specs))
+                  if (p.specs[n].shape, p.specs[n].dtype) != (f.specs[n].shape, f.specs[n].dtype)]
+    if missing or extra or differ:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+        if extra:
+            parts.append(f"unexpected {', '.join(extra[:3])}" + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else ""))
+        if differ:
+            n = differ[0]
+            parts.append(f"{len(differ)} with other shape/dtype, e.g. {n} {list(f.specs[n].shape)} {f.specs[n].dtype} "
+                         f"vs {list(p.specs[n].shape)} {p.specs[n].dtype}")
+        raise invalid(f"--finetuned {finetuned} does not match the parent {parent_name}: {'; '.join(parts)}; "
+                      f"finetune from {parent_name}'s weights (retain export {parent_name})")
+
+
+def merge_to(parent: Path, finetuned: Path, alpha: Any, partition, dest: Path) -> Path:
+    from retain.merge import merge_checkpoints
+
+    merge_checkpoints(parent, [finetuned], [alpha], partition, dest, progress=False)
+    return dest
+
+
+class Scorer:
+    """Evaluates checkpoints: in the simulator (built-in policy) and/or with the user's command."""
+
+    def __init__(self, config: Mapping[str, Any], opts: LearnOptions, progress: bool):
+        self.opts = opts
+        self.progress = progress
+        self.adapter = self.policy_config = None
+        if (config or {}).get("policy"):
+            self.adapter, self.policy_config = policy_of(config)
+        self.sim = self.adapter is not None
+
+    def load(self, checkpoint: Path):
+        return self.adapter.load(checkpoint, self.policy_config)
+
+    def validation(self, checkpoint: Path, skill: str) -> ScoreRow:
+        """The score alpha is chosen on: the user's command, else the simulator's validation family."""
+        if self.opts.eval_cmd:
+            return external_score(self.opts.eval_cmd, checkpoint, skill, self.opts.val_family)
+        return self.evaluate(checkpoint, [(skill, self.opts.val_family)], bar=False)[0]
+
+    def evaluate(self, checkpoint: Path | Any, jobs: Sequence[tuple[Optional[str], str]], bar: bool = True, desc: str = "evaluate") -> list[ScoreRow]:
+        """Simulator scores for (skill or None for generalist, split) jobs, with paired episodes."""
+        from retain.evaluate import EVALUATOR, evaluate
+
+        if not jobs:
+            return []
+        model = self.load(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+        rows = []
+        for skill, split in _bar(jobs, desc, self.progress and bar):
+            r = evaluate(model, self.adapter, skill or GENERALIST, split, self.opts.episodes, self.opts.eval_seed, threads=EVAL_THREADS)
+            rows.append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR))
+        return rows
+
+
+def external_score(template: str, checkpoint: Path, skill: str, family: str) -> ScoreRow:
+    from registry.stats import wilson_interval
+    from retain.external_eval import run_eval_cmd
+
+    res = run_eval_cmd(template, checkpoint)
+    if res.episodes is None:
+        return ScoreRow(skill, family, 0, 0, res.rate, res.rate, res.rate, "external")  # a rate alone: not recorded as a score
+    low, high = wilson_interval(res.successes, res.episodes)
+    return ScoreRow(skill, family, res.successes, res.episodes, res.rate, low, high, "external")
+
+
+def _bar(items: Sequence, desc: str, show: bool) -> Iterable:
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
+
+
+def evaluation_jobs(skills: Sequence[str], with_generalist: bool, known: Sequence[str]) -> list[tuple[Optional[str], str]]:
+    """ID + every OOD family for each simulator skill, then the generalist suite."""
+    jobs: list[tuple[Optional[str], str]] = []
+    for s in skills:
+        if s in known:
+            jobs += [(s, "id")] + [(s, f) for f in ood_families()]
+    if with_generalist:
+        jobs.append((None, GENERALIST))
+    return jobs
+
+
+def choose_alpha(
+    parent: Path, finetuned: Path, partition, skill: str, opts: LearnOptions, scorer: Scorer, work: Path,
+    progress: bool, say: Say,
+) -> tuple[Any, Optional[Selection], dict[str, Path], dict[str, ScoreRow]]:
+    """(alpha, selection, candidate folders by alpha key, validation rows by alpha key)."""
+    from retain.alphas import parse_alpha
+
+    cands: dict[str, Path] = {}
+    rows: dict[str, ScoreRow] = {}
+
+    def candidate(alpha: Any) -> Path:
+        key = alpha_key(alpha)
+        if key not in cands:
+            cands[key] = merge_to(parent, finetuned, alpha, partition, work / f"cand-{len(cands)}")
+        return cands[key]
+
+    if opts.alpha != "auto":
+        alpha = parse_alpha(opts.alpha).to_json()
+        candidate(alpha)
+        return alpha, None, cands, rows
+    strategy = get_strategy(opts.strategy)
+    can_score = bool(opts.eval_cmd) or (scorer.sim and skill in sim_skills())
+    if not can_score:
+        raise invalid(f"cannot choose alpha for {skill!r}: it is not a simulator skill; pass --eval-cmd 'CMD {{checkpoint}}' or a fixed --alpha")
+    say(f"choosing alpha ({opts.strategy} over {', '.join(f'{g:g}' for g in opts.alpha_grid)}) on {opts.val_family}")
+    bar = _progress_bar(progress, "alpha sweep")
+
+    def score(alpha: Any) -> float:
+        row = scorer.validation(candidate(alpha), skill)
+        rows[alpha_key(alpha)] = row
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(alpha=alpha_key(alpha), rate=f"{row.rate:.2f}")
+        return row.rate
+
+    try:
+        sel = strategy.choose(score, grid=opts.alpha_grid)
+    finally:
+        if bar is not None:
+            bar.close()
+    return alpha_to_json(sel.alpha), sel, cands, rows
+
+
+def _progress_bar(show: bool, desc: str):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, file=sys.stderr, leave=False, unit="alpha")
+
+
+def sweep_record(selection: Optional[Selection], rows: dict[str, ScoreRow], family: str) -> list[dict[str, Any]]:
+    if selection is None:
+        return []
+    return [{"alpha": alpha_to_json(p["alpha"]), "role": "candidate", "scores": {family: rows[alpha_key(p["alpha"])].brief()}}
+            for p in selection.sweep]
+
+
+# ---------------------------------------------------------------------------------------- the step
+
+
+def run_step(
+    registry, parent: Version, skill: str, frames: Any, opts: LearnOptions, work: Path, *,
+    finetuned_source: Optional[Path] = None, alpha_override: Any = None, score: bool = True,
+    progress: bool = False, say: Say = _quiet,
+) -> StepOutcome:
+    """Finetune (or take `finetuned_source`), choose alpha, merge, evaluate: everything but the commit.
+
+    `alpha_override` (JSON alpha) skips the search; `score=False` skips the evaluations (replay's
+    verification only needs the bytes).
+    """
+    from retain.finetune import finetune
+    from retain.partitions import get_partition_map
+
+    timer = _Timer()
+    work.mkdir(parents=True, exist_ok=True)
+    with timer("checkout"):
+        parent_dir = registry.checkout(parent.name, work / "parent")
+    scorer = Scorer(parent.config, opts, progress)
+    preset = opts.preset or (scorer.adapter.partition_preset if scorer.adapter else None)
+    if preset is None:
+        raise invalid(f"{parent.name} records no policy, so its partition is unknown; pass --preset (e.g. openpi-pi0)")
+    partition = get_partition_map(preset)
+    if finetuned_source is not None:
+        check_same_layout(parent_dir, finetuned_source, parent.name)
+        ft_dir = finetuned_source
+    else:
+        recipe = opts.finetune_recipe()
+        mix = None
+        if recipe.mixes:
+            with timer("pretrain_data"):
+                say(f"regenerating {recipe.pretrain_episodes} episodes of pretraining data for co-ft")
+                mix = pretraining_frames(pretraining_recipe(registry, parent), recipe.pretrain_episodes)
+        say(f"finetuning {parent.name} on {skill} ({recipe.mode}, {recipe.steps} steps, lr {recipe.lr:g}, seed {recipe.seed}"
+            + (f", {recipe.nproc} processes" if recipe.nproc > 1 else "") + ")")
+        with timer("finetune"):
+            ft_dir = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=progress).checkpoint
+    with timer("select"):
+        chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=_alpha_text(alpha_override))
+        alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, progress, say)
+    merged = cands[alpha_key(alpha)]
+    scores: list[ScoreRow] = []
+    ft_scores: list[ScoreRow] = []
+    sweep = sweep_record(selection, val_rows, opts.val_family)
+    parent_scores: list[ScoreRow] = []
+    if score:
+        with timer("evaluate"):
+            scores, ft_scores = _score_step(registry, parent, skill, opts, scorer, merged, ft_dir, alpha, val_rows, say)
+            if scorer.sim and not any(s.skill is None and s.split == GENERALIST for s in registry.scores(parent.name)):
+                # generalist retention is measured against the parent chain's root: make sure it has a score
+                parent_scores = scorer.evaluate(parent_dir, [(None, GENERALIST)], desc=f"evaluate {parent.name}")
+        if ft_scores:
+            sweep.append({"alpha": 1.0, "role": "finetuned", "scores": {r.split: r.brief() for r in ft_scores}})
+    return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_scores)
+
+
+def _alpha_text(alpha: Any) -> str:
+    from retain.alphas import as_alpha
+
+    return alpha if isinstance(alpha, str) else str(as_alpha(alpha))
+
+
+def _score_step(registry, parent: Version, skill: str, opts: LearnOptions, scorer: Scorer, merged: Path, ft_dir: Path,
+                alpha: Any, val_rows: dict[str, ScoreRow], say: Say) -> tuple[list[ScoreRow], list[ScoreRow]]:
+    scores: list[ScoreRow] = []
+    ft_scores: list[ScoreRow] = []
+    chosen_val = val_rows.get(alpha_key(alpha))
+    if opts.eval_cmd:
+        if chosen_val is None:
+            chosen_val = scorer.validation(merged, skill)
+        if chosen_val.episodes:
+            scores.append(chosen_val)
+        if opts.compare_finetuned:
+            ft_row = scorer.validation(ft_dir, skill)
+            if ft_row.episodes:
+                ft_scores.append(ft_row)
+    if not scorer.sim:
+        return scores, ft_scores
+    skills = [s for s in lineage_skills(registry, parent.name) if s != skill] + [skill]
+    jobs = evaluation_jobs(skills, True, sim_skills())
+    if opts.eval_cmd:  # the external evaluator already gave this skill's validation score
+        jobs = [j for j in jobs if j != (skill, opts.val_family)]
+    say(f"evaluating the merged backbone: {len(jobs)} (skill, split) pairs x {opts.episodes} episodes")
+    # The chosen candidate's validation score was measured on the same paired episodes: reuse it.
+    reuse = chosen_val if chosen_val is not None and chosen_val.evaluator != "external" else None
+    todo = [j for j in jobs if not (reuse and j == (skill, opts.val_family))]
+    rows = {(r.skill, r.split): r for r in scorer.evaluate(merged, todo, desc="evaluate merged")}
+    if reuse:
+        rows[(skill, opts.val_family)] = reuse
+    scores += [rows[j] for j in jobs if j in rows]
+    if opts.compare_finetuned and skill in sim_skills():
+        ft_jobs = [j for j in jobs if j[0] in (skill, None)]
+        say(f"evaluating the plain finetune for comparison: {len(ft_jobs)} pairs")
+        ft_scores += scorer.evaluate(ft_dir, ft_jobs, desc="evaluate finetuned")
+    return scores, ft_scores
+
+
+# ---------------------------------------------------------------------------------------- learn
+
+
+def learn(
+    registry, task: str, opts: Optional[LearnOptions] = None, *, demos: Optional[str] = None, ref: str = "main",
+    finetuned: Optional[str] = None, progress: bool = False, say: Optional[Say] = None, work_dir: Optional[str] = None,
+) -> LearnResult:
+    """Learn `task` on top of the head of `ref` and commit ONE new version (see the module docstring).
+
+    Args:
+        registry: an open registry.api.Registry.
+        task: the skill name (a built-in simulator skill, or any name with `demos`).
+        demos: a LeRobot-format folder or fsspec URL (default: built-in expert demos for built-in tasks).
+        finetuned: weights finetuned elsewhere from the head's weights: skips the finetune.
+        progress: progress bars and stage lines on stderr.
+    Returns:
+        LearnResult with the committed version, alpha, sweep, scores and timings.
+    Raises:
+        RegistryError: bad input (one line naming the fix), or CONFLICT if the ref moved meanwhile.
+    """
+    from registry.checkpoint import check_plain_name
+    from retain.delta import write_delta
+
+    opts = opts or LearnOptions()
+    say = say or (_stderr if progress else _quiet)
+    check_plain_name("skill", task)
+    head = require_head(registry, ref)
+    if opts.eval_cmd:
+        from retain.external_eval import command_for
+
+        command_for(opts.eval_cmd, "x")  # a template without {checkpoint} fails before any work
+    if finetuned is not None and not Path(finetuned).exists():
+        raise not_found(f"--finetuned {finetuned} does not exist; pass a safetensors file or folder")
+    if finetuned is None:
+        adapter, policy_config = policy_of(head.config)
+    t0 = time.perf_counter()
+    timer = _Timer()
+    with tempfile.TemporaryDirectory(prefix="retain-learn-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        d = None
+        if finetuned is None or demos is not None:  # outside weights may come without their demos
+            with timer("demos"):
+                d = load_demos(task, demos, opts, work, say, expected_shapes(adapter, policy_config) if finetuned is None else None)
+        step = run_step(registry, head, task, d.frames if d else None, opts, work / "step", finetuned_source=Path(finetuned) if finetuned else None,
+                        progress=progress, say=say)
+        with timer("delta"):
+            delta = write_delta(work / "step" / "parent", step.finetuned, work / "delta")
+        recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.finetuned_hash if finetuned else None)
+        timings = {**timer.timings, **step.timings}
+        say(f"committing: alpha {alpha_key(step.alpha)} onto {ref} (expected head {head.name})")
+        with timer("commit"):
+            demo_set = registry.put_demo_set(task, d.folder, source=d.source, episodes=d.episodes, frames=len(d.frames)) if d else None
+            timings["total"] = round(time.perf_counter() - t0, 3)
+            run = NewLearnRun(skill=task, demo_set_id=demo_set.id if demo_set else None, recipe=recipe, delta_dir=str(work / "delta"),
+                              alpha=step.alpha, sweep=step.sweep, timings=timings)
+            version = registry.commit_version(
+                step.merged, parent=head.name, how="learn", ref=ref, expected_head=head.name, config=head.config,
+                recipe=recipe, learn_run=run, scores=[s.to_new_score() for s in step.scores],
+                message=f"learn {task} (alpha {alpha_key(step.alpha)}, {opts.mode})",
+            )
+            if step.parent_scores:  # after the commit: an interrupted learn must leave the registry as it was
+                registry.record_scores(head.name, [s.to_new_score() for s in step.parent_scores])
+    held_out = [f for f in ood_families() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
+    return LearnResult(version, head.name, task, step.alpha, opts.val_family, held_out, step.sweep, step.scores,
+                       step.finetuned_scores, demo_set.id if demo_set else None, timings)
+
+
+def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: Version, *, finetuned: Optional[str] = None,
+                 finetuned_hash: Optional[str] = None) -> dict[str, Any]:
+    """What the version records: the flat recipe users read in `show`, plus the options replay reruns."""
+    ft = opts.finetune_recipe()
+    recipe: dict[str, Any] = {
+        "skill": task,
+        "mode": "external" if finetuned else ft.mode,
+        "mix": ft.mix, "steps": ft.steps, "lr": ft.lr, "batch_size": ft.batch_size, "seed": ft.seed,
+        "threads": ft.threads, "nproc": ft.nproc, "finetune_recipe_version": RECIPE_VERSION,
+        "alpha": opts.alpha, "strategy": opts.strategy if opts.alpha == "auto" else "fixed",
+        "alpha_grid": list(opts.alpha_grid), "validation_family": opts.val_family,
+        "eval_episodes": opts.episodes, "eval_seed": opts.eval_seed,
+        "demos": {"source": demos.source, "episodes": demos.episodes, "frames": len(demos.frames)} if demos else None,
+        "parent": parent.name, "code_version": code_version(),
+        "options": opts.to_dict(),
+    }
+    if finetuned:
+        recipe.update({"finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
+        for k in ("mix", "steps", "lr", "batch_size", "seed", "threads", "nproc"):
+            recipe.pop(k)
+    return recipe

@@ -1,0 +1,359 @@
+"""`replay`: run a recorded chain of learned skills again, from its stored demo sets and recipes.
+
+    replay(reg, ["plates", "whiteboard"])                    # verify: same start, same recipes
+    replay(reg, ["plates", "whiteboard"], start="v7")        # rebase the chain onto another base
+    replay(reg, ["whiteboard"], alpha="0.25")                # what if another alpha had been chosen
+
+With nothing changed it re-runs every finetune and merge and compares the bytes with the recorded
+ones (the finetuned weights against the hash stored with the delta, the merged weights against
+the version's hash). It commits nothing and says, per step, whether the hashes match bit for bit,
+or which weights differ and by how much. Each step starts from the RECORDED parent, so a
+difference is pinned to the step that made it.
+
+With a change (another start version, alpha or mode) it builds the chain on a new branch (how =
+"replay"), step by step, and returns the new versions' scores beside the original chain's.
+
+A step whose weights were finetuned elsewhere (`learn --finetuned`) cannot be finetuned again; its
+finetuned weights are rebuilt from the stored delta, which only fits the recorded parent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from registry.errors import invalid, invalid_state, not_found
+from registry.records import LearnRun, NewLearnRun, Version
+from retain.learn import (
+    LearnOptions,
+    ScoreRow,
+    _quiet,
+    _stderr,
+    code_version,
+    run_step,
+)
+from retain.select import alpha_key
+
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainStep:
+    skill: str
+    run: LearnRun
+    parent: Version
+    version: Version
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightDiff:
+    """How two checkpoints differ: tensors with any differing element, the largest |a - b| and where."""
+
+    tensors: int
+    differing: int
+    max_abs: float
+    worst: Optional[str]
+
+    def text(self) -> str:
+        if not self.differing:
+            return "identical values"
+        return f"{self.differing} of {self.tensors} tensors differ, max |diff| {self.max_abs:.3g} in {self.worst}"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCheck:
+    skill: str
+    recorded: str  # the recorded version
+    parent: str
+    finetune: str  # "reproduced" | "differs" | "rebuilt-from-delta"
+    finetuned_hash: str
+    recorded_finetuned_hash: str
+    finetune_diff: Optional[WeightDiff]
+    merge_hash: str
+    recorded_hash: str
+    merge_diff: Optional[WeightDiff]
+    alpha: Any
+    seconds: float
+
+    @property
+    def reproduced(self) -> bool:
+        return self.merge_hash == self.recorded_hash and self.finetune != "differs"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayedStep:
+    skill: str
+    recorded: Version
+    new: Version
+    alpha: Any
+    recorded_alpha: Any
+    recorded_scores: list[Any]  # registry.records.Score of the recorded version
+    scores: list[ScoreRow]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayResult:
+    tasks: list[str]
+    start: str
+    changed: bool
+    changes: dict[str, Any]
+    checks: list[StepCheck]  # verification (nothing changed)
+    branch: Optional[str]
+    steps: list[ReplayedStep]  # the new chain (something changed)
+
+    @property
+    def reproduced(self) -> bool:
+        return not self.changed and all(c.reproduced for c in self.checks)
+
+
+# ---------------------------------------------------------------------------------------- the chain
+
+
+def recorded_chain(registry, tasks: Sequence[str], of: Optional[str] = None) -> list[ChainStep]:
+    """The recorded steps that learned `tasks` one after another, ending at `of` (default: the latest
+    `learn` of the last task). Each step's parent must be the version the previous step made."""
+    if not tasks:
+        raise invalid("give at least one task to replay, e.g. `retain replay plates,whiteboard`")
+    if of is not None:
+        end = registry.resolve(of)
+        run = registry.learn_run_for(end.name)
+        if run is None or run.skill != tasks[-1]:
+            raise invalid(f"{end.name} did not learn {tasks[-1]!r}" + (f" (it learned {run.skill!r})" if run else "") +
+                          "; pass --of the version that learned the chain's last task")
+    else:
+        runs = [r for r in registry.learn_runs() if r.skill == tasks[-1] and r.result is not None]
+        if not runs:
+            known = sorted({r.skill for r in registry.learn_runs()})
+            raise not_found(f"no recorded learn of {tasks[-1]!r} to replay; learned skills: {', '.join(known) or 'none yet'}")
+        learned = [r for r in runs if registry.resolve(r.result).how == "learn"] or runs
+        run = max(learned, key=lambda r: r.id)
+    steps: list[ChainStep] = []
+    for i in range(len(tasks) - 1, -1, -1):
+        if run is None or run.skill != tasks[i]:
+            prev = steps[0].parent.name
+            raise invalid(
+                f"the recorded chain is not {' -> '.join(tasks)}: {tasks[i + 1]} was learned on {prev}, which "
+                + (f"learned {run.skill!r}" if run else "learned no skill") + f"; replay {','.join(tasks[i + 1:])} instead"
+            )
+        if run.parent is None:
+            raise invalid(f"the learn of {run.skill} ({run.result}) records no parent; it cannot be replayed")
+        steps.insert(0, ChainStep(run.skill, run, registry.resolve(run.parent), registry.resolve(run.result)))
+        if i:
+            run = registry.learn_run_for(run.parent)
+    return steps
+
+
+def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str]) -> LearnOptions:
+    opts = LearnOptions.from_recipe(run.recipe, mode=mode)
+    if mode is not None and mode != (run.recipe.get("options") or {}).get("mode"):
+        opts = dataclasses.replace(opts, mix=0.2 if mode == "co-ft" else 0.0)
+        opts = LearnOptions(**{**opts.to_dict(), "alpha_grid": tuple(opts.alpha_grid)})  # re-validate
+    if alpha is not None:
+        opts = LearnOptions(**{**opts.to_dict(), "alpha_grid": tuple(opts.alpha_grid), "alpha": alpha})
+    return opts
+
+
+# ---------------------------------------------------------------------------------------- replay
+
+
+def replay(
+    registry, tasks: Sequence[str], *, start: Optional[str] = None, branch: Optional[str] = None, alpha: Optional[str] = None,
+    mode: Optional[str] = None, of: Optional[str] = None, progress: bool = False, say: Optional[Say] = None,
+    work_dir: Optional[str] = None,
+) -> ReplayResult:
+    """Replay the recorded chain `tasks` (see the module docstring).
+
+    Args:
+        start: the version to start from (default: where the recorded chain started).
+        branch: the new branch for a changed chain (default: replay-<tasks>-from-<start>).
+        alpha: "auto" (search again), a fixed alpha, or None (the recorded alpha).
+        mode: task-ft / co-ft, or None (the recorded mode).
+        of: the version that learned the chain's last task (default: its latest `learn`).
+    """
+    from retain.alphas import as_alpha, parse_alpha
+    from retain.finetune import MODES
+
+    say = say or (_stderr if progress else _quiet)
+    tasks = [t.strip() for t in tasks if t.strip()]
+    if mode is not None and mode not in MODES:
+        raise invalid(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
+    if alpha is not None and alpha != "auto":
+        parse_alpha(alpha)
+    chain = recorded_chain(registry, tasks, of)
+    first = chain[0].parent
+    start_v = registry.resolve(start) if start else first
+    changes: dict[str, Any] = {}
+    if start_v.name != first.name:
+        changes["start"] = start_v.name
+    if mode is not None and any(mode != (s.run.recipe.get("options") or {}).get("mode", s.run.recipe.get("mode")) for s in chain):
+        changes["mode"] = mode
+    if alpha is not None and (alpha == "auto" or any(as_alpha(s.run.alpha) != parse_alpha(alpha) for s in chain)):
+        changes["alpha"] = alpha
+    for s in chain:
+        if s.run.recipe.get("mode") == "external" and ("start" in changes or "mode" in changes):
+            raise invalid(f"{s.skill} ({s.version.name}) was finetuned outside this tool, so it cannot be re-finetuned "
+                          "on another base or mode; replay only what was learned here, or change just --alpha")
+        if s.run.recipe.get("mode") != "external" and s.run.demo_set_id is None:
+            raise invalid(f"{s.skill} ({s.version.name}) has no stored demo set; it cannot be replayed")
+    with tempfile.TemporaryDirectory(prefix="retain-replay-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        if not changes:
+            say(f"replaying {' -> '.join(tasks)} from {first.name} with the recorded recipes (verifying the weight hashes)")
+            checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say) for i, s in enumerate(chain)]
+            return ReplayResult(list(tasks), first.name, False, {}, checks, None, [])
+        branch = _branch_name(registry, branch, tasks, start_v.name)
+        say(f"replaying {' -> '.join(tasks)} from {start_v.name} onto new branch {branch!r} with " +
+            ", ".join(f"{k}={v}" for k, v in changes.items()))
+        steps = _rebuild(registry, chain, start_v, branch, mode, alpha, changes, work, progress, say)
+        return ReplayResult(list(tasks), start_v.name, True, changes, [], branch, steps)
+
+
+def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: str) -> str:
+    from registry.checkpoint import check_plain_name
+
+    if branch:
+        check_plain_name("branch", branch)
+        if registry.head(branch) is not None:
+            raise invalid(f"branch {branch!r} already exists; pass a new --branch name")
+        return branch
+    base = f"replay-{'-'.join(tasks)}-from-{start}"
+    name, n = base, 2
+    while registry.head(name) is not None:
+        name, n = f"{base}-{n}", n + 1
+    return check_plain_name("branch", name)
+
+
+def _demo_frames(registry, run: LearnRun, work: Path):
+    from retain.data.lerobot import read_dataset
+    from retain.train import frames_from
+
+    if run.demo_set_id is None:
+        return None
+    folder = registry.fetch_demo_set(run.demo_set_id, work / "demos")
+    return frames_from(read_dataset(folder))
+
+
+def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> tuple[Path, str]:
+    """The recorded finetuned weights, rebuilt bit for bit from the parent and the stored delta."""
+    from registry.checkpoint import open_checkpoint
+    from retain.delta import apply_delta
+
+    delta = registry.fetch_delta(run.id, work / "delta")
+    with open_checkpoint(delta) as d:
+        ft_hash = d.metadata.get("finetuned_hash", "")
+    return apply_delta(parent_dir, delta, work / "recorded-finetuned"), ft_hash
+
+
+def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say: Say) -> StepCheck:
+    from registry.checkpoint import open_checkpoint, weight_hash
+
+    t0 = time.perf_counter()
+    work.mkdir(parents=True)
+    opts = LearnOptions.from_recipe(s.run.recipe)
+    external = s.run.recipe.get("mode") == "external"
+    frames = None if external else _demo_frames(registry, s.run, work)
+    parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
+    recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
+    say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {alpha_key(s.run.alpha) if isinstance(s.run.alpha, dict) else s.run.alpha})")
+    out = run_step(registry, s.parent, s.skill, frames, opts, work / "run", finetuned_source=recorded_ft if external else None,
+                   alpha_override=s.run.alpha, score=False, progress=progress, say=say)
+    with open_checkpoint(out.finetuned) as c:
+        ft_hash = weight_hash(c)
+    with open_checkpoint(out.merged) as c:
+        merged_hash = weight_hash(c)
+    ft_state = "rebuilt-from-delta" if external else ("reproduced" if ft_hash == recorded_ft_hash else "differs")
+    ft_diff = weight_diff(out.finetuned, recorded_ft) if ft_state == "differs" else None
+    merge_diff = None
+    if merged_hash != s.version.weight_hash:
+        merge_diff = weight_diff(out.merged, registry.checkout(s.version.name, work / "recorded-merged"))
+    return StepCheck(s.skill, s.version.name, s.parent.name, ft_state, ft_hash, recorded_ft_hash, ft_diff, merged_hash,
+                     s.version.weight_hash, merge_diff, s.run.alpha, round(time.perf_counter() - t0, 3))
+
+
+def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
+             changes: dict[str, Any], work: Path, progress: bool, say: Say) -> list[ReplayedStep]:
+    from retain.delta import write_delta
+
+    parent = start
+    out: list[ReplayedStep] = []
+    for i, s in enumerate(chain):
+        step_work = work / f"step{i}"
+        step_work.mkdir(parents=True)
+        opts = _options(s.run, mode, alpha)
+        same_finetune = parent.name == s.parent.name and "mode" not in changes
+        external = s.run.recipe.get("mode") == "external"
+        source = None
+        if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining
+            source, _ = _stored_finetuned(registry, s.run, registry.checkout(parent.name, step_work / "p"), step_work)
+        frames = None if source is not None else _demo_frames(registry, s.run, step_work)
+        say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
+        t0 = time.perf_counter()
+        step = run_step(registry, parent, s.skill, frames, opts, step_work / "run", finetuned_source=source,
+                        alpha_override=None if alpha == "auto" else (alpha if alpha is not None else s.run.alpha),
+                        progress=progress, say=say)
+        write_delta(step_work / "run" / "parent", step.finetuned, step_work / "newdelta")
+        recipe = {**s.run.recipe, "options": opts.to_dict(), "mode": "external" if external else opts.mode, "mix": opts.mix,
+                  "alpha": opts.alpha, "parent": parent.name, "replay_of": s.version.name, "replay_changes": changes,
+                  "code_version": code_version()}
+        timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
+        run = NewLearnRun(skill=s.skill, demo_set_id=s.run.demo_set_id, recipe=recipe, delta_dir=str(step_work / "newdelta"),
+                          alpha=step.alpha, sweep=step.sweep, timings=timings)
+        new = registry.commit_version(
+            step.merged, parent=parent.name, how="replay", ref=branch, expected_head=out[-1].new.name if out else None,
+            config=parent.config, recipe=recipe, learn_run=run, scores=[r.to_new_score() for r in step.scores],
+            message=f"replay {s.skill} of {s.version.name} ({', '.join(f'{k}={v}' for k, v in changes.items())})",
+        )
+        if step.parent_scores:
+            registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_scores])
+        out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, registry.scores(s.version.name), step.scores))
+        parent = new
+    return out
+
+
+# ---------------------------------------------------------------------------------------- diffs
+
+
+def _as_float(ckpt, name: str) -> np.ndarray:
+    a = ckpt.array(name)
+    if ckpt.specs[name].dtype == "BF16":  # raw bits: widen to float32 by shifting into the high half
+        a = (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float64)
+
+
+def weight_diff(a: Path, b: Path) -> WeightDiff:
+    """Which tensors of two same-layout checkpoints differ, and the largest absolute difference."""
+    from registry.checkpoint import open_checkpoint
+
+    with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
+        names = sorted(set(ca.specs) | set(cb.specs))
+        differing, worst, max_abs = 0, None, 0.0
+        for n in names:
+            if n not in ca.specs or n not in cb.specs or ca.specs[n].shape != cb.specs[n].shape:
+                differing += 1
+                worst = worst or n
+                max_abs = float("inf")
+                continue
+            if bytes(ca.read(n)) == bytes(cb.read(n)):
+                continue
+            differing += 1
+            d = float(np.max(np.abs(_as_float(ca, n) - _as_float(cb, n)))) if ca.specs[n].numel else 0.0
+            if d >= max_abs:
+                max_abs, worst = d, n
+    return WeightDiff(len(names), differing, max_abs, worst)
+
+
+def ensure_reproduced(result: ReplayResult) -> None:
+    """Raise INVALID_STATE naming the first step that did not reproduce (for scripts and the CLI)."""
+    for c in result.checks:
+        if not c.reproduced:
+            what = c.finetune_diff.text() if c.finetune == "differs" and c.finetune_diff else (c.merge_diff.text() if c.merge_diff else "hash differs")
+            stage = "finetune" if c.finetune == "differs" else "merge"
+            raise invalid_state(f"replay of {c.skill} did not reproduce {c.recorded}: the {stage} differs ({what})")
+
+
+__all__ = ["replay", "recorded_chain", "weight_diff", "ReplayResult", "StepCheck", "ReplayedStep", "ensure_reproduced"]

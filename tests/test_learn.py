@@ -1,0 +1,129 @@
+"""`learn` end to end on a tiny real policy and the real simulator: commit, records, lineage scores."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from learn_support import fast_options, registry_state, tiny_registry
+from registry.checkpoint import open_checkpoint, weight_hash
+from registry.errors import Code, RegistryError
+from retain.api import continual_scores
+from retain.learn import learn
+
+
+def _hash(path) -> str:
+    with open_checkpoint(path) as c:
+        return weight_hash(c)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """plates then whiteboard learned on a tiny base; shared by the read-only tests below."""
+    root = tmp_path_factory.mktemp("learn")
+    reg = tiny_registry(root)
+    plates = learn(reg, "plates", fast_options())
+    white = learn(reg, "whiteboard", fast_options(strategy="language", compare_finetuned=True))
+    yield reg, plates, white, root
+    reg.close()
+
+
+def test_learn_commits_one_version_with_everything_replay_needs(chain):
+    reg, plates, _, _ = chain
+    v = plates.version
+    assert (v.name, v.parent, v.how) == ("v1", "v0", "learn")
+    run = reg.learn_run_for("v1")
+    assert run.skill == "plates" and run.parent == "v0" and run.result == "v1"
+    assert run.alpha in (0.25, 0.5, 0.75)
+    cands = [p for p in run.sweep if p["role"] == "candidate"]
+    assert [p["alpha"] for p in cands] == [0.25, 0.5, 0.75]
+    assert all(set(p["scores"]) == {"ood:position"} for p in cands)
+    r = run.recipe
+    for key in ("mode", "mix", "steps", "lr", "seed", "code_version", "validation_family", "demos", "options"):
+        assert key in r, key
+    assert (r["mode"], r["steps"], r["validation_family"]) == ("task-ft", 8, "ood:position")
+    assert {"finetune", "select", "evaluate", "total"} <= set(run.timings)
+    ds = reg.demo_set(run.demo_set_id)
+    assert (ds.skill, ds.episodes) == ("plates", 4)
+
+
+def test_scores_cover_id_every_ood_family_and_the_generalist_suite(chain):
+    reg, plates, white, _ = chain
+    from retain.sim import OOD_FAMILIES
+
+    splits = {(s.skill, s.split) for s in reg.scores("v1")}
+    assert splits == {("plates", "id"), (None, "generalist")} | {("plates", f) for f in OOD_FAMILIES}
+    # the second learn evaluates every skill of its lineage: plates again, and whiteboard
+    splits2 = {(s.skill, s.split) for s in reg.scores("v2")}
+    assert {("plates", "id"), ("whiteboard", "id"), ("whiteboard", "ood:language"), (None, "generalist")} <= splits2
+    assert plates.held_out == [f for f in OOD_FAMILIES if f != "ood:position"]
+    # the base got its generalist score (retention is measured against it)
+    assert [s.split for s in reg.scores("v0")] == ["generalist"]
+
+
+def test_stored_delta_rebuilds_the_finetune_and_the_merge_rebuilds_the_version(chain, tmp_path):
+    reg, plates, _, _ = chain
+    from retain.delta import apply_delta
+    from retain.merge import merge_checkpoints
+
+    run = reg.learn_run_for("v1")
+    parent = reg.checkout("v0", tmp_path / "v0")
+    ft = apply_delta(parent, reg.fetch_delta(run.id, tmp_path / "delta"), tmp_path / "ft")
+    merge_checkpoints(parent, [ft], [run.alpha], "builtin", tmp_path / "merged", progress=False)
+    assert _hash(tmp_path / "merged") == plates.version.weight_hash
+    assert reg.verify().ok
+
+
+def test_language_strategy_and_finetuned_comparison_are_recorded(chain):
+    reg, _, white, _ = chain
+    assert white.version.parent == "v1"
+    assert white.alpha["vision"] == 1.0 and white.alpha["action"] == 1.0
+    ft = [p for p in white.sweep if p["role"] == "finetuned"]
+    assert len(ft) == 1 and ft[0]["alpha"] == 1.0
+    assert {"id", "ood:position", "generalist"} <= set(ft[0]["scores"])
+    edges = {e.child: e for e in reg.lineage().edges}
+    assert (edges["v2"].skill, edges["v2"].alpha) == ("whiteboard", white.alpha)
+
+
+def test_continual_summary_along_main(chain):
+    reg, *_ = chain
+    matrix, summary = continual_scores(reg, "main")
+    assert matrix.versions == ["v0", "v1", "v2"]
+    assert [p.skill for p in summary.skills] == ["plates", "whiteboard"]
+    assert summary.generalist_base is not None and summary.generalist_now is not None
+    assert summary.skills[0].id_after.episodes == 2
+
+
+def test_a_ref_that_moved_meanwhile_is_a_conflict_and_commits_nothing(tmp_path):
+    reg = tiny_registry(tmp_path)
+    other = tmp_path / "other-base"
+    from learn_support import save_tiny_model
+
+    save_tiny_model(other, seed=5)
+
+    def race(msg: str) -> None:
+        if msg.startswith("committing"):
+            reg.import_base(other, name="racer")  # another writer moves main first
+
+    with pytest.raises(RegistryError) as e:
+        learn(reg, "plates", fast_options(alpha="0.5"), say=race)
+    assert e.value.code is Code.CONFLICT
+    assert [v.name for v in reg.versions()] == ["v0", "v1"]
+    assert reg.head().name == "v1" and reg.learn_runs() == []
+    assert reg.verify().ok
+
+
+def test_demos_from_a_folder_and_a_fixed_alpha(tmp_path):
+    from retain.learn import collect_builtin_demos
+
+    reg = tiny_registry(tmp_path)
+    collect_builtin_demos("whiteboard", 3, 7, tmp_path / "my-demos")
+    res = learn(reg, "wipe-board", fast_options(alpha="vision=1,language=0.5,action=1"), demos=str(tmp_path / "my-demos"))
+    assert res.alpha == {"vision": 1.0, "language": 0.5, "action": 1.0}
+    assert res.sweep == []
+    # not a simulator skill: only the generalist suite can be scored in the simulator
+    assert {(s.skill, s.split) for s in res.scores} == {(None, "generalist")}
+    run = reg.learn_run_for(res.version.name)
+    assert run.recipe["demos"]["source"] == str(tmp_path / "my-demos")
+    back = reg.fetch_demo_set(run.demo_set_id, tmp_path / "back")
+    assert json.loads((back / "meta" / "info.json").read_text())["total_episodes"] == 3
