@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,6 +36,7 @@ from typing import Iterator, Sequence
 import torch
 
 from registry.checkpoint import (
+    DTYPE_SIZES,
     FLOAT_DTYPES,
     Checkpoint,
     CheckpointWriter,
@@ -52,6 +55,7 @@ from retain.streaming import (
     chunk_ranges,
     compute_dtype,
     raw_chunks,
+    torch_threads,
 )
 
 ON_MISMATCH = ("error", "take-finetuned")
@@ -105,6 +109,7 @@ def merge_checkpoints(
     on_mismatch: str = "error",
     extrapolate: bool = False,
     chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+    threads: int | None = 1,
 ) -> MergeReport:
     """Merge finetuned checkpoints into a pretrained one and write the result to `dest`.
 
@@ -119,6 +124,7 @@ def merge_checkpoints(
         on_mismatch: "error" or "take-finetuned" (see the module docstring).
         extrapolate: allow alphas outside [0, 1].
         chunk_elems: elements per processing chunk (bounds memory).
+        threads: torch intra-op threads during the merge (None: leave torch's setting).
 
     Returns:
         A MergeReport. Raises RegistryError (nothing written at `dest`) on bad input, on
@@ -152,7 +158,7 @@ def merge_checkpoints(
                 {"alphas": [a.to_json() for a in alphas], "partition": partition.name if partition else None, "on_mismatch": on_mismatch}
             ),
         }
-        with FileReader() as reader:
+        with FileReader() as reader, torch_threads(threads):
             _check_plain_buffers(jobs, pre_ck, ft_cks, reader, on_mismatch, taken)
             stats = _execute(jobs, reader, dest, max_shard_bytes, metadata, progress, chunk_elems)
     finally:
@@ -317,20 +323,100 @@ def _execute(
     stats = {"read": 0, "written": 0, "copied_pre": 0, "copied_ft": 0}
     bufs = ChunkBuffers(chunk_elems)
     show = progress and sys.stderr.isatty()
-    with tqdm(total=total, unit="B", unit_scale=True, desc="merge", disable=not show, leave=False) as bar:
-        with CheckpointWriter(dest, specs, max_shard_bytes, metadata) as writer:
-            for job in jobs:
-                if job.kind == "copy":
-                    if job.modality is not None:
-                        stats["copied_pre" if job.source is job.spec else "copied_ft"] += 1
-                    parts = raw_chunks(job.source, reader, bufs)
-                    stats["read"] += job.source.nbytes
-                else:
-                    parts = _merge_chunks(job, reader, bufs)
-                    stats["read"] += job.spec.nbytes * (1 + len(job.terms))
-                writer.write_parts(job.spec.name, _counted(parts, bar))
-                stats["written"] += job.spec.nbytes
+    widest = max((1 + len(j.terms) for j in jobs), default=1)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="merge", disable=not show, leave=False) as bar, \
+            _BlockReader(jobs, reader, max(_BLOCK_BYTES // widest, 1 << 20)) as blocks, \
+            CheckpointWriter(dest, specs, max_shard_bytes, metadata) as writer:
+        for k, job in enumerate(jobs):
+            if job.kind == "copy":
+                if job.modality is not None:
+                    stats["copied_pre" if job.source is job.spec else "copied_ft"] += 1
+                parts = _copy_blocks(blocks.of_job(k))
+                stats["read"] += job.source.nbytes
+            else:
+                parts = _merge_blocks(job, blocks.of_job(k), bufs)
+                stats["read"] += job.spec.nbytes * (1 + len(job.terms))
+            writer.write_parts(job.spec.name, _counted(parts, bar))
+            stats["written"] += job.spec.nbytes
     return stats
+
+
+# Bytes read per input per block. A background thread reads the next blocks (of this tensor or
+# the following ones) while the main thread computes and writes, so disk and arithmetic overlap;
+# large sequential reads per file keep the disk from seeking between pre and finetuned files.
+_BLOCK_BYTES = 8 << 20
+_SLOTS = 3  # one being computed, up to two read ahead
+
+
+@dataclasses.dataclass
+class _Block:
+    start: int
+    n: int
+    raws: list[torch.Tensor]  # raw bytes per input: [pre, ft_1, ...] for a merge, [source] for a copy
+    slot: int
+
+
+class _BlockReader:
+    """Reads every job's inputs block by block in a background thread, into a few reused slots."""
+
+    def __init__(self, jobs: list[_Job], reader: FileReader, block_bytes: int):
+        self.jobs, self.reader, self.block_bytes = jobs, reader, block_bytes
+        self.ready: queue.Queue = queue.Queue()
+        self.free: queue.Queue = queue.Queue()
+        for slot in range(_SLOTS):
+            self.free.put(slot)
+        self.buffers: dict[tuple[int, int], torch.Tensor] = {}
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, name="merge-reader", daemon=True)
+
+    def __enter__(self) -> "_BlockReader":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop = True
+        for slot in range(_SLOTS):  # unblock a reader waiting for a slot
+            self.free.put(slot)
+        self.thread.join()
+
+    def _sources(self, job: _Job) -> list[TensorSpec]:
+        return [job.source] if job.kind == "copy" else [job.pre] + [t for t, _ in job.terms]
+
+    def _elems(self, job: _Job) -> int:
+        return max(self.block_bytes // DTYPE_SIZES[job.spec.dtype], 1)
+
+    def _run(self) -> None:
+        try:
+            for job in self.jobs:
+                sources = self._sources(job)
+                size = DTYPE_SIZES[job.spec.dtype]
+                for start, n in chunk_ranges(job.spec.numel, self._elems(job)):
+                    slot = self.free.get()
+                    if self.stop:
+                        return
+                    raws = []
+                    for i, spec in enumerate(sources):
+                        buf = self.buffers.get((slot, i))
+                        if buf is None:
+                            buf = self.buffers[(slot, i)] = torch.empty(self.block_bytes + 8, dtype=torch.uint8)
+                        raw = buf[: n * size]
+                        self.reader.read_into(spec, start, raw)
+                        raws.append(raw)
+                    self.ready.put(_Block(start, n, raws, slot))
+        except BaseException as e:  # handed to the consumer, which raises it
+            self.ready.put(e)
+
+    def of_job(self, k: int) -> Iterator[_Block]:
+        """The blocks of job `k`, in order; each block's slot is recycled when the next is asked for."""
+        job = self.jobs[k]
+        for _ in chunk_ranges(job.spec.numel, self._elems(job)):
+            item = self.ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            try:
+                yield item
+            finally:
+                self.free.put(item.slot)
 
 
 def _counted(parts: Iterator, bar) -> Iterator:
@@ -339,41 +425,41 @@ def _counted(parts: Iterator, bar) -> Iterator:
         bar.update(memoryview(p).nbytes)
 
 
-def _merge_chunks(job: _Job, reader: FileReader, bufs: ChunkBuffers) -> Iterator[memoryview]:
-    """Yield the merged tensor chunk by chunk: pre + sum_i a_i * (ft_i - pre), rounded once."""
-    spec = job.pre
-    tdtype = TORCH_DTYPES[spec.dtype]
-    cdtype = compute_dtype(spec.dtype)
-    size = spec.nbytes // max(spec.numel, 1)
-    chunks = list(chunk_ranges(spec.numel, bufs.chunk_elems))
-    for k, (start, n) in enumerate(chunks):
-        if k + 1 < len(chunks):  # let the disk fetch the next chunk while we compute this one
-            nstart, nn = chunks[k + 1]
-            reader.prefetch(spec, nstart, nn)
-            for ft_spec, _ in job.terms:
-                reader.prefetch(ft_spec, nstart, nn)
-        raw_pre = bufs.raw("pre", n * size)
-        raw_ft = bufs.raw("ft", n * size)
-        reader.read_into(spec, start, raw_pre)
-        pre_c = bufs.calc("pre", cdtype, n)
-        pre_c.copy_(raw_pre.view(tdtype))  # (n,) in float32/64
-        diff = bufs.calc("diff", cdtype, n)
-        total = bufs.calc("sum", cdtype, n) if len(job.terms) > 1 else diff
-        for i, (ft_spec, alpha) in enumerate(job.terms):
-            reader.read_into(ft_spec, start, raw_ft)
-            diff.copy_(raw_ft.view(tdtype))
-            diff.sub_(pre_c)
-            diff.mul_(alpha)  # separate mul and add: no fused multiply-add, same bits everywhere
-            if total is not diff:
-                if i == 0:
-                    total.copy_(diff)
-                else:
-                    total.add_(diff)
-        total.add_(pre_c)
-        out = bufs.raw("out", n * size)
-        out.view(tdtype).copy_(total)  # the one rounding to the input dtype
-        if not bytes_are_finite(out.numpy(), spec.dtype):
-            raise _nonfinite(job.spec.name, total)
+def _copy_blocks(blocks: Iterator[_Block]) -> Iterator[memoryview]:
+    for block in blocks:
+        yield memoryview(block.raws[0].numpy())
+
+
+def _merge_blocks(job: _Job, blocks: Iterator[_Block], bufs: ChunkBuffers) -> Iterator[memoryview]:
+    """Yield the merged tensor block by block: pre + sum_i a_i * (ft_i - pre), rounded once.
+
+    Each block is computed in cache-sized chunks (bufs.chunk_elems) in float32/64.
+    """
+    tdtype = TORCH_DTYPES[job.spec.dtype]
+    cdtype = compute_dtype(job.spec.dtype)
+    size = DTYPE_SIZES[job.spec.dtype]
+    alphas = [a for _, a in job.terms]
+    for block in blocks:
+        out = bufs.raw("out", block.n * size)
+        for start, n in chunk_ranges(block.n, bufs.chunk_elems):
+            lo, hi = start * size, (start + n) * size
+            pre_c = bufs.calc("pre", cdtype, n)
+            pre_c.copy_(block.raws[0][lo:hi].view(tdtype))  # (n,) in float32/64
+            diff = bufs.calc("diff", cdtype, n)
+            total = bufs.calc("sum", cdtype, n) if len(alphas) > 1 else diff
+            for i, alpha in enumerate(alphas):
+                diff.copy_(block.raws[1 + i][lo:hi].view(tdtype))
+                diff.sub_(pre_c)
+                diff.mul_(alpha)  # separate mul and add: no fused multiply-add, same bits everywhere
+                if total is not diff:
+                    if i == 0:
+                        total.copy_(diff)
+                    else:
+                        total.add_(diff)
+            total.add_(pre_c)
+            out[lo:hi].view(tdtype).copy_(total)  # the one rounding to the input dtype
+            if not bytes_are_finite(out[lo:hi].numpy(), job.spec.dtype):
+                raise _nonfinite(job.spec.name, total)
         yield memoryview(out.numpy())
 
 

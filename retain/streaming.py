@@ -8,6 +8,7 @@ natively, where numpy would need bit tricks for bf16.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -19,9 +20,28 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 
-# Elements per chunk: 4 Mi float32 = 16 MiB per compute buffer, big enough that per-chunk Python
-# overhead vanishes, small enough that a handful of buffers stays far below 100 MB.
-DEFAULT_CHUNK_ELEMS = 1 << 22
+# Elements per chunk: 256 Ki float32 = 1 MiB per compute buffer, so a chunk's half-dozen passes
+# (convert, subtract, scale, add, round) stay in L2 cache; measured ~2x faster than 16 MiB chunks
+# on this 2-core box, and the buffers total a few MB.
+DEFAULT_CHUNK_ELEMS = 1 << 18
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with `n` intra-op threads (None: leave torch's setting), restoring it afterwards.
+
+    The arithmetic is memory-bound on cache-sized chunks: one thread is as fast as two and
+    leaves the other core to the kernel's readahead and writeback.
+    """
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def compute_dtype(dtype: str) -> torch.dtype:
