@@ -113,6 +113,9 @@ def main() -> None:
         n_versions = len(reg.versions())
     globals_ = ["--home", str(home), "--db", db_url]
     baseline = time_subprocess([sys.executable, "-c", "pass"], a.repeat)
+    # The floor every CLI query pays before touching the database: interpreter + click + SQLAlchemy.
+    imports = time_subprocess([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, registry.commands, "
+                               "registry.api, registry.render", str(ROOT)], a.repeat)
     results = {}
     for label, args in COMMANDS.items():
         sub = time_subprocess([sys.executable, str(ROOT / "cli.py"), *globals_, *args], a.repeat)
@@ -126,6 +129,7 @@ def main() -> None:
         "build_s": round(build_s, 2),
         "repeat": a.repeat,
         "python_startup_median_s": statistics.median(baseline),
+        "cli_imports_median_s": statistics.median(imports),
         "commands": results,
         "cpu_count": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
@@ -136,7 +140,8 @@ def main() -> None:
     for label, r in results.items():
         print(f"{label:<16} {r['subprocess_median_s']:>17.3f}s {r['subprocess_max_s']:>7.3f}s "
               f"{r['in_process_median_s']:>17.3f}s {r['in_process_max_s']:>7.3f}s")
-    print(f"(python -c pass: {statistics.median(baseline):.3f}s; {n_versions} versions on {report['database']})")
+    print(f"(python -c pass: {statistics.median(baseline):.3f}s; python + CLI imports: {statistics.median(imports):.3f}s; "
+          f"{n_versions} versions on {report['database']}; load average {report['loadavg_1m']:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

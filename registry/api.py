@@ -329,8 +329,9 @@ class Registry:
             for name, vid in s.execute(select(RefRow.name, RefRow.version_id).order_by(RefRow.name)):
                 ref_map.setdefault(vid, []).append(name)
                 ref_names[name] = f"v{numbers[vid]}"
-            runs = {r.result_id: (r, sk) for r, sk in s.execute(
-                select(LearnRunRow, SkillRow.name).join(SkillRow, SkillRow.id == LearnRunRow.skill_id))}
+            # Only the columns an edge shows: decoding every run's recipe and sweep would double the time.
+            runs = {rid: (alpha, sk) for rid, alpha, sk in s.execute(
+                select(LearnRunRow.result_id, LearnRunRow.alpha, SkillRow.name).join(SkillRow, SkillRow.id == LearnRunRow.skill_id))}
             versions = [_version_from(r, numbers, ref_map) for r in rows]
             edges = []
             for r in rows:
@@ -338,7 +339,7 @@ class Registry:
                     continue
                 run = runs.get(r.id)
                 edges.append(LineageEdge(parent=f"v{numbers[r.parent_id]}", child=f"v{r.number}", how=r.how,
-                                         skill=run[1] if run else None, alpha=run[0].alpha if run else None))
+                                         skill=run[1] if run else None, alpha=run[0] if run else None))
             return Lineage(versions=versions, edges=edges, refs=ref_names)
 
     def log(self, ref: Optional[str] = "main", limit: Optional[int] = None) -> list[RefLogEntry]:

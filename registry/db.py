@@ -59,8 +59,11 @@ def _sqlite_transactions(engine: Engine) -> None:
 
 @contextlib.contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as s:
-        yield s
+    try:
+        with Session(engine, expire_on_commit=False) as s:
+            yield s
+    except OperationalError as e:  # the server went away mid-query
+        raise unavailable(_unreachable(engine, e)) from None
 
 
 @contextlib.contextmanager
