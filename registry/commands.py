@@ -178,7 +178,7 @@ def verify_cmd(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def gc_cmd(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> None:
-    """Delete blobs nothing references (e.g. left by an interrupted commit) after a grace period.
+    """Delete unreferenced blobs (such as those an interrupted commit left) after a grace period.
 
     Example: retain gc --grace 0 --dry-run
     """
