@@ -29,7 +29,7 @@ def test_collect_writes_a_readable_reproducible_dataset(tmp_path):
     assert a.images.shape[1:] == (sim.IMAGE_SIZE, sim.IMAGE_SIZE, 3)
     assert a.state.shape[1] == sim.STATE_DIM and a.action.shape[1] == sim.ACTION_DIM
     assert a.info["retain_recipe"] == {"source": "retain-sim-expert", "task": "whiteboard", "setting": "id",
-                                       "seed": 3, "episodes": 6, "image_size": sim.IMAGE_SIZE}
+                                       "seed": 3, "episodes": 6, "image_size": sim.IMAGE_SIZE, "noise": 0.0}
     c = run("demos", "collect", "whiteboard", "-n", "6", "--seed", "4", "-o", str(tmp_path / "c"))
     assert c.exit_code == 0
     assert not np.array_equal(read_dataset(tmp_path / "c").images[:5], a.images[:5])
@@ -42,6 +42,19 @@ def test_collect_in_an_ood_setting_with_another_image_size(tmp_path):
     d = read_dataset(tmp_path / "g")
     assert d.images.shape[1:] == (40, 40, 3)
     assert "wrote 4 episodes" in r.output
+
+
+def test_noisy_demos_record_clean_expert_actions(tmp_path):
+    r = run("demos", "collect", "plates", "-n", "8", "--noise", "0.3", "-o", str(tmp_path / "n"))
+    assert r.exit_code == 0, r.output
+    d = read_dataset(tmp_path / "n")
+    assert d.num_episodes == 8
+    # the expert's height and grip commands are exactly +-1; noisy executed ones would not be
+    assert set(np.unique(d.action[:, 2:])) <= {-1.0, 1.0}
+    assert run("demos", "collect", "plates", "-n", "8", "-o", str(tmp_path / "q")).exit_code == 0
+    q = read_dataset(tmp_path / "q")
+    assert q.state[0].tolist() == d.state[0].tolist()          # same scenes ...
+    assert not np.array_equal(q.state[:20], d.state[:20])      # ... but the noise moved the gripper
 
 
 def test_show_summarises_a_dataset(tmp_path):
@@ -66,6 +79,7 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path):
         (["demos", "collect", "plates", "--setting", "ood:weather", "-o", str(out)], 4, "Error: unknown setting 'ood:weather'"),
         (["demos", "collect", "plates", "-n", "0", "-o", str(out)], 4, "Error: -n must be at least 1, got 0"),
         (["demos", "collect", "plates", "--image-size", "3", "-o", str(out)], 4, "Error: --image-size must be in [8, 256]"),
+        (["demos", "collect", "plates", "--noise", "2", "-o", str(out)], 4, "Error: --noise must be in [0, 1], got 2.0"),
     ]
     for args, code, message in cases:
         r = run(*args)

@@ -17,9 +17,12 @@ def demos_group() -> None:
 @click.option("--setting", default="id", show_default=True, help="Where the scenes come from (see `demos tasks`).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scenes; same seed, same dataset.")
 @click.option("--image-size", type=int, default=None, help="Image side in pixels (default: the simulator's).")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              help="Std of noise added to executed (not recorded) actions, so demos show recoveries.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="New dataset folder to write.")
 @json_option
-def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | None, output: str, as_json: bool) -> None:
+def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | None, noise: float, output: str,
+                as_json: bool) -> None:
     """Record N expert demos of TASK and write them as a LeRobot v3 dataset.
 
     Example: retain demos collect plates -n 50 --setting id --seed 0 -o demos/plates
@@ -39,9 +42,11 @@ def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | No
         raise already_exists(f"output path {output} already exists; choose a new path or remove it first")
     if image_size is not None and not 8 <= image_size <= 256:
         raise invalid(f"--image-size must be in [8, 256], got {image_size}")
-    episodes = collect_episodes(task, n, setting, seed, image_size=image_size)
+    if not 0.0 <= noise <= 1.0:
+        raise invalid(f"--noise must be in [0, 1], got {noise}")
+    episodes = collect_episodes(task, n, setting, seed, image_size=image_size, noise=noise)
     recipe = {"source": "retain-sim-expert", "task": task, "setting": setting, "seed": seed, "episodes": n,
-              "image_size": int(episodes[0].images.shape[1])}
+              "image_size": int(episodes[0].images.shape[1]), "noise": noise}
     write_dataset(output, episodes, FPS, extra_info={"retain_recipe": recipe})
     frames = sum(int(e.state.shape[0]) for e in episodes)
     summary = {"path": output, "task": task, "setting": setting, "seed": seed, "episodes": len(episodes),

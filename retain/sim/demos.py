@@ -13,22 +13,28 @@ _MAX_ROUNDS = 8     # top-up rounds when some expert episodes fail
 
 
 def collect_episodes(task: str, n: int, setting: str = "id", seed: int = 0, *, image_size: int | None = None,
-                     config: WorldConfig | None = None, batch_size: int = 256) -> list[Episode]:
+                     config: WorldConfig | None = None, batch_size: int = 256, noise: float = 0.0) -> list[Episode]:
     """n successful expert episodes of `task` in `setting`, reproducible from `seed`.
 
     Episodes are run `batch_size` at a time; failed ones are dropped and replaced from later rounds
     (each round's seed is derived from `seed`), so the result depends only on the arguments.
+    With `noise` > 0 the executed actions get Gaussian noise of that standard deviation while the
+    recorded actions stay the expert's clean ones (DART): the demos then show how to recover from
+    small mistakes, which a cloned policy will make.
     """
     if n < 1:
         raise invalid(f"-n must be at least 1, got {n}")
     if batch_size < 1:
         raise invalid(f"batch_size must be at least 1, got {batch_size}")
+    if not 0.0 <= noise <= 1.0:
+        raise invalid(f"noise must be in [0, 1], got {noise}")
     out: list[Episode] = []
     for round_ in range(_MAX_ROUNDS):
         want = min(batch_size, max(n - len(out), 1) + 4)
         batch = TabletopBatch([task], setting, want, seed=_round_seed(seed, round_), image_size=image_size,
                               config=config)
-        out.extend(_run(batch))
+        noise_rng = np.random.default_rng(_round_seed(seed, round_ + 1000))
+        out.extend(_run(batch, noise, noise_rng))
         if len(out) >= n:
             return out[:n]
     raise invalid_state(f"the {task} expert succeeded in only {len(out)} of the episodes tried in "
@@ -39,7 +45,7 @@ def _round_seed(seed: int, round_: int) -> int:
     return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
 
 
-def _run(batch: TabletopBatch) -> list[Episode]:
+def _run(batch: TabletopBatch, noise: float, rng: np.random.Generator) -> list[Episode]:
     obs = batch.reset()
     images, states, actions = [], [], []
     live_masks = []
@@ -49,7 +55,8 @@ def _run(batch: TabletopBatch) -> list[Episode]:
         images.append(obs["image"])
         states.append(obs["state"])
         actions.append(act)
-        obs, _, _ = batch.step(act)
+        executed = act if noise == 0 else np.clip(act + rng.normal(0.0, noise, act.shape), -1, 1).astype(np.float32)
+        obs, _, _ = batch.step(executed)
     if not images:
         return []
     live = np.stack(live_masks, 1)       # (n, T)

@@ -16,7 +16,10 @@ import numpy as np
 
 from retain.sim.world import ACTION_DIM, Behaviour, WorldConfig, WorldState, destinations, placement
 
-_AT = 0.01          # "arrived" distance
+_AT = 0.04          # "arrived" close enough to descend, grasp or release (every reach/tolerance is larger)
+_AT_LINE = 0.02     # "arrived" at the start of a push or wipe, which must be on the stroke's line
+_STAY = 0.09        # once on the way down, keep going down while this close (tolerates jitter)
+_STAY_LINE = 0.05   # the same for the start of a stroke
 _PUSH_GAP = 0.06    # how far behind a thing a push starts
 _STROKE = 0.15      # a wipe starts this far left of a mark and ends this far right of it
 
@@ -56,7 +59,8 @@ def _reach(w: WorldState, cfg: WorldConfig) -> np.ndarray:
 
 def _press(w: WorldState, cfg: WorldConfig) -> np.ndarray:
     target = _slot_pos(w, w.a[:, 0])
-    there = np.linalg.norm(target - w.grip_xy, axis=1) < _AT
+    dist = np.linalg.norm(target - w.grip_xy, axis=1)
+    there = (dist < _AT) | ((w.grip_z < 1.0) & (dist < _STAY))
     return _act(_toward(w, target, cfg), np.where(there, -1.0, 1.0), -1.0)
 
 
@@ -81,7 +85,8 @@ def _pick_place(w: WorldState, cfg: WorldConfig) -> np.ndarray:
 
     # fetching: open if closed on nothing useful, fly over the thing, descend, close when touching
     tpos = _slot_pos(w, thing)
-    at_thing = np.linalg.norm(tpos - w.grip_xy, axis=1) < _AT
+    gap = np.linalg.norm(tpos - w.grip_xy, axis=1)
+    at_thing = (gap < _AT) | ((w.grip_z < 1.0) & (gap < _STAY))
     touching = w.grip_z - cfg.z_step <= cfg.contact_height + 1e-6
     fetch_dz = np.where(at_thing, -1.0, 1.0)
     fetch_grip = np.where(at_thing & touching & (w.grip < 0.5), 1.0, -1.0)
@@ -104,9 +109,10 @@ def _push(w: WorldState, cfg: WorldConfig) -> np.ndarray:
     along = (rel * u).sum(1)
     perp = np.linalg.norm(rel - along[:, None] * u, axis=1)
     low = w.grip_z <= cfg.contact_height + 1e-6
-    stroking = low & (along < -0.5 * reach) & (perp < 0.04)
+    stroking = low & (along < -0.5 * reach) & (perp < 0.06)
     end = goal - u * reach[:, None]
-    at_approach = np.linalg.norm(approach - w.grip_xy, axis=1) < _AT
+    off = np.linalg.norm(approach - w.grip_xy, axis=1)
+    at_approach = (off < _AT_LINE) | ((w.grip_z < 1.0) & (off < _STAY_LINE))
     dxy = np.where(stroking[:, None], _toward(w, end, cfg), _toward(w, approach, cfg))
     dz = np.where(stroking | at_approach, -1.0, 1.0)
     return _act(dxy, dz, -1.0)
@@ -121,8 +127,9 @@ def _wipe(w: WorldState, cfg: WorldConfig) -> np.ndarray:
     end = mark + np.array([_STROKE, 0.0], np.float32)
     rel = w.grip_xy - mark
     low = w.grip_z <= cfg.contact_height + 1e-6
-    stroking = low & (np.abs(rel[:, 1]) < 0.02) & (rel[:, 0] > -_STROKE - 0.05) & (rel[:, 0] < _STROKE - 0.01)
-    at_start = np.linalg.norm(start - w.grip_xy, axis=1) < _AT
+    stroking = low & (np.abs(rel[:, 1]) < 0.05) & (rel[:, 0] > -_STROKE - 0.05) & (rel[:, 0] < _STROKE - 0.01)
+    off = np.linalg.norm(start - w.grip_xy, axis=1)
+    at_start = (off < _AT_LINE) | ((w.grip_z < 1.0) & (off < _STAY_LINE))
     dxy = np.where(stroking[:, None], _toward(w, end, cfg), _toward(w, start, cfg))
     dz = np.where(stroking | at_start, -1.0, 1.0)
     return _act(dxy, dz, -1.0)
