@@ -16,7 +16,10 @@ def run_migrations_online() -> None:
         from registry.db import make_engine
 
         engine = make_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as connection:
+    # Two processes opening an old registry at once must not both migrate it: SQLite takes the
+    # write lock up front (BEGIN IMMEDIATE, see registry.db), PostgreSQL an advisory lock; the
+    # second then finds the schema current and does nothing.
+    with engine.connect().execution_options(registry_write=True) as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -25,6 +28,8 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7243911)")
             context.run_migrations()
         connection.commit()
 

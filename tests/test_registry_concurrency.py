@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -85,3 +86,14 @@ def test_kill_between_blob_write_and_ref_move(registry, make_checkpoint):
     assert sorted(report.orphan_files) == sorted(orphans)
     assert _store_files(registry) == files_before
     assert registry.verify().ok and (registry.lineage(), registry.log(None)) == before
+
+
+def test_processes_initialising_one_database_at_once_all_succeed(db_url, tmp_path):
+    """Migrations are serialised (SQLite write lock, PostgreSQL advisory lock): the first migrates,
+    the others find the schema current."""
+    from conftest import ROOT
+
+    argv = [sys.executable, str(ROOT / "cli.py"), "--home", str(tmp_path / "h"), "--db", db_url, "--store", str(tmp_path / "s"), "init"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0], results
