@@ -92,7 +92,7 @@ class ReplayedStep:
     new: Version
     alpha: Any
     recorded_alpha: Any
-    recorded_scores: list[Any]  # registry.records.Score of the recorded version
+    recorded_scores: list[ScoreRow]  # the recorded version's scores
     scores: list[ScoreRow]
 
 
@@ -310,7 +310,9 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         )
         if step.parent_scores:
             registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_scores])
-        out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, registry.scores(s.version.name), step.scores))
+        recorded = [ScoreRow(r.skill, r.split, r.successes, r.episodes, r.rate, r.ci_low, r.ci_high, r.evaluator)
+                    for r in registry.scores(s.version.name)]
+        out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, recorded, step.scores))
         parent = new
     return out
 

@@ -1,0 +1,111 @@
+"""`replay`: re-running recorded chains bit for bit, and rebuilding them with a change on a branch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cli as root_cli
+from learn_support import fast_options, registry_state, save_tiny_model, tiny_registry
+from registry.errors import RegistryError
+from retain.learn import learn
+from retain.replay import ReplayResult, StepCheck, ensure_reproduced, replay, weight_diff
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("replay")
+    reg = tiny_registry(root)
+    learn(reg, "plates", fast_options())
+    learn(reg, "whiteboard", fast_options(alpha="0.5"))
+    yield reg, root
+    reg.close()
+
+
+def cli(root, *args):
+    return CliRunner().invoke(root_cli, ["--home", str(root / "home"), *args], catch_exceptions=False)
+
+
+def test_rollback_then_replay_reproduces_the_hash_and_commits_nothing(chain):
+    reg, root = chain
+    assert cli(root, "rollback", "v1").exit_code == 0
+    before = registry_state(reg)
+    r = cli(root, "replay", "whiteboard", "-q")
+    assert r.exit_code == 0, r.output
+    assert "whiteboard on v1: finetune reproduced bit for bit" in r.output
+    assert "reproduced v2 bit for bit" in r.output and "nothing was committed" in r.output
+    assert registry_state(reg) == before
+    doc = json.loads(cli(root, "replay", "plates,whiteboard", "-q", "--json").stdout)
+    assert doc["reproduced"] is True and [c["recorded"] for c in doc["checks"]] == ["v1", "v2"]
+
+
+def test_another_alpha_builds_a_branch_and_reuses_the_recorded_finetune(chain):
+    reg, root = chain
+    r = cli(root, "replay", "whiteboard", "--alpha", "0.25", "--branch", "wb-quarter", "-q")
+    assert r.exit_code == 0, r.output
+    new = reg.head("wb-quarter")
+    assert (new.parent, new.how) == ("v1", "replay")
+    run = reg.learn_run_for(new.name)
+    assert run.alpha == 0.25 and run.recipe["replay_of"] == "v2"
+    # same parent and mode: the finetune is rebuilt from the stored delta, so the deltas agree
+    rec = reg.learn_run_for("v2")
+    from registry.checkpoint import open_checkpoint
+
+    with open_checkpoint(reg.fetch_delta(rec.id, root / "d-old")) as a, open_checkpoint(reg.fetch_delta(run.id, root / "d-new")) as b:
+        assert a.metadata["finetuned_hash"] == b.metadata["finetuned_hash"]
+    assert f"original v2" in r.output and f"replay {new.name}" in r.output
+    assert reg.head("main").name == "v1"  # main untouched
+
+
+def test_rebase_the_chain_onto_another_base(chain):
+    reg, root = chain
+    save_tiny_model(root / "base2", seed=3)
+    new_base = reg.import_base(root / "base2", name="base2", ref="bases", config=reg.resolve("v0").config)
+    r = cli(root, "replay", "plates,whiteboard", "--from", new_base.name, "-q")
+    assert r.exit_code == 0, r.output
+    branch = f"replay-plates-whiteboard-from-{new_base.name}"
+    head = reg.head(branch)
+    first = reg.resolve(head.parent)
+    assert first.parent == new_base.name and first.how == head.how == "replay"
+    assert reg.learn_run_for(first.name).skill == "plates" and reg.learn_run_for(head.name).skill == "whiteboard"
+    assert "plates: v1" in r.output and "whiteboard: v2" in r.output
+    assert reg.verify().ok
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["replay", "jump"], "no recorded learn of 'jump'"),
+    (["replay", "whiteboard,plates"], "the recorded chain is not whiteboard -> plates"),
+    (["replay", "whiteboard", "--from", "v99"], "v99"),
+    (["replay", "whiteboard", "--alpha", "2", "--branch", "x"], "outside [0, 1]"),
+    (["replay", "whiteboard", "--alpha", "0.25", "--branch", "main"], "branch 'main' already exists"),
+    (["replay", "whiteboard", "--of", "v1"], "v1 did not learn 'whiteboard'"),
+])
+def test_bad_replays_are_one_line(chain, args, fragment):
+    reg, root = chain
+    before = registry_state(reg)
+    r = cli(root, *args, "-q")
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code not in (0, 1) and len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], r.output
+    assert registry_state(reg) == before
+
+
+def test_weight_diff_names_the_worst_tensor(tmp_path):
+    a = save_tiny_model(tmp_path / "a", seed=0)
+    b = save_tiny_model(tmp_path / "b", seed=1)
+    same = weight_diff(a, a)
+    assert same.differing == 0 and same.text() == "identical values"
+    d = weight_diff(a, b)
+    assert 0 < d.differing <= d.tensors and d.max_abs > 0 and d.worst in d.text()
+
+
+def test_a_step_that_differs_is_reported_as_an_error(tmp_path):
+    a = save_tiny_model(tmp_path / "a", seed=0)
+    b = save_tiny_model(tmp_path / "b", seed=1)
+    diff = weight_diff(a, b)
+    check = StepCheck("plates", "v1", "v0", "differs", "sha256:x", "sha256:y", diff, "sha256:m", "sha256:n", None, 0.5, 1.0)
+    res = ReplayResult(["plates"], "v0", False, {}, [check], None, [])
+    assert not res.reproduced
+    with pytest.raises(RegistryError) as e:
+        ensure_reproduced(res)
+    assert "the finetune differs" in str(e.value) and diff.worst in str(e.value)
