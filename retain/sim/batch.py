@@ -48,6 +48,7 @@ class TabletopBatch:
         self.max_steps = np.array([self.tasks[i % len(names)].max_steps for i in range(n)], np.int64)
         self._rng = np.random.default_rng(seed)
         self.world: WorldState | None = None
+        self._images: np.ndarray | None = None   # last rendered frame of every episode
 
     # -- episode control -----------------------------------------------------------------------
     def reset(self) -> dict[str, np.ndarray]:
@@ -74,6 +75,7 @@ class TabletopBatch:
         self.world = w
         self.instructions = words_out
         self._view = self._make_view()
+        self._images = None
         self.t = np.zeros(n, np.int64)
         self.success = success(w)
         self.done = self.success.copy()
@@ -108,7 +110,7 @@ class TabletopBatch:
         self.t[live] += 1
         self.success |= live & success(w)
         self.done = self.success | (self.t >= self.max_steps)
-        return self.observe(), self.success.copy(), self.done.copy()
+        return self._observe(live), self.success.copy(), self.done.copy()
 
     def expert_actions(self) -> np.ndarray:
         """The scripted expert's next action for every episode (n, ACTION_DIM) float32."""
@@ -116,8 +118,18 @@ class TabletopBatch:
 
     # -- observation ---------------------------------------------------------------------------
     def observe(self) -> dict[str, np.ndarray]:
+        """The current observation of every episode (renders all of them)."""
+        return self._observe(np.ones(self.n, bool))
+
+    def _observe(self, changed: np.ndarray) -> dict[str, np.ndarray]:
+        # Finished episodes do not change, so only the episodes that just stepped are re-rendered.
         w = self._live_world()
-        return {"image": _render.render(w, self._view, self.config), "state": w.state_vector()}
+        if changed.all() or self._images is None:
+            self._images = _render.render(w, self._view, self.config)
+        elif changed.any():
+            idx = np.nonzero(changed)[0]
+            self._images[idx] = _render.render(w.subset(idx), self._view.subset(idx), self.config)
+        return {"image": self._images.copy(), "state": w.state_vector()}
 
     def _live_world(self) -> WorldState:
         if self.world is None:

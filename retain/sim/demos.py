@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Sequence
+
 from registry.errors import invalid, invalid_state
 from retain.data.lerobot import Episode
 from retain.sim.batch import TabletopBatch
 from retain.sim.world import WorldConfig
 
 FPS = 10.0          # recorded frame rate of a demo (one frame per env step)
-_MAX_ROUNDS = 8     # top-up rounds when some expert episodes fail
+_MAX_ROUNDS = 8     # extra rounds allowed to top up when some expert episodes fail
 
 
-def collect_episodes(task: str, n: int, setting: str = "id", seed: int = 0, *, image_size: int | None = None,
+def collect_episodes(task: "str | Sequence[str]", n: int, setting: str = "id", seed: int = 0, *, image_size: int | None = None,
                      config: WorldConfig | None = None, batch_size: int = 256, noise: float = 0.0) -> list[Episode]:
-    """n successful expert episodes of `task` in `setting`, reproducible from `seed`.
+    """n successful expert episodes of `task` (or of a list of tasks, interleaved) in `setting`,
+    reproducible from `seed`.
 
     Episodes are run `batch_size` at a time; failed ones are dropped and replaced from later rounds
     (each round's seed is derived from `seed`), so the result depends only on the arguments.
@@ -29,20 +32,22 @@ def collect_episodes(task: str, n: int, setting: str = "id", seed: int = 0, *, i
     if not 0.0 <= noise <= 1.0:
         raise invalid(f"noise must be in [0, 1], got {noise}")
     out: list[Episode] = []
-    for round_ in range(_MAX_ROUNDS):
+    rounds = _MAX_ROUNDS + 2 * -(-n // batch_size)
+    for round_ in range(rounds):
         want = min(batch_size, max(n - len(out), 1) + 4)
-        batch = TabletopBatch([task], setting, want, seed=_round_seed(seed, round_), image_size=image_size,
+        tasks = [task] if isinstance(task, str) else list(task)
+        batch = TabletopBatch(tasks, setting, want, seed=_round_seed(seed, round_), image_size=image_size,
                               config=config)
-        noise_rng = np.random.default_rng(_round_seed(seed, round_ + 1000))
+        noise_rng = np.random.default_rng(_round_seed(seed, round_, stream=1))
         out.extend(_run(batch, noise, noise_rng))
         if len(out) >= n:
             return out[:n]
-    raise invalid_state(f"the {task} expert succeeded in only {len(out)} of the episodes tried in "
-                        f"{_MAX_ROUNDS} rounds; the setting is too hard for it (try another --setting)")
+    raise invalid_state(f"the {task if isinstance(task, str) else ', '.join(task)} expert succeeded in only {len(out)} of the episodes tried in "
+                        f"{rounds} rounds; the setting is too hard for it (try another --setting)")
 
 
-def _round_seed(seed: int, round_: int) -> int:
-    return int(np.random.SeedSequence([seed, round_]).generate_state(1)[0])
+def _round_seed(seed: int, round_: int, stream: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, round_, stream]).generate_state(1)[0])
 
 
 def _run(batch: TabletopBatch, noise: float, rng: np.random.Generator) -> list[Episode]:

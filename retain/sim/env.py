@@ -33,7 +33,8 @@ class TabletopEnv(gymnasium.Env):
         s = self.image_size
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, (s, s, 3), np.uint8),
-            "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            # gripper x, y in [-1, 1]; z, grip and holding in [0, 1]
+            "state": spaces.Box(np.array([-1, -1, 0, 0, 0], np.float32), np.ones(STATE_DIM, np.float32)),
         })
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self.render_mode = render_mode

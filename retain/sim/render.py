@@ -25,6 +25,9 @@ class View:
     shift: np.ndarray       # (n, 2) table point at the image centre
     px_per_unit: np.ndarray  # (n,) most pixels one table unit can span
 
+    def subset(self, idx: np.ndarray) -> "View":
+        return View(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+
     def to_pixel(self, xy: np.ndarray, size: int, half_width: float) -> np.ndarray:
         """Table points (n, K, 2) -> fractional (row, col) pixel coordinates (n, K, 2)."""
         uv = np.einsum("nij,nkj->nki", self.inverse, xy - self.shift[:, None, :]) / half_width

@@ -63,7 +63,7 @@ def _reach_object(sb: SceneBuilder) -> None:
     sb.distractors()
     sb.layout()
     sb.words["a"] = sb.words["block0"]
-    sb.pair(0, a, tol=0.07)
+    sb.pair(0, a, tol=0.08)
 
 
 def _reach_fixture(sb: SceneBuilder) -> None:
@@ -73,7 +73,7 @@ def _reach_fixture(sb: SceneBuilder) -> None:
     sb.distractors(exclude=tuple(kinds))
     sb.layout()
     sb.words["a"] = np.array([FIXTURE_NAMES[kinds[i]] for i in pick])
-    sb.pair(0, slots[0], tol=0.07)
+    sb.pair(0, slots[0], tol=0.08)
     sb.w.a[:, 0] = np.array(slots)[pick]
 
 
@@ -121,7 +121,7 @@ def _stack(sb: SceneBuilder) -> None:
     sb.distractors()
     sb.layout()
     sb.words.update(a=sb.words["block0"], b=sb.words["block1"])
-    sb.pair(0, a, b, tol=0.05)
+    sb.pair(0, a, b, tol=0.08)
 
 
 _CORNERS = {"top left": (-0.62, 0.62), "top right": (0.62, 0.62), "bottom left": (-0.62, -0.62),

@@ -128,6 +128,10 @@ class WorldState:
             [self.grip_xy, self.grip_z[:, None], self.grip[:, None], (self.held >= 0)[:, None]], axis=1
         ).astype(np.float32)
 
+    def subset(self, idx: np.ndarray) -> "WorldState":
+        """The episodes at `idx` (copies)."""
+        return WorldState(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+
     def copy(self) -> "WorldState":
         return WorldState(**{f.name: getattr(self, f.name).copy() for f in dataclasses.fields(self)})
 
