@@ -1,0 +1,48 @@
+"""co-finetuning (pretraining data regenerated from the base's recipe) and DDP finetunes inside `learn`,
+each replayed bit for bit."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cli as root_cli
+from learn_support import FAST_CLI, fast_options
+from retain.learn import learn
+from retain.replay import replay
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A registry whose base was made by `retain pretrain --config tiny` (it records its data recipe)."""
+    from registry.api import Registry
+
+    root = tmp_path_factory.mktemp("modes")
+    home = str(root / "home")
+    r = CliRunner().invoke(root_cli, ["--home", home, "init"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(root_cli, ["--home", home, "pretrain", "--config", "tiny", "--episodes", "12", "--steps", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    reg = Registry.open(home=home)
+    yield reg, home
+    reg.close()
+
+
+def test_co_ft_mixes_regenerated_pretraining_data_and_replays(pretrained):
+    reg, _ = pretrained
+    res = learn(reg, "plates", fast_options(mode="co-ft", mix=0.5, pretrain_episodes=6, alpha="0.5"))
+    run = reg.learn_run_for(res.version.name)
+    assert (run.recipe["mode"], run.recipe["mix"]) == ("co-ft", 0.5)
+    assert "pretrain_data" in run.timings
+    check = replay(reg, ["plates"], of=res.version.name)
+    assert check.reproduced, check
+
+
+@pytest.mark.slow
+def test_learn_under_torchrun_with_two_processes_replays_bit_for_bit(pretrained):
+    reg, home = pretrained
+    r = CliRunner().invoke(root_cli, ["--home", home, "learn", "whiteboard", *FAST_CLI, "--alpha", "0.5", "--nproc-per-node", "2"])
+    assert r.exit_code == 0, r.output
+    head = reg.head()
+    assert reg.learn_run_for(head.name).recipe["nproc"] == 2
+    check = replay(reg, ["whiteboard"], of=head.name)
+    assert check.reproduced and check.checks[0].finetune == "reproduced"
