@@ -316,6 +316,7 @@ def _execute(
     progress: bool,
     chunk_elems: int,
 ) -> dict[str, int]:
+    """Three stages at once: a thread reads blocks, this thread computes, a thread writes them."""
     from tqdm import tqdm
 
     specs = [TensorSpec(j.spec.name, j.spec.dtype, j.spec.shape) for j in jobs]
@@ -324,27 +325,111 @@ def _execute(
     bufs = ChunkBuffers(chunk_elems)
     show = progress and sys.stderr.isatty()
     widest = max((1 + len(j.terms) for j in jobs), default=1)
+    block_bytes = max(_BLOCK_BYTES // widest, min(_BLOCK_BYTES, 1 << 20))
+    out = _AsyncWriter(CheckpointWriter(dest, specs, max_shard_bytes, metadata), [s.name for s in specs], block_bytes)
     with tqdm(total=total, unit="B", unit_scale=True, desc="merge", disable=not show, leave=False) as bar, \
-            _BlockReader(jobs, reader, max(_BLOCK_BYTES // widest, 1 << 20)) as blocks, \
-            CheckpointWriter(dest, specs, max_shard_bytes, metadata) as writer:
+            _BlockReader(jobs, reader, block_bytes) as blocks, out:
         for k, job in enumerate(jobs):
             if job.kind == "copy":
                 if job.modality is not None:
                     stats["copied_pre" if job.source is job.spec else "copied_ft"] += 1
-                parts = _copy_blocks(blocks.of_job(k))
                 stats["read"] += job.source.nbytes
             else:
-                parts = _merge_blocks(job, blocks.of_job(k), bufs)
                 stats["read"] += job.spec.nbytes * (1 + len(job.terms))
-            writer.write_parts(job.spec.name, _counted(parts, bar))
+            for block in blocks.of_job(k):
+                nbytes = block.n * DTYPE_SIZES[job.spec.dtype]
+                slot, buf = out.buffer()
+                if job.kind == "copy":
+                    buf[:nbytes].copy_(block.raws[0])
+                else:
+                    _merge_block(job, block, buf[:nbytes], bufs)
+                out.submit(slot, nbytes)
+                bar.update(nbytes)
+            out.end_tensor()
             stats["written"] += job.spec.nbytes
     return stats
+
+
+_END, _ABORT = object(), object()
+
+
+class _AsyncWriter:
+    """Feeds a CheckpointWriter from a background thread so disk writes overlap the arithmetic.
+
+    The producer takes a free buffer with `buffer()`, fills it and hands it over with `submit`;
+    `end_tensor()` closes the current tensor. Leaving the `with` block commits (or, on an
+    exception, aborts: nothing appears at the destination).
+    """
+
+    def __init__(self, writer: CheckpointWriter, names: list[str], buf_bytes: int, slots: int = 3):
+        self.writer, self.names = writer, names
+        self.bufs = [torch.empty(buf_bytes + 8, dtype=torch.uint8) for _ in range(slots)]
+        self.todo: queue.Queue = queue.Queue()
+        self.free: queue.Queue = queue.Queue()
+        for i in range(slots):
+            self.free.put(i)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="merge-writer", daemon=True)
+
+    def __enter__(self) -> "_AsyncWriter":
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.todo.put(_ABORT)
+            self.thread.join()
+            return
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            for name in self.names:
+                self.writer.write_parts(name, self._parts())
+            self.writer.commit()
+        except BaseException as e:  # re-raised in the producer's thread
+            self.error = e
+            self.writer.abort()
+
+    def _parts(self) -> Iterator[memoryview]:
+        while True:
+            item = self.todo.get()
+            if item is _END:
+                return
+            if item is _ABORT:
+                raise _Aborted()
+            slot, n = item
+            try:
+                yield memoryview(self.bufs[slot][:n].numpy())
+            finally:
+                self.free.put(slot)
+
+    def buffer(self) -> tuple[int, torch.Tensor]:
+        while True:
+            try:
+                slot = self.free.get(timeout=0.2)
+                return slot, self.bufs[slot]
+            except queue.Empty:
+                if self.error is not None or not self.thread.is_alive():
+                    raise self.error or RuntimeError("merge writer stopped")
+
+    def submit(self, slot: int, nbytes: int) -> None:
+        self.todo.put((slot, nbytes))
+
+    def end_tensor(self) -> None:
+        self.todo.put(_END)
+
+
+class _Aborted(Exception):
+    """The producer failed; the writer thread stops and removes its temporary files."""
 
 
 # Bytes read per input per block. A background thread reads the next blocks (of this tensor or
 # the following ones) while the main thread computes and writes, so disk and arithmetic overlap;
 # large sequential reads per file keep the disk from seeking between pre and finetuned files.
-_BLOCK_BYTES = 8 << 20
+_BLOCK_BYTES = 16 << 20
 _SLOTS = 3  # one being computed, up to two read ahead
 
 
@@ -390,10 +475,13 @@ class _BlockReader:
             for job in self.jobs:
                 sources = self._sources(job)
                 size = DTYPE_SIZES[job.spec.dtype]
-                for start, n in chunk_ranges(job.spec.numel, self._elems(job)):
+                step = self._elems(job)
+                for start, n in chunk_ranges(job.spec.numel, step):
                     slot = self.free.get()
                     if self.stop:
                         return
+                    for spec in sources:  # queue the next block's reads in the kernel too
+                        self.reader.prefetch(spec, start + n, min(step, spec.numel - start - n))
                     raws = []
                     for i, spec in enumerate(sources):
                         buf = self.buffers.get((slot, i))
@@ -419,48 +507,34 @@ class _BlockReader:
                 self.free.put(item.slot)
 
 
-def _counted(parts: Iterator, bar) -> Iterator:
-    for p in parts:
-        yield p
-        bar.update(memoryview(p).nbytes)
+def _merge_block(job: _Job, block: _Block, out: torch.Tensor, bufs: ChunkBuffers) -> None:
+    """Write pre + sum_i a_i * (ft_i - pre) for one block into `out` (raw bytes), rounded once.
 
-
-def _copy_blocks(blocks: Iterator[_Block]) -> Iterator[memoryview]:
-    for block in blocks:
-        yield memoryview(block.raws[0].numpy())
-
-
-def _merge_blocks(job: _Job, blocks: Iterator[_Block], bufs: ChunkBuffers) -> Iterator[memoryview]:
-    """Yield the merged tensor block by block: pre + sum_i a_i * (ft_i - pre), rounded once.
-
-    Each block is computed in cache-sized chunks (bufs.chunk_elems) in float32/64.
+    Computed in cache-sized chunks (bufs.chunk_elems) in float32 (float64 for F64).
     """
     tdtype = TORCH_DTYPES[job.spec.dtype]
     cdtype = compute_dtype(job.spec.dtype)
     size = DTYPE_SIZES[job.spec.dtype]
     alphas = [a for _, a in job.terms]
-    for block in blocks:
-        out = bufs.raw("out", block.n * size)
-        for start, n in chunk_ranges(block.n, bufs.chunk_elems):
-            lo, hi = start * size, (start + n) * size
-            pre_c = bufs.calc("pre", cdtype, n)
-            pre_c.copy_(block.raws[0][lo:hi].view(tdtype))  # (n,) in float32/64
-            diff = bufs.calc("diff", cdtype, n)
-            total = bufs.calc("sum", cdtype, n) if len(alphas) > 1 else diff
-            for i, alpha in enumerate(alphas):
-                diff.copy_(block.raws[1 + i][lo:hi].view(tdtype))
-                diff.sub_(pre_c)
-                diff.mul_(alpha)  # separate mul and add: no fused multiply-add, same bits everywhere
-                if total is not diff:
-                    if i == 0:
-                        total.copy_(diff)
-                    else:
-                        total.add_(diff)
-            total.add_(pre_c)
-            out[lo:hi].view(tdtype).copy_(total)  # the one rounding to the input dtype
-            if not bytes_are_finite(out[lo:hi].numpy(), job.spec.dtype):
-                raise _nonfinite(job.spec.name, total)
-        yield memoryview(out.numpy())
+    for start, n in chunk_ranges(block.n, bufs.chunk_elems):
+        lo, hi = start * size, (start + n) * size
+        pre_c = bufs.calc("pre", cdtype, n)
+        pre_c.copy_(block.raws[0][lo:hi].view(tdtype))  # (n,) in float32/64
+        diff = bufs.calc("diff", cdtype, n)
+        total = bufs.calc("sum", cdtype, n) if len(alphas) > 1 else diff
+        for i, alpha in enumerate(alphas):
+            diff.copy_(block.raws[1 + i][lo:hi].view(tdtype))
+            diff.sub_(pre_c)
+            diff.mul_(alpha)  # separate mul and add: no fused multiply-add, same bits everywhere
+            if total is not diff:
+                if i == 0:
+                    total.copy_(diff)
+                else:
+                    total.add_(diff)
+        total.add_(pre_c)
+        out[lo:hi].view(tdtype).copy_(total)  # the one rounding to the input dtype
+        if not bytes_are_finite(out[lo:hi].numpy(), job.spec.dtype):
+            raise _nonfinite(job.spec.name, total)
 
 
 def _nonfinite(name: str, computed: torch.Tensor) -> RegistryError:

@@ -196,3 +196,30 @@ def test_fp8_tensors_merge(tmp_path):
     merge_checkpoints(tmp_path / "pre.safetensors", [tmp_path / "ft.safetensors"], [0.5], None, tmp_path / "o.safetensors")
     out = read(tmp_path / "o.safetensors")["vision.w"]
     assert same_bits(out, _ref(pre["vision.w"], [ft["vision.w"]], [0.5]))
+
+
+def test_many_small_blocks_through_the_reader_and_writer_threads(tmp_path, monkeypatch):
+    import threading
+
+    import retain.merge as merge_mod
+
+    monkeypatch.setattr(merge_mod, "_BLOCK_BYTES", 96)  # dozens of blocks per tensor
+    pre, ft = _model(torch.float16, seed=12)
+    write(tmp_path / "pre.safetensors", pre)
+    write(tmp_path / "ft.safetensors", ft)
+    merge_checkpoints(tmp_path / "pre.safetensors", [tmp_path / "ft.safetensors"], ["vision=0.2,language=0.9,action=1"], "builtin",
+                      tmp_path / "o", max_shard_bytes=3000, chunk_elems=5)
+    out = read(tmp_path / "o")
+    assert same_bits(out["language.embed.weight"], _ref(pre["language.embed.weight"], [ft["language.embed.weight"]], [0.9]))
+    assert same_bits(out["vision.conv.weight"], _ref(pre["vision.conv.weight"], [ft["vision.conv.weight"]], [0.2]))
+    assert same_bits(out["action.head.bias"], ft["action.head.bias"])
+    # a NaN in the middle of a many-block tensor: the threads stop and nothing is left behind
+    bad = dict(ft)
+    bad["language.embed.weight"] = ft["language.embed.weight"].clone()
+    bad["language.embed.weight"][150, 3] = float("nan")
+    write(tmp_path / "bad.safetensors", bad)
+    with pytest.raises(RegistryError, match="NaN or inf in tensor language.embed.weight"):
+        merge_checkpoints(tmp_path / "pre.safetensors", [tmp_path / "bad.safetensors"], [0.5], None, tmp_path / "x",
+                          max_shard_bytes=3000, chunk_elems=5)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.partial-*"))
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("merge-")]  # reader and writer joined
