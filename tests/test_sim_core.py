@@ -258,3 +258,24 @@ def test_sim_and_data_never_import_torch():
     code = ("import sys, retain.sim, retain.data, retain.sim.env, retain.commands.sim_cmds; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_custom_settings_and_world_constants_need_no_code_changes():
+    import dataclasses
+
+    wide = dataclasses.replace(sim.get_setting("id"), name="ood:test-wide", pos_jitter=0.3)
+    sim.register_setting(wide)
+    try:
+        assert "ood:test-wide" in sim.SETTINGS and "ood:test-wide" in sim.OOD_FAMILIES
+        with pytest.raises(RegistryError, match="already exists"):
+            sim.register_setting(wide)
+        b = sim.TabletopBatch(["plates"], "ood:test-wide", n=100, seed=0, config=WorldConfig(skill_decoys=False))
+        b.reset()
+        plate = b.world.pos[np.arange(100), b.world.a[:, 0]]
+        assert np.ptp(plate, axis=0).min() > 0.45
+        assert not (b.world.kind == Kind.BOWL).any()
+    finally:
+        from retain.sim import settings as st
+        st._SETTINGS.pop("ood:test-wide")
+        sim.SETTINGS.remove("ood:test-wide")
+        sim.OOD_FAMILIES.remove("ood:test-wide")

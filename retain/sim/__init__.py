@@ -9,7 +9,7 @@ the narrow ID setting and the OOD variation families. Pure numpy; never imports 
 from __future__ import annotations
 
 from retain.sim.batch import TabletopBatch
-from retain.sim.settings import OOD_FAMILIES, SETTINGS, Setting, get_setting
+from retain.sim.settings import OOD_FAMILIES, SETTINGS, Setting, get_setting, register_setting
 from retain.sim.tasks import PRETRAIN_TASKS, SKILLS, TASKS, Task, get_task, max_steps
 from retain.sim.world import ACTION_DIM, STATE_DIM, WorldConfig
 
@@ -17,7 +17,7 @@ IMAGE_SIZE: int = WorldConfig().image_size
 
 __all__ = [
     "TabletopBatch", "PRETRAIN_TASKS", "SKILLS", "SETTINGS", "OOD_FAMILIES", "TASKS", "IMAGE_SIZE",
-    "STATE_DIM", "ACTION_DIM", "max_steps", "get_task", "get_setting", "Setting", "Task", "WorldConfig",
+    "STATE_DIM", "ACTION_DIM", "max_steps", "get_task", "get_setting", "register_setting", "Setting", "Task", "WorldConfig",
 ]
 
 

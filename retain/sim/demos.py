@@ -14,7 +14,8 @@ FPS = 10.0          # recorded frame rate of a demo (one frame per env step)
 _MAX_ROUNDS = 8     # extra rounds allowed to top up when some expert episodes fail
 
 
-def collect_episodes(task: "str | Sequence[str]", n: int, setting: str = "id", seed: int = 0, *, image_size: int | None = None,
+def collect_episodes(task: "str | Sequence[str]", n: int, setting: str = "id", seed: int = 0, *,
+                     image_size: int | None = None,
                      config: WorldConfig | None = None, batch_size: int = 256, noise: float = 0.0) -> list[Episode]:
     """n successful expert episodes of `task` (or of a list of tasks, interleaved) in `setting`,
     reproducible from `seed`.
@@ -42,7 +43,8 @@ def collect_episodes(task: "str | Sequence[str]", n: int, setting: str = "id", s
         out.extend(_run(batch, noise, noise_rng))
         if len(out) >= n:
             return out[:n]
-    raise invalid_state(f"the {task if isinstance(task, str) else ', '.join(task)} expert succeeded in only {len(out)} of the episodes tried in "
+    names = task if isinstance(task, str) else ", ".join(task)
+    raise invalid_state(f"the {names} expert succeeded in only {len(out)} of the episodes tried in "
                         f"{rounds} rounds; the setting is too hard for it (try another --setting)")
 
 

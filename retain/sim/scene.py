@@ -137,7 +137,8 @@ class SceneBuilder:
                 continue
             active = w.kind[:, k] != Kind.EMPTY
             if s.layout == "nominal" and k in self._nominal:
-                w.pos[:, k] = np.asarray(self._nominal[k], np.float32) + self.rng.uniform(-s.pos_jitter, s.pos_jitter, (m, 2))
+                jitter = self.rng.uniform(-s.pos_jitter, s.pos_jitter, (m, 2))
+                w.pos[:, k] = np.asarray(self._nominal[k], np.float32) + jitter
             else:
                 w.pos[:, k] = self._free_spot(k, radius, placed)
             placed[:, k] = active

@@ -78,6 +78,20 @@ SETTINGS: list[str] = list(_SETTINGS)
 OOD_FAMILIES: list[str] = [s for s in SETTINGS if s.startswith("ood:")]
 
 
+def register_setting(setting: Setting, *, replace: bool = False) -> None:
+    """Make a custom setting available by name (e.g. a wider "ood:position" while tuning the testbed).
+
+    Example:
+        register_setting(dataclasses.replace(get_setting("id"), name="id-wide", pos_jitter=0.2))
+    """
+    if setting.name in _SETTINGS and not replace:
+        raise invalid(f"setting {setting.name!r} already exists; pass replace=True to redefine it")
+    _SETTINGS[setting.name] = setting
+    for names, keep in ((SETTINGS, True), (OOD_FAMILIES, setting.name.startswith("ood:"))):
+        if keep and setting.name not in names:
+            names.append(setting.name)
+
+
 def get_setting(name: "str | Setting") -> Setting:
     """The setting called `name` (a Setting passes through, for custom ranges)."""
     if isinstance(name, Setting):
