@@ -88,6 +88,10 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path):
         assert r.output.strip().splitlines() == [r.output.strip()] and r.output.startswith(message), r.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
+    r = run("demos", "collect", "plates", "-n", "2", "-o", str(tmp_path / "no" / "such" / "dir"))
+    assert r.exit_code == 2 and r.output.startswith(f"Error: folder {tmp_path / 'no' / 'such'} does not exist")
+    assert list(tmp_path.iterdir()) == []
+
     existing = tmp_path / "taken"
     existing.mkdir()
     r = run("demos", "collect", "plates", "-n", "2", "-o", str(existing))

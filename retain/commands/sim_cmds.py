@@ -29,7 +29,7 @@ def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | No
     """
     from pathlib import Path
 
-    from registry.errors import already_exists, invalid
+    from registry.errors import already_exists, invalid, not_found
     from retain import sim
     from retain.data.lerobot import write_dataset
     from retain.sim.demos import FPS, collect_episodes
@@ -40,6 +40,8 @@ def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | No
     sim.get_setting(setting)
     if Path(output).exists():
         raise already_exists(f"output path {output} already exists; choose a new path or remove it first")
+    if not Path(output).parent.exists():
+        raise not_found(f"folder {Path(output).parent} does not exist; create it first")
     if image_size is not None and not 8 <= image_size <= 256:
         raise invalid(f"--image-size must be in [8, 256], got {image_size}")
     if not 0.0 <= noise <= 1.0:
