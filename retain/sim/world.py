@@ -65,7 +65,7 @@ class WorldConfig:
     contact_height: float = 0.25  # at or below this height the gripper touches the table's things
     grasp_radius: float = 0.1     # extra reach beyond an object's size for a grasp
     finger_radius: float = 0.05   # the gripper's own radius when it pushes
-    wipe_radius: float = 0.09     # a low stroke passing this close to a mark erases it
+    wipe_radius: float = 0.12     # a low stroke passing this close to a mark erases it
     min_stroke: float = 0.05      # a wipe needs the gripper to move at least this far in the step
     rail_slip: float = 0.2        # a held handle slips out when the gripper is this far from its rail
     skill_decoys: bool = True     # new-skill scenes include a familiar receptacle as a decoy
