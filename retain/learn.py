@@ -119,11 +119,17 @@ class LearnOptions:
         d["alpha_grid"] = list(self.alpha_grid)
         return d
 
+    def record(self) -> dict[str, Any]:
+        """The options as a recipe records them (the validation family resolved)."""
+        return {**self.to_dict(), "validation_family": self.val_family}
+
     @classmethod
     def from_recipe(cls, recipe: Mapping[str, Any], **changes: Any) -> "LearnOptions":
         """The options a recorded recipe was learned with, with `changes` applied (None keeps)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        base = {k: v for k, v in (recipe.get("options") or {}).items() if k in known}
+        base = {k: v for k, v in recipe.items() if k in known}
+        if base.get("mode") == "external":  # weights finetuned elsewhere: no finetune options apply
+            base["mode"] = "task-ft"
         base.update({k: v for k, v in changes.items() if v is not None})
         if "alpha_grid" in base:
             base["alpha_grid"] = tuple(base["alpha_grid"])
@@ -552,7 +558,7 @@ def run_step(
         with timer("finetune"):
             ft_dir = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=progress).checkpoint
     with timer("select"):
-        chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=_alpha_text(alpha_override))
+        chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=alpha_spec(alpha_override))
         alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, progress, say)
     merged = cands[alpha_key(alpha)]
     scores: list[ScoreRow] = []
@@ -570,7 +576,8 @@ def run_step(
     return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_scores)
 
 
-def _alpha_text(alpha: Any) -> str:
+def alpha_spec(alpha: Any) -> str:
+    """An alpha (float, dict or string) in the syntax every command accepts."""
     from retain.alphas import as_alpha
 
     return alpha if isinstance(alpha, str) else str(as_alpha(alpha))
@@ -680,22 +687,15 @@ def learn(
 
 def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: Version, *, finetuned: Optional[str] = None,
                  finetuned_hash: Optional[str] = None) -> dict[str, Any]:
-    """What the version records: the flat recipe users read in `show`, plus the options replay reruns."""
-    ft = opts.finetune_recipe()
+    """What the version and its learn run record: every option (flat, so `show` reads well and
+    `LearnOptions.from_recipe` rebuilds them for replay), the demos, the parent and the code version."""
     recipe: dict[str, Any] = {
-        "skill": task,
-        "mode": "external" if finetuned else ft.mode,
-        "mix": ft.mix, "steps": ft.steps, "lr": ft.lr, "batch_size": ft.batch_size, "seed": ft.seed,
-        "threads": ft.threads, "nproc": ft.nproc, "finetune_recipe_version": RECIPE_VERSION,
-        "alpha": opts.alpha, "strategy": opts.strategy if opts.alpha == "auto" else "fixed",
-        "alpha_grid": list(opts.alpha_grid), "validation_family": opts.val_family,
-        "eval_episodes": opts.episodes, "eval_seed": opts.eval_seed,
+        "skill": task, **opts.record(),
         "demos": {"source": demos.source, "episodes": demos.episodes, "frames": len(demos.frames)} if demos else None,
-        "parent": parent.name, "code_version": code_version(),
-        "options": opts.to_dict(),
+        "parent": parent.name, "code_version": code_version(), "finetune_recipe_version": RECIPE_VERSION,
     }
     if finetuned:
-        recipe.update({"finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
-        for k in ("mix", "steps", "lr", "batch_size", "seed", "threads", "nproc"):
+        recipe.update({"mode": "external", "finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
+        for k in ("mix", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes"):
             recipe.pop(k)
     return recipe

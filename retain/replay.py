@@ -32,6 +32,7 @@ from registry.records import LearnRun, NewLearnRun, Version
 from retain.learn import (
     LearnOptions,
     ScoreRow,
+    alpha_spec,
     _quiet,
     _stderr,
     code_version,
@@ -150,7 +151,7 @@ def recorded_chain(registry, tasks: Sequence[str], of: Optional[str] = None) -> 
 
 def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str]) -> LearnOptions:
     opts = LearnOptions.from_recipe(run.recipe, mode=mode)
-    if mode is not None and mode != (run.recipe.get("options") or {}).get("mode"):
+    if mode is not None and mode != run.recipe.get("mode"):
         opts = dataclasses.replace(opts, mix=0.2 if mode == "co-ft" else 0.0)
         opts = LearnOptions(**{**opts.to_dict(), "alpha_grid": tuple(opts.alpha_grid)})  # re-validate
     if alpha is not None:
@@ -190,7 +191,7 @@ def replay(
     changes: dict[str, Any] = {}
     if start_v.name != first.name:
         changes["start"] = start_v.name
-    if mode is not None and any(mode != (s.run.recipe.get("options") or {}).get("mode", s.run.recipe.get("mode")) for s in chain):
+    if mode is not None and any(mode != s.run.recipe.get("mode") for s in chain):
         changes["mode"] = mode
     if alpha is not None and (alpha == "auto" or any(as_alpha(s.run.alpha) != parse_alpha(alpha) for s in chain)):
         changes["alpha"] = alpha
@@ -293,13 +294,12 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         frames = None if source is not None else _demo_frames(registry, s.run, step_work)
         say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
         t0 = time.perf_counter()
+        requested = alpha if alpha is not None else alpha_spec(s.run.alpha)  # default: the recorded alpha
         step = run_step(registry, parent, s.skill, frames, opts, step_work / "run", finetuned_source=source,
-                        alpha_override=None if alpha == "auto" else (alpha if alpha is not None else s.run.alpha),
-                        progress=progress, say=say)
+                        alpha_override=None if requested == "auto" else requested, progress=progress, say=say)
         write_delta(step_work / "run" / "parent", step.finetuned, step_work / "newdelta")
-        recipe = {**s.run.recipe, "options": opts.to_dict(), "mode": "external" if external else opts.mode, "mix": opts.mix,
-                  "alpha": opts.alpha, "parent": parent.name, "replay_of": s.version.name, "replay_changes": changes,
-                  "code_version": code_version()}
+        recipe = {**s.run.recipe, **({} if external else opts.record()), "alpha": requested, "parent": parent.name,
+                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version()}
         timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
         run = NewLearnRun(skill=s.skill, demo_set_id=s.run.demo_set_id, recipe=recipe, delta_dir=str(step_work / "newdelta"),
                           alpha=step.alpha, sweep=step.sweep, timings=timings)

@@ -39,7 +39,7 @@ def test_learn_commits_one_version_with_everything_replay_needs(chain):
     assert [p["alpha"] for p in cands] == [0.25, 0.5, 0.75]
     assert all(set(p["scores"]) == {"ood:position"} for p in cands)
     r = run.recipe
-    for key in ("mode", "mix", "steps", "lr", "seed", "code_version", "validation_family", "demos", "options"):
+    for key in ("mode", "mix", "steps", "lr", "seed", "code_version", "validation_family", "demos", "alpha_grid", "strategy"):
         assert key in r, key
     assert (r["mode"], r["steps"], r["validation_family"]) == ("task-ft", 8, "ood:position")
     assert {"finetune", "select", "evaluate", "total"} <= set(run.timings)
