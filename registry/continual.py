@@ -13,6 +13,7 @@ recorded for those versions this module builds
 versions (summing successes and episodes, so every episode weighs the same).
 
 Example:
+    >>> matrix, summary = continual_scores(registry, "main")   # from an open Registry
     >>> history = history_along(lineage, "main")          # [HistoryStep(version, skill), ...]
     >>> matrix = score_matrix(history, scores)
     >>> summary = continual_summary(history, scores, ref="main")
@@ -141,6 +142,13 @@ def history_along(lineage: Any, ref: str = "main", head: Optional[str] = None) -
         chain.append(node)
         node = parents.get(node)
     return [HistoryStep(v, skills.get(v)) for v in reversed(chain)]
+
+
+def continual_scores(registry: Any, ref: str = "main") -> tuple["ScoreMatrix", "ContinualSummary"]:
+    """The matrix and summary along `ref` of an open registry.api.Registry (two queries per version)."""
+    history = history_along(registry.lineage(), ref)
+    scores = [s for step in history for s in registry.scores(step.version)]
+    return score_matrix(history, scores), continual_summary(history, scores, ref=ref)
 
 
 # ---------------------------------------------------------------------------------------- matrix

@@ -22,6 +22,7 @@ from registry.api import Registry
 from registry.continual import (
     ContinualSummary,
     ScoreMatrix,
+    continual_scores,
     continual_summary,
     format_matrix,
     format_summary,
@@ -30,13 +31,6 @@ from registry.continual import (
 )
 from retain.learn import LearnOptions, LearnResult, learn
 from retain.replay import ReplayResult, replay
-
-
-def continual_scores(registry: Registry, ref: str = "main") -> tuple[ScoreMatrix, ContinualSummary]:
-    """The skills x versions matrix along `ref`'s history and its continual-learning summary."""
-    history = history_along(registry.lineage(), ref)
-    scores = [s for step in history for s in registry.scores(step.version)]
-    return score_matrix(history, scores), continual_summary(history, scores, ref=ref)
 
 
 __all__ = [

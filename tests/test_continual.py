@@ -116,3 +116,31 @@ def test_text_shows_every_version_and_the_summary_lines():
 def test_importing_continual_pulls_no_torch():
     code = "import sys, registry.continual; assert 'torch' not in sys.modules and 'retain' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_continual_scores_from_a_real_registry(tmp_path):
+    """Versions, learn runs and scores committed through the registry API, read back torch-free."""
+    import numpy as np
+
+    from registry.api import Registry
+    from registry.checkpoint import save_tensors
+    from registry.continual import continual_scores
+    from registry.records import NewLearnRun, NewScore
+
+    def weights(seed):
+        a = np.random.default_rng(seed).standard_normal(4).astype("<f4")
+        return save_tensors(tmp_path / f"w{seed}.safetensors", {"x": ("F32", (4,), a.tobytes())})
+
+    with Registry.open(home=str(tmp_path / "home"), create=True) as reg:
+        reg.import_base(weights(0))
+        reg.record_scores("v0", [NewScore(None, "generalist", 8, 10, "sim")])
+        for i, (skill, sid, gen) in enumerate((("plates", 9, 7), ("whiteboard", 8, 6)), start=1):
+            run = NewLearnRun(skill, None, {}, None, 0.5, [], {})
+            reg.commit_version(weights(i), parent=f"v{i - 1}", how="learn", expected_head=f"v{i - 1}", learn_run=run,
+                               scores=[NewScore(skill, "id", sid, 10, "sim"), NewScore(None, "generalist", gen, 10, "sim")]
+                               + ([NewScore("plates", "id", 5, 10, "sim")] if skill == "whiteboard" else []))
+        matrix, summary = continual_scores(reg, "main")
+    assert matrix.versions == ["v0", "v1", "v2"] and matrix.learned == {"v1": "plates", "v2": "whiteboard"}
+    assert summary.skills[0].id_forgetting == pytest.approx(0.4)
+    assert summary.backward_transfer_id == pytest.approx(-0.4)
+    assert summary.generalist_retention == pytest.approx(0.75)
