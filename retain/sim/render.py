@@ -135,17 +135,14 @@ def _shape(kind: int, u: np.ndarray, v: np.ndarray, sub: np.ndarray, ext: np.nda
     elif kind == Kind.RACK:
         put((au < 1.0) & (av < 0.6), 1)
         put((au < 1.0) & (av < 0.6) & (np.sin(u * 14.0) > 0.3), 2)
-    elif kind == Kind.POT:
-        put(r2 < 1.0, 1)
-        put(r2 < 0.45, 2)
-        put((u > 0.9) & (u < 1.7) & (av < 0.22), 1)
+    elif kind in (Kind.POT, Kind.MUG):
+        # a round body with an inside and a handle on the right: (inside r^2, handle span, handle half-height)
+        inner, lo, hi, h = (0.45, 0.9, 1.7, 0.22) if kind == Kind.POT else (0.4, 0.8, 1.5, 0.35)
+        put((r2 < 1.0) | ((u > lo) & (u < hi) & (av < h)), 1)
+        put(r2 < inner, 2)
     elif kind == Kind.STOVE:
         put((au < 1.0) & (av < 1.0), 1)
         put((r2 < 0.5) & (r2 > 0.25), 2)
-    elif kind == Kind.MUG:
-        put(r2 < 1.0, 1)
-        put(r2 < 0.4, 2)
-        put((u > 0.8) & (u < 1.5) & (av < 0.35), 1)
     elif kind == Kind.BOARD:
         put((au < 1.0) & (av < 0.7), 2)
         put((au < 0.93) & (av < 0.62), 1)

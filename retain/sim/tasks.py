@@ -58,12 +58,15 @@ class Task:
 
 
 # -- pretraining builders ----------------------------------------------------------------------
-def _reach_object(sb: SceneBuilder) -> None:
-    a, = sb.blocks(1, nominal=[(-0.4, 0.35)])
-    sb.distractors()
-    sb.layout()
-    sb.words["a"] = sb.words["block0"]
-    sb.pair(0, a, tol=0.08)
+def _one_block(tol: float) -> Callable[[SceneBuilder], None]:
+    """A scene about one named block among distractors (reach it, pick it up)."""
+    def build(sb: SceneBuilder) -> None:
+        a, = sb.blocks(1, nominal=[(-0.4, 0.35)])
+        sb.distractors()
+        sb.layout()
+        sb.words["a"] = sb.words["block0"]
+        sb.pair(0, a, tol=tol)
+    return build
 
 
 def _reach_fixture(sb: SceneBuilder) -> None:
@@ -75,14 +78,6 @@ def _reach_fixture(sb: SceneBuilder) -> None:
     sb.words["a"] = np.array([FIXTURE_NAMES[kinds[i]] for i in pick])
     sb.pair(0, slots[0], tol=0.08)
     sb.w.a[:, 0] = np.array(slots)[pick]
-
-
-def _pick(sb: SceneBuilder) -> None:
-    a, = sb.blocks(1, nominal=[(-0.4, 0.35)])
-    sb.distractors()
-    sb.layout()
-    sb.words["a"] = sb.words["block0"]
-    sb.pair(0, a, tol=0.0)
 
 
 def _place_into(kind: Kind, tol_scale: float) -> Callable[[SceneBuilder], None]:
@@ -328,11 +323,11 @@ def _items(sb: SceneBuilder) -> None:
 
 _TASKS: list[Task] = [
     Task("reach-object", Behaviour.REACH, ("move to the {a}", "go to the {a}", "reach the {a}",
-         "move the gripper over the {a}"), ("hover above the {a}",), 25, _reach_object),
+         "move the gripper over the {a}"), ("hover above the {a}",), 25, _one_block(0.08)),
     Task("reach-fixture", Behaviour.REACH, ("move to the {a}", "go to the {a}", "reach the {a}",
          "move the gripper over the {a}"), ("hover above the {a}",), 25, _reach_fixture),
     Task("pick-object", Behaviour.PICK, ("pick up the {a}", "grab the {a}", "lift the {a}", "take the {a}"),
-         ("raise the {a} up",), 30, _pick),
+         ("raise the {a} up",), 30, _one_block(0.0)),
     Task("put-in-bowl", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _place_into(Kind.BOWL, 0.6)),
     Task("put-in-box", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _place_into(Kind.BOX, 0.7)),
     Task("put-on-tray", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _place_into(Kind.TRAY, 0.8)),
