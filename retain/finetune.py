@@ -188,10 +188,19 @@ def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mi
             "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "retain.finetune", str(work / "spec.json"),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(recipe.threads), "PYTHONPATH": _pythonpath()}
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
+        try:
+            out_text, err_text = proc.communicate()
+        except BaseException:  # Ctrl-C or a kill of this process: torchrun stops its workers on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
         result = work / "result.json"
         if proc.returncode != 0 or not result.exists():
-            detail = _last_error(proc.stderr or proc.stdout)
+            detail = _last_error(err_text or out_text)
             raise unavailable(f"the distributed finetune ({recipe.nproc} processes) failed: {detail}; try --nproc-per-node 1")
         out = json.loads(result.read_text())
         if len(set(out["rank_hashes"])) != 1:

@@ -653,6 +653,8 @@ def learn(
         raise not_found(f"--finetuned {finetuned} does not exist; pass a safetensors file or folder")
     if finetuned is None:
         adapter, policy_config = policy_of(head.config)
+    if not opts.eval_cmd and head.config.get("policy") and opts.val_family not in ood_families():
+        raise invalid(f"validation family {opts.val_family!r} is not one of the simulator's: {', '.join(ood_families())}")
     t0 = time.perf_counter()
     timer = _Timer()
     with tempfile.TemporaryDirectory(prefix="retain-learn-", dir=work_dir) as tmp:

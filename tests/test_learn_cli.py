@@ -106,6 +106,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "eval cmd no placeholder": (["plates", "--eval-cmd", "python eval.py"], "placeholder"),
         "unknown ref": (["plates", "--ref", "nope"], "ref 'nope' does not exist"),
         "bad validation family": (["plates", "--val-family", "id"], "not an OOD family"),
+        "unknown validation family": (["plates", "--val-family", "ood:weather"], "is not one of the simulator's"),
         "nproc zero": (["plates", "--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
     }
 

@@ -37,7 +37,7 @@ def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 120) -> None
     pytest.fail(f"never saw {marker!r}: {''.join(seen)[-800:]}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupting_learn_commits_nothing(tmp_path, sig):
     reg = tiny_registry(tmp_path)
     before = registry_state(reg)
@@ -45,7 +45,7 @@ def test_interrupting_learn_commits_nothing(tmp_path, sig):
     _wait_for(proc, "finetuning v0 on plates")
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):  # both clean up and say so
         assert proc.returncode == 130 and "Interrupted: nothing was committed." in err
         assert "Traceback" not in err
     else:
@@ -55,3 +55,30 @@ def test_interrupting_learn_commits_nothing(tmp_path, sig):
         reg.demo_set(1)  # not even the demo set was stored
     assert reg.verify().ok
     reg.close()
+
+
+@pytest.mark.slow
+def test_killing_a_ddp_learn_stops_its_workers(tmp_path):
+    reg = tiny_registry(tmp_path)
+    cmd = [sys.executable, str(ROOT / "cli.py"), "--home", str(tmp_path / "home"), "learn", "plates", "--steps", "100000",
+           "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--nproc-per-node", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _wait_for(proc, "finetuning v0 on plates")
+    time.sleep(8)  # let torchrun start its workers
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "nothing was committed" in err
+    left = subprocess.run(["pgrep", "-f", f"retain.finetune .*retain-ddp"], capture_output=True, text=True).stdout.split()
+    # only workers of THIS run would point at a spec under a now-deleted folder; none may be left
+    assert not [pid for pid in left if _spec_gone(pid)]
+    assert registry_state(reg) == ([ "v0"], {"main": "v0"}, 0, 0)
+    reg.close()
+
+
+def _spec_gone(pid: str) -> bool:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    spec = next((a.decode() for a in args if a.endswith(b"spec.json")), None)
+    return spec is not None and not Path(spec).exists()

@@ -11,6 +11,19 @@ import click
 from registry.cli_support import json_option, registry_from_ctx, to_json
 
 
+def _interrupt_on_sigterm() -> None:
+    """Treat `kill` (SIGTERM) like Ctrl-C, so temporary work and a DDP finetune's workers are
+    cleaned up on the way out; nothing is committed either way."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _pct(rate: float) -> str:
     return f"{100 * rate:.0f}%"
 
@@ -133,6 +146,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha
               "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset}
     opts = LearnOptions(**{k: v for k, v in values.items() if v is not None})
+    _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
         res = learn(reg, task, opts, demos=demos, ref=ref, finetuned=finetuned, progress=not quiet)
     click.echo(to_json(_learn_json(res)) if as_json else learn_text(res))
@@ -205,6 +219,7 @@ def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, of, q
     """
     from retain.replay import ensure_reproduced, replay
 
+    _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
         res = replay(reg, tasks.split(","), start=start, branch=branch, alpha=alpha, mode=mode, of=of, progress=not quiet)
     click.echo(to_json(_replay_json(res)) if as_json else replay_text(res))
