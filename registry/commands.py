@@ -111,8 +111,9 @@ def scores_cmd(ctx: click.Context, version: str | None, as_json: bool) -> None:
     from registry.render import scores_text
 
     with registry_from_ctx(ctx) as reg:
-        name = reg.resolve(version).name if version else (reg.head("main").name if reg.head("main") else "main")
-        scores = reg.scores(version)
+        target = reg.resolve(version) if version else reg.head("main")
+        scores = reg.scores(target.name) if target else []
+    name = target.name if target else "main (no versions yet)"
     emit(scores, as_json, lambda s: scores_text(name, s))
 
 

@@ -34,7 +34,7 @@ def test_two_processes_committing_onto_main_one_wins_one_conflicts(registry, mak
     ckpts = [make_checkpoint(f"c{i}.safetensors", seed=10 + i) for i in range(2)]
     # The pause holds each process between "read head, write blobs" and the transaction, so both
     # have read v0 before either commits: a genuine race on the ref.
-    procs = [_spawn(registry, "base", "import", str(c), "--json", pause=1.5) for c in ckpts]
+    procs = [_spawn(registry, "base", "import", str(c), "--json", pause=3) for c in ckpts]
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(rc for rc, _, _ in results)
     assert codes == [0, Code.CONFLICT.value], results
@@ -72,8 +72,12 @@ def test_kill_between_blob_write_and_ref_move(registry, make_checkpoint):
     before = (registry.lineage(), registry.log(None))
     files_before = _store_files(registry)
     proc = _spawn(registry, "base", "import", str(make_checkpoint("doomed.safetensors", seed=99)), pause=60)
-    line = proc.stderr.readline()  # printed once the blobs are in the store
-    assert FAULT_PAUSE_ENV in line, line
+    seen = []
+    for line in proc.stderr:  # the hook prints one line once the blobs are in the store
+        seen.append(line)
+        if FAULT_PAUSE_ENV in line:
+            break
+    assert seen and FAULT_PAUSE_ENV in seen[-1], seen
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     orphans = _store_files(registry) - files_before
