@@ -9,6 +9,8 @@ single-file copies for mergekit) and, per size, measures in one run:
   mergekit  mergekit-pytorch linear merge on the single files: weights 1-A and A, normalize false,
             dtype float32, out_dtype bfloat16, --out-shard-size 2B (2 GB shards, as ours)
   floor     cat of both (sharded) inputs to /dev/null, then head -c SIZE /dev/zero > file
+  floor_fsync  the same, then `sync file`: the output reaches the disk before the clock stops,
+            as it must before our atomic rename (the engine fsyncs its last shard)
 
 Each method runs as its own process with the inputs evicted from the page cache first
 (posix_fadvise DONTNEED on our own files only, after fsync), so every method starts cold.
@@ -290,6 +292,9 @@ def run_size(label: str, args, work: Path) -> dict:
                      "--no-copy-tokenizer"],
         "floor": ["sh", "-c", f"cat {work}/pre/*.safetensors {work}/ft/*.safetensors > /dev/null && "
                               f"head -c {model_bytes} /dev/zero > {work}/out-floor.bin"],
+        # the same, but the output is on disk before the clock stops, as our atomic publish needs
+        "floor_fsync": ["sh", "-c", f"cat {work}/pre/*.safetensors {work}/ft/*.safetensors > /dev/null && "
+                                    f"head -c {model_bytes} /dev/zero > {work}/out-floor.bin && sync {work}/out-floor.bin"],
     }
     (work / "mk.yml").write_text(
         f"merge_method: linear\nmodels:\n  - model: {work / 'pre.safetensors'}\n    parameters: {{weight: {1 - ALPHA}}}\n"
@@ -315,7 +320,7 @@ def run_size(label: str, args, work: Path) -> dict:
         print(f"[{label}] {name}: {r['wall_s']:.1f}s peak RssAnon {r['peak_rss_anon_bytes'] / 1e6:.0f} MB", file=sys.stderr)
         outputs = [work / "out-engine", work / "out-naive.safetensors", work / "out-mergekit", work / "out-floor.bin"]
         evict(*outputs)  # flush this method's writes now, untimed, so they do not slow the next one
-        if name == "floor":
+        if name.startswith("floor"):
             (work / "out-floor.bin").unlink()
     if "engine" in res and "wall_s" in res.get("mergekit", {}):
         res["engine_vs_mergekit"] = compare(work / "out-engine", work / "out-mergekit")
@@ -327,6 +332,8 @@ def run_size(label: str, args, work: Path) -> dict:
             res["throughput_vs_mergekit"] = e["throughput_MBps"] / res["mergekit"]["throughput_MBps"]
         if "wall_s" in res.get("floor", {}):
             res["wall_vs_floor"] = e["wall_s"] / res["floor"]["wall_s"]
+        if "wall_s" in res.get("floor_fsync", {}):
+            res["wall_vs_floor_fsync"] = e["wall_s"] / res["floor_fsync"]["wall_s"]
     if not args.keep:
         shutil.rmtree(work)
     return res
@@ -335,7 +342,7 @@ def run_size(label: str, args, work: Path) -> dict:
 def table(results: list[dict]) -> str:
     rows = ["| size | method | wall s | MB/s | peak RssAnon MB | max RSS MB |", "|---|---|---|---|---|---|"]
     for r in results:
-        for m in ("engine", "naive", "mergekit", "floor"):
+        for m in ("engine", "naive", "mergekit", "floor", "floor_fsync"):
             x = r.get(m)
             if not x:
                 continue
@@ -351,6 +358,8 @@ def table(results: list[dict]) -> str:
             bits.append(f"throughput x{r['throughput_vs_mergekit']:.2f} vs mergekit")
         if "wall_vs_floor" in r:
             bits.append(f"wall x{r['wall_vs_floor']:.2f} of the I/O floor")
+        if "wall_vs_floor_fsync" in r:
+            bits.append(f"x{r['wall_vs_floor_fsync']:.2f} of the floor with fsync")
         if "engine_vs_mergekit" in r:
             c = r["engine_vs_mergekit"]
             bits.append(f"vs mergekit: max {c.get('max_ulp')} bf16 ulp, {100 * c.get('fraction_bit_equal', 0):.2f}% bit-equal")
@@ -364,7 +373,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="0.5B,3B")
-    ap.add_argument("--methods", default="engine,naive,mergekit,floor")
+    ap.add_argument("--methods", default="engine,naive,mergekit,floor,floor_fsync")
     ap.add_argument("--workdir", default="/work/merge-bench")
     ap.add_argument("--mergekit", default=shutil.which("mergekit-pytorch"))
     ap.add_argument("--skip-naive-above", type=float, default=1e9, help="parameter count above which naive is skipped")

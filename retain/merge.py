@@ -1,9 +1,12 @@
 """Streaming RETAIN merge: `merged = pre + sum_i alpha_i[modality] * (ft_i - pre)`, per tensor.
 
-Each floating tensor is processed in fixed-size chunks of its flattened data: read (pread) from
-the pretrained and finetuned files, computed in float32 (float64 for F64 inputs), rounded once
-to the input dtype, and written straight into the output shard. Peak anonymous memory is a few
-chunk buffers (~100 MB) whatever the model size; the output appears atomically on success.
+Tensors stream through three stages at once: a reader thread `pread`s 16 MB blocks of the
+flattened tensors from the pretrained and finetuned files into a few reused slots, the calling
+thread computes each block in cache-sized chunks in float32 (float64 for F64 inputs) and rounds
+once to the input dtype, and a writer thread appends the result to the output shard. Nothing is
+memory-mapped and no tensor is ever held whole, so peak anonymous memory is those buffers
+(~150 MB) plus torch itself, whatever the model size (pi0's 1 GB embedding included). The
+output appears atomically on success (CheckpointWriter: temporary folder, then one rename).
 
 Exact endpoints: a model whose alpha is 0 contributes nothing (its term is dropped, so
 `0 * inf` never turns into NaN and `-0.0 + 0.0` never flips a sign); when no term is left the

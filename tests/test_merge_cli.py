@@ -162,3 +162,19 @@ def test_command_modules_do_not_import_torch():
     code = "import sys, retain.commands.merge_cmds, retain.partitions, retain.alphas; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_partitions_with_a_rules_file(ckpts):
+    d, _, _ = ckpts
+    (d / "rules.txt").write_text("# split by hand\naction: ^action_in_proj\\.\nvision: vision_tower\nlanguage: .\n")
+    r = run("partitions", d / "pre.safetensors", "--rules", d / "rules.txt", "--json")
+    assert r.exit_code == 0, r.output
+    mods = json.loads(r.output)["modalities"]
+    assert mods["action"]["tensors"] == 1 and mods["vision"]["tensors"] == 1 and mods["language"]["tensors"] == 2
+
+
+@pytest.mark.parametrize("text, size", [("2GB", 2 * 10**9), ("500MiB", 500 * 2**20), ("1000", 1000), ("1.5G", 1_500_000_000)])
+def test_shard_size_units(text, size):
+    from retain.commands.merge_cmds import parse_size
+
+    assert parse_size(text) == size
