@@ -179,3 +179,27 @@ def test_non_json_config_is_refused_before_anything_is_stored(registry, make_che
         registry.commit_version(new, parent="v0", how="merge", expected_head="v0")
     assert "how='merge' is not one of" in str(err.value)
     assert [v.name for v in registry.versions()] == ["v0"] and registry.verify().blobs_checked == 1
+
+
+def test_gc_reclaims_rows_and_files_nothing_references_any_more(registry, make_checkpoint, tmp_path):
+    """A folder whose entity was deleted (by an operator, with SQL) loses its rows and blob files;
+    blobs another entity still uses stay."""
+    from sqlalchemy import delete
+
+    from registry.models import DemoSetRow
+
+    registry.import_base(make_checkpoint("a.safetensors", seed=0))
+    demos = tmp_path / "demos"
+    demos.mkdir()
+    (demos / "episodes.bin").write_bytes(b"demo bytes")
+    shared = registry.show("v0").files[0]
+    (demos / "copy.safetensors").write_bytes(Path(registry.store.path(shared.blob)).read_bytes())
+    ds = registry.put_demo_set("plates", demos, source="sim", episodes=1, frames=1)
+    with registry.engine.begin() as conn:
+        conn.execute(delete(DemoSetRow).where(DemoSetRow.id == ds.id))
+    report = registry.gc(grace_seconds=0)
+    assert len(report.unreferenced_folders) == 1 and len(report.unreferenced_blobs) == 1
+    (gone,) = report.unreferenced_blobs
+    assert not registry.store.exists(gone) and registry.store.exists(shared.blob)
+    assert report.bytes_freed == len(b"demo bytes")
+    assert registry.verify().ok and registry.gc(grace_seconds=0).unreferenced_blobs == []
