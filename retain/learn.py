@@ -66,7 +66,9 @@ class LearnOptions:
     lr: float = 3e-4
     batch_size: int = 32
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
+    """torch threads per finetune process (recorded: it can change float rounding). One thread is
+    robust on a busy machine; use --nproc-per-node 2 to train on two cores."""
     nproc: int = 1
     """Finetune under torchrun/DDP with this many processes when > 1."""
     pretrain_episodes: int = 200

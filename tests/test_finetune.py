@@ -68,14 +68,14 @@ def test_a_version_without_policy_config_cannot_be_finetuned(parent, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_with_two_processes_keeps_ranks_in_sync_and_replays(parent, tmp_path):
-    """torchrun + DDP (gloo): both ranks end bit-identical (checked inside), and a rerun matches."""
+def test_ddp_with_two_processes_keeps_ranks_in_sync(parent, tmp_path):
+    """torchrun + DDP (gloo): both ranks end bit-identical (checked inside finetune), the weights moved,
+    and the result differs from one process's (each rank draws its own half of every batch).
+    That a DDP finetune replays bit for bit is tested through `learn` in test_learn_modes.py."""
     demos = synthetic_frames()
     recipe = FinetuneRecipe(steps=8, batch_size=8, seed=1, threads=1, nproc=2)
-    a = finetune(parent, tiny_config(), demos, recipe, tmp_path / "ddp_a")
-    b = finetune(parent, tiny_config(), demos, recipe, tmp_path / "ddp_b")
+    a = finetune(parent, tiny_config(), demos, recipe, tmp_path / "ddp")
     single = finetune(parent, tiny_config(), demos, FinetuneRecipe(**{**recipe.to_dict(), "nproc": 1}), tmp_path / "one")
-    assert _hash(a.checkpoint) == _hash(b.checkpoint)
     assert _hash(a.checkpoint) not in (_hash(parent), _hash(single.checkpoint))
     with open_checkpoint(a.checkpoint) as ca, open_checkpoint(parent) as cp:
         moved = [n for n in ca.names if not np.array_equal(ca.array(n), cp.array(n))]
