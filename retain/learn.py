@@ -22,27 +22,24 @@ Example (Python API; the CLI is a thin layer over this):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional
 
-from registry.errors import RegistryError, invalid, not_found
-from registry.records import NewLearnRun, NewScore, Version
+from registry.errors import invalid, not_found
+from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
+from retain.learn_demos import Demos, expected_shapes, load_demos
+from retain.learn_scoring import GENERALIST, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
 from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy
 
-GENERALIST = "generalist"
 DEFAULT_VALIDATION = "ood:position"
-# Rollouts run small batches: one thread is faster than two (and immune to a busy machine), and a
-# fixed count keeps scores reproducible.
-EVAL_THREADS = 1
 Say = Callable[[str], None]
 
 
@@ -138,26 +135,6 @@ class LearnOptions:
         return cls(**base)
 
 
-@dataclasses.dataclass(frozen=True)
-class ScoreRow:
-    """One evaluation of one model: a skill (None: generalist suite) on one split."""
-
-    skill: Optional[str]
-    split: str
-    successes: int
-    episodes: int
-    rate: float
-    low: float
-    high: float
-    evaluator: str
-
-    def to_new_score(self) -> NewScore:
-        return NewScore(self.skill, self.split, self.successes, self.episodes, self.evaluator)
-
-    def brief(self) -> dict[str, Any]:
-        return {"successes": self.successes, "episodes": self.episodes, "rate": self.rate, "low": self.low, "high": self.high}
-
-
 @dataclasses.dataclass
 class StepOutcome:
     """What running one skill's step produced (in the work folder) before anything is committed."""
@@ -200,20 +177,18 @@ def _quiet(msg: str) -> None:
 
 
 class _Timer:
+    """Accumulates wall-clock seconds per named stage: `with timer("finetune"): ...`."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
-    def __call__(self, name: str):
-        timer = self
-
-        class _Span:
-            def __enter__(self_inner):
-                self_inner.t0 = time.perf_counter()
-
-            def __exit__(self_inner, *exc):
-                timer.timings[name] = round(timer.timings.get(name, 0.0) + time.perf_counter() - self_inner.t0, 3)
-
-        return _Span()
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
 
 
 @functools.lru_cache(maxsize=1)
@@ -235,18 +210,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
-
-
-def sim_skills() -> list[str]:
-    from retain import sim
-
-    return list(sim.SKILLS)
-
-
-def ood_families() -> list[str]:
-    from retain import sim
-
-    return [s for s in sim.SETTINGS if s.startswith("ood:")]
 
 
 def require_head(registry, ref: str) -> Version:
@@ -283,88 +246,6 @@ def pretraining_frames(base_recipe: Optional[dict], episodes: int):
     return collect_frames(list(sim.PRETRAIN_TASKS), base_recipe["setting"], episodes, int(base_recipe["seed"]))
 
 
-# ---------------------------------------------------------------------------------------- demos
-
-
-@dataclasses.dataclass
-class Demos:
-    folder: Path  # a local LeRobot-format folder (stored in the registry as is)
-    frames: Any  # retain.train.DemoFrames
-    source: str
-    episodes: int
-
-
-def load_demos(task: str, demos: Optional[str], opts: LearnOptions, work: Path, say: Say = _quiet,
-               expect: Optional[Mapping[str, Any]] = None) -> Demos:
-    """The user's LeRobot folder / fsspec URL, or the built-in expert's narrow demos for a built-in task.
-
-    `expect` (state_dim / action_dim / image_shape) refuses demos that do not fit the policy
-    before any training starts.
-    """
-    from retain.data.lerobot import read_dataset
-    from retain.train import frames_from
-
-    if demos is None:
-        if task not in sim_skills():
-            raise invalid(f"unknown task {task!r} and no --demos; pass --demos PATH (a LeRobot folder or URL) or use one of {', '.join(sim_skills())}")
-        folder = work / "demos"
-        say(f"collecting {opts.demo_episodes} expert demos of {task} (setting id, seed {opts.demo_seed})")
-        collect_builtin_demos(task, opts.demo_episodes, opts.demo_seed, folder)
-        source = f"builtin-expert:{task}:id:n={opts.demo_episodes}:seed={opts.demo_seed}"
-    else:
-        folder = _local_copy(demos, work / "demos")
-        source = demos
-    frames = frames_from(read_dataset(folder, **dict(expect or {})))
-    if len(frames) == 0:
-        raise invalid(f"the demo set {source} is empty (0 frames); record at least one episode")
-    return Demos(folder, frames, source, frames.episodes)
-
-
-def collect_builtin_demos(task: str, episodes: int, seed: int, dest: Path) -> Path:
-    """The built-in scripted expert's demos of `task` in the narrow ID setting, as a LeRobot folder."""
-    from retain.data.lerobot import write_dataset
-    from retain.sim.demos import FPS, collect_episodes
-
-    eps = collect_episodes(task, episodes, "id", seed)
-    recipe = {"source": "retain-sim-expert", "task": task, "setting": "id", "seed": seed, "episodes": episodes}
-    write_dataset(dest, eps, FPS, extra_info={"retain_recipe": recipe})
-    return dest
-
-
-def _local_copy(source: str, dest: Path) -> Path:
-    """A local folder holding the demos: the path itself, or a download of an fsspec URL."""
-    if "://" not in source:
-        p = Path(source)
-        if not p.exists():
-            raise not_found(f"demos {source} do not exist; pass a LeRobot-format folder or an fsspec URL")
-        return p
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(source)
-        if not fs.exists(path):
-            raise not_found(f"demos {source} do not exist; check the URL")
-        fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
-    except RegistryError:
-        raise
-    except Exception as e:  # network, credentials, unknown protocol
-        raise invalid(f"cannot read demos from {source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return dest
-
-
-def expected_shapes(adapter, policy_config: Mapping[str, Any]) -> dict[str, Any]:
-    """What the policy's config says its demos must look like (empty for adapters without a config)."""
-    cfg = adapter.config(policy_config) if hasattr(adapter, "config") else None
-    out: dict[str, Any] = {}
-    if getattr(cfg, "state_dim", None):
-        out["state_dim"] = int(cfg.state_dim)
-    if getattr(cfg, "action_dim", None):
-        out["action_dim"] = int(cfg.action_dim)
-    if getattr(cfg, "image_size", None):
-        out["image_shape"] = (int(cfg.image_size), int(cfg.image_size))
-    return out
-
-
 # ---------------------------------------------------------------------------------------- pieces
 
 
@@ -396,70 +277,6 @@ def merge_to(parent: Path, finetuned: Path, alpha: Any, partition, dest: Path) -
 
     merge_checkpoints(parent, [finetuned], [alpha], partition, dest, progress=False)
     return dest
-
-
-class Scorer:
-    """Evaluates checkpoints: in the simulator (built-in policy) and/or with the user's command."""
-
-    def __init__(self, config: Mapping[str, Any], opts: LearnOptions, progress: bool):
-        self.opts = opts
-        self.progress = progress
-        self.adapter = self.policy_config = None
-        if (config or {}).get("policy"):
-            self.adapter, self.policy_config = policy_of(config)
-        self.sim = self.adapter is not None
-
-    def load(self, checkpoint: Path):
-        return self.adapter.load(checkpoint, self.policy_config)
-
-    def validation(self, checkpoint: Path, skill: str) -> ScoreRow:
-        """The score alpha is chosen on: the user's command, else the simulator's validation family."""
-        if self.opts.eval_cmd:
-            return external_score(self.opts.eval_cmd, checkpoint, skill, self.opts.val_family)
-        return self.evaluate(checkpoint, [(skill, self.opts.val_family)], bar=False)[0]
-
-    def evaluate(self, checkpoint: Path | Any, jobs: Sequence[tuple[Optional[str], str]], bar: bool = True, desc: str = "evaluate") -> list[ScoreRow]:
-        """Simulator scores for (skill or None for generalist, split) jobs, with paired episodes."""
-        from retain.evaluate import EVALUATOR, evaluate
-
-        if not jobs:
-            return []
-        model = self.load(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-        rows = []
-        for skill, split in _bar(jobs, desc, self.progress and bar):
-            r = evaluate(model, self.adapter, skill or GENERALIST, split, self.opts.episodes, self.opts.eval_seed, threads=EVAL_THREADS)
-            rows.append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR))
-        return rows
-
-
-def external_score(template: str, checkpoint: Path, skill: str, family: str) -> ScoreRow:
-    from registry.stats import wilson_interval
-    from retain.external_eval import run_eval_cmd
-
-    res = run_eval_cmd(template, checkpoint)
-    if res.episodes is None:
-        return ScoreRow(skill, family, 0, 0, res.rate, res.rate, res.rate, "external")  # a rate alone: not recorded as a score
-    low, high = wilson_interval(res.successes, res.episodes)
-    return ScoreRow(skill, family, res.successes, res.episodes, res.rate, low, high, "external")
-
-
-def _bar(items: Sequence, desc: str, show: bool) -> Iterable:
-    if not show:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
-
-
-def evaluation_jobs(skills: Sequence[str], with_generalist: bool, known: Sequence[str]) -> list[tuple[Optional[str], str]]:
-    """ID + every OOD family for each simulator skill, then the generalist suite."""
-    jobs: list[tuple[Optional[str], str]] = []
-    for s in skills:
-        if s in known:
-            jobs += [(s, "id")] + [(s, f) for f in ood_families()]
-    if with_generalist:
-        jobs.append((None, GENERALIST))
-    return jobs
 
 
 def choose_alpha(
@@ -540,7 +357,8 @@ def run_step(
     work.mkdir(parents=True, exist_ok=True)
     with timer("checkout"):
         parent_dir = registry.checkout(parent.name, work / "parent")
-    scorer = Scorer(parent.config, opts, progress)
+    scorer = Scorer(parent.config, episodes=opts.episodes, seed=opts.eval_seed, validation_family=opts.val_family,
+                    eval_cmd=opts.eval_cmd, progress=progress)
     preset = opts.preset or (scorer.adapter.partition_preset if scorer.adapter else None)
     if preset is None:
         raise invalid(f"{parent.name} records no policy, so its partition is unknown; pass --preset (e.g. openpi-pi0)")
@@ -664,7 +482,8 @@ def learn(
         d = None
         if finetuned is None or demos is not None:  # outside weights may come without their demos
             with timer("demos"):
-                d = load_demos(task, demos, opts, work, say, expected_shapes(adapter, policy_config) if finetuned is None else None)
+                d = load_demos(task, demos, work, episodes=opts.demo_episodes, seed=opts.demo_seed, say=say,
+                               expect=expected_shapes(adapter, policy_config) if finetuned is None else None)
         step = run_step(registry, head, task, d.frames if d else None, opts, work / "step", finetuned_source=Path(finetuned) if finetuned else None,
                         progress=progress, say=say)
         with timer("delta"):

@@ -19,7 +19,6 @@ finetuned weights are rebuilt from the stored delta, which only fits the recorde
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path

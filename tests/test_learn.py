@@ -114,7 +114,7 @@ def test_a_ref_that_moved_meanwhile_is_a_conflict_and_commits_nothing(tmp_path):
 
 
 def test_demos_from_a_folder_and_a_fixed_alpha(tmp_path):
-    from retain.learn import collect_builtin_demos
+    from retain.learn_demos import collect_builtin_demos
 
     reg = tiny_registry(tmp_path)
     collect_builtin_demos("whiteboard", 3, 7, tmp_path / "my-demos")

@@ -1,0 +1,92 @@
+"""Demo sets for `learn`: the user's LeRobot folder or fsspec URL, or the built-in expert's demos.
+
+Whatever the source, the demos end up as a local LeRobot-format folder (stored in the registry as
+is, content-addressed, so `replay` can fetch them) plus the frames the finetune trains on.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from registry.errors import RegistryError, invalid, not_found
+from retain.learn_scoring import sim_skills
+
+
+@dataclasses.dataclass
+class Demos:
+    folder: Path  # a local LeRobot-format folder (stored in the registry as is)
+    frames: Any  # retain.train.DemoFrames
+    source: str
+    episodes: int
+
+
+def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 50, seed: int = 0,
+               expect: Optional[Mapping[str, Any]] = None, say: Callable[[str], None] = lambda msg: None) -> Demos:
+    """The user's LeRobot folder / fsspec URL, or the built-in expert's narrow demos for a built-in task.
+
+    `expect` (state_dim / action_dim / image_shape) refuses demos that do not fit the policy
+    before any training starts.
+    """
+    from retain.data.lerobot import read_dataset
+    from retain.train import frames_from
+
+    if demos is None:
+        if task not in sim_skills():
+            raise invalid(f"unknown task {task!r} and no --demos; pass --demos PATH (a LeRobot folder or URL) or use one of {', '.join(sim_skills())}")
+        folder = work / "demos"
+        say(f"collecting {episodes} expert demos of {task} (setting id, seed {seed})")
+        collect_builtin_demos(task, episodes, seed, folder)
+        source = f"builtin-expert:{task}:id:n={episodes}:seed={seed}"
+    else:
+        folder = _local_copy(demos, work / "demos")
+        source = demos
+    frames = frames_from(read_dataset(folder, **dict(expect or {})))
+    if len(frames) == 0:
+        raise invalid(f"the demo set {source} is empty (0 frames); record at least one episode")
+    return Demos(folder, frames, source, frames.episodes)
+
+
+def collect_builtin_demos(task: str, episodes: int, seed: int, dest: Path) -> Path:
+    """The built-in scripted expert's demos of `task` in the narrow ID setting, as a LeRobot folder."""
+    from retain.data.lerobot import write_dataset
+    from retain.sim.demos import FPS, collect_episodes
+
+    eps = collect_episodes(task, episodes, "id", seed)
+    recipe = {"source": "retain-sim-expert", "task": task, "setting": "id", "seed": seed, "episodes": episodes}
+    write_dataset(dest, eps, FPS, extra_info={"retain_recipe": recipe})
+    return dest
+
+
+def _local_copy(source: str, dest: Path) -> Path:
+    """A local folder holding the demos: the path itself, or a download of an fsspec URL."""
+    if "://" not in source:
+        p = Path(source)
+        if not p.exists():
+            raise not_found(f"demos {source} do not exist; pass a LeRobot-format folder or an fsspec URL")
+        return p
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(source)
+        if not fs.exists(path):
+            raise not_found(f"demos {source} do not exist; check the URL")
+        fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
+    except RegistryError:
+        raise
+    except Exception as e:  # network, credentials, unknown protocol
+        raise invalid(f"cannot read demos from {source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return dest
+
+
+def expected_shapes(adapter, policy_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the policy's config says its demos must look like (empty for adapters without a config)."""
+    cfg = adapter.config(policy_config) if hasattr(adapter, "config") else None
+    out: dict[str, Any] = {}
+    if getattr(cfg, "state_dim", None):
+        out["state_dim"] = int(cfg.state_dim)
+    if getattr(cfg, "action_dim", None):
+        out["action_dim"] = int(cfg.action_dim)
+    if getattr(cfg, "image_size", None):
+        out["image_shape"] = (int(cfg.image_size), int(cfg.image_size))
+    return out
