@@ -245,7 +245,18 @@ def _mean(xs: list[float]) -> Optional[float]:
     return sum(xs) / len(xs) if xs else None
 
 
-# ---------------------------------------------------------------------------------------- text
+# ---------------------------------------------------------------------------------------- output
+
+
+def report_dict(matrix: ScoreMatrix, summary: ContinualSummary) -> dict[str, Any]:
+    """Both views as plain JSON-ready data (what `scores --ref REF --json` prints)."""
+    rows = [{"skill": r.skill, "split": r.split, "cells": {v: dataclasses.asdict(c) for v, c in r.cells.items()}} for r in matrix.rows]
+    return {"ref": summary.ref, "versions": matrix.versions, "learned": matrix.learned, "rows": rows, "summary": summary.to_dict()}
+
+
+def report_text(matrix: ScoreMatrix, summary: ContinualSummary) -> str:
+    return format_matrix(matrix) + "\n\n" + format_summary(summary)
+
 
 
 def _pct(c: Optional[Cell]) -> str:

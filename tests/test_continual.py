@@ -113,6 +113,18 @@ def test_text_shows_every_version_and_the_summary_lines():
     assert "forgetting +20.0 pts" in summary and "retention 75%" in summary
 
 
+def test_report_round_trips_through_json():
+    import json
+
+    from registry.continual import report_dict, report_text
+
+    m, s = score_matrix(HISTORY, SCORES), continual_summary(HISTORY, SCORES)
+    doc = json.loads(json.dumps(report_dict(m, s)))
+    assert doc["versions"] == ["v0", "v1", "v2"] and doc["summary"]["generalist_retention"] == pytest.approx(0.75)
+    assert doc["rows"][0]["cells"]["v1"]["successes"] == 90
+    assert "backward transfer" in report_text(m, s)
+
+
 def test_importing_continual_pulls_no_torch():
     code = "import sys, registry.continual; assert 'torch' not in sys.modules and 'retain' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
