@@ -44,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", type=int, default=50, help="narrow ID demos per skill")
     ap.add_argument("--episodes", type=int, default=200, help="paired episodes per skill split (ID and each OOD family)")
     ap.add_argument("--gen-episodes", type=int, default=200, help="episodes of the generalist suite")
-    ap.add_argument("--steps", type=int, default=1500, help="finetuning steps")
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--steps", type=int, default=300, help="finetuning steps")
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
     ap.add_argument("--base", default="shipped", help="'shipped' or a safetensors folder (with --base-config JSON)")
     ap.add_argument("--base-config", default=None, help="JSON file with the base's policy_config (for --base PATH)")
     ap.add_argument("--families", nargs="*", default=None, help="OOD families to evaluate (default: all)")
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        saved = json.loads((out / "testbed.json").read_text())
+        return report(out, saved["results"], saved["args"], saved.get("timings_s", {}))
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 for s in settings:
                     r = evaluate(merged, adapter, skill, s, args.episodes, eval_seed)
                     row[s] = [r.successes, r.episodes]
+                    row.setdefault("outcomes", {})[s] = "".join("1" if o else "0" for o in r.outcomes)
                 key = (seed, alpha)
                 if alpha == 0.0 and key in gen_cache:
                     row[GENERALIST] = gen_cache[key]
@@ -114,22 +119,51 @@ def main(argv: list[str] | None = None) -> int:
                         gen_cache[key] = row[GENERALIST]
                 timings["evaluate"] += time.perf_counter() - t
                 results.append(row)
+                _save(out, results, vars(args), timings)
                 print("   alpha %.2f  " % alpha + "  ".join(f"{s}={row[s][0] / row[s][1]:.2f}" for s in [*settings, GENERALIST]), flush=True)
                 shutil.rmtree(merged_dir)
             shutil.rmtree(ft_dir)
     shutil.rmtree(work, ignore_errors=True)
+    return report(out, results, vars(args), timings)
 
-    summary = summarise(results, args.skills, args.alphas, settings)
-    verdict = check(summary, args.skills, args.alphas, families)
-    report = {"args": vars(args), "results": results, "summary": summary, "verdict": verdict,
-              "timings_s": {k: round(v, 1) for k, v in timings.items()}}
-    (out / "testbed.json").write_text(json.dumps(report, indent=2))
-    print(table(summary, args.skills, args.alphas, settings))
-    print(json.dumps({"verdict": verdict, "timings_s": report["timings_s"]}, indent=2))
+
+def _save(out: Path, results: list[dict], args: dict, timings: dict) -> None:
+    """Every count so far, rewritten after each alpha so an interrupted run keeps its numbers."""
+    data = {"args": args, "results": results, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    tmp = out / "testbed.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(out / "testbed.json")
+
+
+def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
+    """Table, verdict and plot over the (seed, skill) pairs in `results` that finished every alpha."""
+    from retain.evaluate import GENERALIST
+
+    all_results = results
+    alphas = list(args["alphas"])
+    complete = {(r["seed"], r["skill"]) for r in results
+                if {x["alpha"] for x in results if (x["seed"], x["skill"]) == (r["seed"], r["skill"])} >= set(alphas)}
+    results = [r for r in results if (r["seed"], r["skill"]) in complete]  # a seed counts once all its alphas ran
+    if not results:
+        print("no (seed, skill) has finished every alpha yet")
+        return 1
+    skills = [k for k in args["skills"] if any(r["skill"] == k for r in results)]
+    settings = [k for k in results[0] if k == "id" or k.startswith("ood:")]
+    families = [k for k in settings if k.startswith("ood:")]
+    summary = summarise(results, skills, alphas, settings)
+    verdict = check(summary, skills, alphas, families)
+    for skill in skills:
+        verdict[skill]["paired_ood"] = paired(results, skill, verdict[skill]["best_mid_alpha"], alphas, families)
+    seeds = {k: sorted({r["seed"] for r in results if r["skill"] == k}) for k in skills}
+    data = {"args": args, "results": all_results, "seeds": seeds, "summary": summary, "verdict": verdict,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    (out / "testbed.json").write_text(json.dumps(data, indent=2))
+    print(table(summary, skills, alphas, settings))
+    print(json.dumps({"seeds": seeds, "verdict": verdict, "timings_s": data["timings_s"]}, indent=2))
     panels = []
-    for skill in args.skills:
-        series = {s: [summary[skill][str(a)][s] for a in args.alphas] for s in [*settings, GENERALIST]}
-        panels.append(Panel(f"{skill}: success vs alpha", list(args.alphas), series))
+    for skill in skills:
+        series = {s: [summary[skill][str(a)][s] for a in alphas] for s in [*settings, "ood", GENERALIST]}
+        panels.append(Panel(f"{skill}: success vs alpha", list(alphas), series))
     write_png(out / "testbed.png", render(panels, columns=2))
     print(f"wrote {out / 'testbed.json'} and {out / 'testbed.png'}")
     return 0
@@ -179,6 +213,25 @@ def check(summary: dict, skills, alphas, families) -> dict:
             "merge_keeps_generalist": b is not None and b[GENERALIST] >= GEN_KEEP * base[GENERALIST],
         }
     return verdict
+
+
+def paired(results: list[dict], skill: str, mid: float | None, alphas, families) -> dict:
+    """McNemar on paired OOD episodes (all families and seeds pooled): the best middle alpha vs
+    each endpoint. b = episodes only the middle alpha solves, c = only the endpoint solves."""
+    out = {}
+    if mid is None:
+        return out
+    for end in (alphas[0], alphas[-1]):
+        b = c = 0
+        for seed in sorted({r["seed"] for r in results if r["skill"] == skill}):
+            row = {r["alpha"]: r for r in results if r["skill"] == skill and r["seed"] == seed}
+            for fam in families:
+                m, e = row[mid]["outcomes"][fam], row[end]["outcomes"][fam]
+                b += sum(x == "1" and y == "0" for x, y in zip(m, e))
+                c += sum(x == "0" and y == "1" for x, y in zip(m, e))
+        z = (b - c) / (b + c) ** 0.5 if b + c else 0.0
+        out[f"vs_alpha_{end:g}"] = {"mid_only": b, "end_only": c, "z": round(z, 2)}
+    return out
 
 
 def table(summary: dict, skills, alphas, settings) -> str:

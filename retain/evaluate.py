@@ -36,6 +36,7 @@ class EvalResult:
     rate: float
     low: float  # Wilson 95% interval
     high: float
+    outcomes: tuple[bool, ...] = dataclasses.field(default=(), repr=False)  # per episode, for paired comparisons
 
 
 def ood_settings() -> list[str]:
@@ -103,7 +104,7 @@ def evaluate(
         torch.set_num_threads(old_threads)
     k = int(successes.sum())
     low, high = wilson_interval(k, episodes)
-    return EvalResult(label, setting, k, episodes, k / episodes, low, high)
+    return EvalResult(label, setting, k, episodes, k / episodes, low, high, tuple(bool(x) for x in successes))
 
 
 def _rollout(model, adapter: PolicyAdapter, tasks: list[str], setting: str, seed: int) -> np.ndarray:

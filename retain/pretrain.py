@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from registry.errors import corrupt, invalid
 from retain.train import DemoFrames, TrainReport
 
@@ -40,8 +38,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # the shipped default base (<= 30 min on a 2-core CPU)
     "default": {
-        "policy_config": {},
-        "episodes": 4000, "steps": 6000, "lr": 5e-4, "batch_size": 64,
+        "policy_config": {"max_words": 12},
+        "episodes": 6000, "steps": 3000, "lr": 7e-4, "batch_size": 48, "threads": 1,
     },
 }
 
@@ -53,13 +51,15 @@ class PretrainRecipe:
     config: str = "default"  # the preset the recipe started from (documentation only)
     policy: str = POLICY
     policy_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # full, resolved config
-    episodes: int = 4000  # generalist expert episodes collected (spread over all pretraining tasks)
-    steps: int = 6000
-    lr: float = 5e-4
-    batch_size: int = 64
+    episodes: int = 6000  # generalist expert episodes collected (spread over all pretraining tasks)
+    steps: int = 3000
+    lr: float = 7e-4
+    batch_size: int = 48
     seed: int = 0  # seeds data collection, initialisation and batch order
-    threads: int = 2  # torch threads: part of the recipe because it can change float rounding
+    threads: int = 1  # torch threads: part of the recipe (it can change float rounding); 1 is also
+    # the fastest on a shared machine, where a second intra-op thread mostly waits
     setting: str = "pretrain"  # simulator setting the demos come from
+    noise: float = 0.1  # DART noise on executed expert actions while collecting (recorded actions stay clean)
     recipe_version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -103,52 +103,14 @@ class PretrainResult:
     collect_seconds: float
 
 
-def collect_frames(tasks: list[str], setting: str, episodes: int, seed: int, batch_size: int = 256) -> DemoFrames:
-    """Expert demos: `episodes` episodes cycling over `tasks`, run in batches; failed ones are dropped.
+def collect_frames(tasks: list[str], setting: str, episodes: int, seed: int, noise: float = 0.0) -> DemoFrames:
+    """`episodes` successful expert episodes cycling over `tasks` (the simulator's collector), as
+    training frames. `noise` perturbs the executed actions but not the recorded ones (DART), so
+    the demos show recoveries from the small mistakes a cloned policy makes."""
+    from retain.sim.demos import collect_episodes
+    from retain.train import frames_from_episodes
 
-    Batch `b` uses seed `seed * 1_000_003 + b`, so the data depend only on (tasks, setting,
-    episodes, seed, batch_size).
-    """
-    from retain import sim
-
-    parts: list[dict[str, np.ndarray]] = []
-    tasks_seen: dict[str, int] = {}
-    next_ep = 0
-    for b, start in enumerate(range(0, episodes, batch_size)):
-        n = min(batch_size, episodes - start)
-        names = [tasks[(start + i) % len(tasks)] for i in range(n)]
-        env = sim.TabletopBatch(names, setting, n, seed * 1_000_003 + b)
-        obs = env.reset()
-        instr = [tasks_seen.setdefault(s, len(tasks_seen)) for s in env.instructions]
-        live = np.ones(n, bool)
-        success = np.zeros(n, bool)
-        rows: list[tuple[np.ndarray, ...]] = []
-        for _ in range(max(sim.max_steps(t) for t in set(names))):
-            if not live.any():
-                break
-            act = env.expert_actions().astype(np.float32)
-            idx = np.flatnonzero(live)
-            rows.append((idx, obs["image"][idx].copy(), obs["state"][idx].copy(), act[idx].copy()))
-            obs, succ, done = env.step(np.where(live[:, None], act, 0.0).astype(np.float32))
-            success |= np.asarray(succ, bool) & live
-            live &= ~np.asarray(done, bool)
-        ep = np.concatenate([r[0] for r in rows])
-        order = np.argsort(ep, kind="stable")  # frames grouped by episode, in time order
-        keep = success[ep[order]]
-        sel = order[keep]
-        local = ep[sel]
-        _, renum = np.unique(local, return_inverse=True)
-        parts.append({
-            "images": np.concatenate([r[1] for r in rows])[sel],
-            "state": np.concatenate([r[2] for r in rows])[sel],
-            "action": np.concatenate([r[3] for r in rows])[sel],
-            "episode_index": renum + next_ep,
-            "task_index": np.asarray(instr, np.int64)[local],
-        })
-        next_ep += int(renum.max()) + 1 if len(renum) else 0
-    tasks_list = sorted(tasks_seen, key=tasks_seen.get)
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return DemoFrames(tasks=tasks_list, **cat)
+    return frames_from_episodes(collect_episodes(list(tasks), episodes, setting, seed, noise=noise))
 
 
 def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> PretrainResult:
@@ -159,7 +121,7 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
 
     adapter = get_policy(recipe.policy)
     t0 = time.perf_counter()
-    data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed)
+    data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise)
     collect_s = time.perf_counter() - t0
     if len(data) == 0:
         raise invalid("the experts produced no successful pretraining episode; check the simulator")
@@ -197,3 +159,42 @@ def shipped_base() -> ShippedBase:
     if actual != manifest["weight_hash"]:
         raise corrupt(f"the shipped base in {SHIPPED_BASE} has hash {actual}, not the recorded {manifest['weight_hash']}; reinstall the package")
     return ShippedBase(SHIPPED_BASE, manifest["config"], PretrainRecipe.from_dict(manifest["recipe"]), actual, manifest.get("metrics", {}))
+
+
+def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = None) -> Path:
+    """Replace retain/assets/base with `result`'s weights and record recipe, config and hash."""
+    import shutil
+
+    from registry.checkpoint import open_checkpoint, weight_hash
+
+    with open_checkpoint(result.weights_dir) as ckpt:
+        digest = weight_hash(ckpt)
+    ASSETS.mkdir(exist_ok=True)
+    shutil.rmtree(SHIPPED_BASE, ignore_errors=True)
+    shutil.copytree(result.weights_dir, SHIPPED_BASE)
+    manifest = {
+        "config": version_config(result.recipe),
+        "recipe": result.recipe.to_dict(),
+        "weight_hash": digest,
+        "metrics": {"frames": result.frames, "final_loss": result.report.final_loss,
+                    "train_seconds": round(result.report.seconds, 1), "collect_seconds": round(result.collect_seconds, 1),
+                    **(metrics or {})},
+    }
+    SHIPPED_MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return SHIPPED_BASE
+
+
+if __name__ == "__main__":  # regenerate the shipped base: python -m retain.pretrain [--check]
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = pretrain(PretrainRecipe.preset("default"), Path(tmp) / "base", progress=True)
+        if "--check" in sys.argv:  # reproduce without writing: compare with the shipped hash
+            from registry.checkpoint import open_checkpoint, weight_hash
+
+            with open_checkpoint(res.weights_dir) as ckpt:
+                got = weight_hash(ckpt)
+            print(f"reproduced {got}; shipped {shipped_base().weight_hash}; {'MATCH' if got == shipped_base().weight_hash else 'DIFFERENT'}")
+        else:
+            print(f"wrote {write_shipped_base(res)}")

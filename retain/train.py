@@ -69,6 +69,25 @@ def frames_from(data: Any) -> DemoFrames:
     )
 
 
+def frames_from_episodes(episodes: Sequence[Any]) -> DemoFrames:
+    """DemoFrames from episodes with `images`, `state`, `action` arrays (T, ...) and an `instruction`
+    (the simulator's `Episode`); episodes sharing an instruction share a task index."""
+    if not episodes:
+        raise invalid("no demo episodes to train on; collect demos first")
+    tasks: dict[str, int] = {}
+    for e in episodes:
+        tasks.setdefault(e.instruction, len(tasks))
+    lengths = [len(e.action) for e in episodes]
+    return DemoFrames(
+        images=np.concatenate([e.images for e in episodes]).astype(np.uint8, copy=False),
+        state=np.concatenate([e.state for e in episodes]).astype(np.float32, copy=False),
+        action=np.concatenate([e.action for e in episodes]).astype(np.float32, copy=False),
+        episode_index=np.repeat(np.arange(len(episodes)), lengths),
+        task_index=np.repeat([tasks[e.instruction] for e in episodes], lengths).astype(np.int64),
+        tasks=list(tasks),
+    )
+
+
 def concat_frames(parts: Sequence[DemoFrames]) -> DemoFrames:
     """One DemoFrames from several, renumbering episodes and tasks so they stay distinct."""
     if len(parts) == 1:
