@@ -489,7 +489,7 @@ def learn(
         with timer("delta"):
             delta = write_delta(work / "step" / "parent", step.finetuned, work / "delta")
         recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.finetuned_hash if finetuned else None)
-        timings = {**timer.timings, **step.timings}
+        timings = {**{k: v for k, v in timer.timings.items() if k == "demos"}, **step.timings, "delta": timer.timings["delta"]}
         say(f"committing: alpha {alpha_key(step.alpha)} onto {ref} (expected head {head.name})")
         with timer("commit"):
             demo_set = registry.put_demo_set(task, d.folder, source=d.source, episodes=d.episodes, frames=len(d.frames)) if d else None

@@ -91,7 +91,7 @@ def _ood_summary(res) -> str:
         return ""
     m = sum(a.successes for a, _ in pairs) / max(1, sum(a.episodes for a, _ in pairs))
     f = sum(b.successes for _, b in pairs) / max(1, sum(b.episodes for _, b in pairs))
-    return f"held-out OOD on {res.skill} (pooled over {len(pairs)} families): merged {_pct(m)} vs plain finetune {_pct(f)} ({100 * (m - f):+.0f} pts)"
+    return f"held-out OOD on {res.skill} (pooled over {len(pairs)} families): merged {100 * m:.1f}% vs plain finetune {100 * f:.1f}% ({100 * (m - f):+.1f} pts)"
 
 
 def _learn_json(res) -> dict:
