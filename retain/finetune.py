@@ -4,8 +4,8 @@
 with pretraining frames (co-finetuning, the paper's other lever against forgetting). The
 recipe is a dataclass recorded with every learn run so `replay` can run it again.
 
-With `nproc > 1` the finetune runs under torchrun with DistributedDataParallel (gloo on CPU,
-nccl on GPU): every rank starts from the same parent weights, draws its own share of each
+With `nproc > 1` the finetune runs under torchrun with DistributedDataParallel (gloo; the trainer
+keeps batches on the CPU): every rank starts from the same parent weights, draws its own share of each
 global batch (`batch_size // nproc` frames) with its own seeded generator, and DDP averages
 the gradients, so all ranks hold the same weights after every step. Rank 0 writes the result.
 The rank count is part of the recipe: it changes which frames are drawn and the float sums.
@@ -220,7 +220,7 @@ def _last_error(text: Optional[str]) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def _ddp_module(model, backend: str):
+def _ddp_module(model):
     """DDP wrapper that still exposes the wrapped model's attributes (cfg, tokenize, ...), so the
     adapter's loss and the trainer work on it unchanged while its forward syncs gradients."""
     from torch.nn.parallel import DistributedDataParallel
@@ -232,28 +232,28 @@ def _ddp_module(model, backend: str):
             except AttributeError:
                 return getattr(self.module, name)
 
-    return _Transparent(model) if backend == "gloo" else _Transparent(model.cuda(), device_ids=[0])
+    return _Transparent(model)
 
 
 def _worker(spec_path: str) -> None:
     """One DDP rank (run by torchrun): train, check every rank agrees, rank 0 saves."""
     import hashlib
 
-    import torch
     import torch.distributed as dist
 
     spec = json.loads(Path(spec_path).read_text())
     work = Path(spec["work"])
     recipe = FinetuneRecipe.from_dict(spec["recipe"])
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
+    # gloo: the trainer and the adapters keep batches on the CPU, so a GPU backend (nccl) would
+    # need device placement there first.
+    dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         adapter, policy_config = policy_of(spec["config"])
         model = adapter.load(spec["parent"], policy_config)
         frames = _load_frames(work / "demos.npz")
         mix = _load_frames(work / "mix.npz") if (work / "mix.npz").exists() else None
-        ddp = _ddp_module(model, backend)
+        ddp = _ddp_module(model)
         report = _train(ddp, adapter, frames, recipe, mix, recipe.batch_size // world, recipe.seed * 1000 + rank,
                         spec["progress"] and rank == 0)
         h = hashlib.sha256()
