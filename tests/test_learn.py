@@ -127,3 +127,25 @@ def test_demos_from_a_folder_and_a_fixed_alpha(tmp_path):
     assert run.recipe["demos"]["source"] == str(tmp_path / "my-demos")
     back = reg.fetch_demo_set(run.demo_set_id, tmp_path / "back")
     assert json.loads((back / "meta" / "info.json").read_text())["total_episodes"] == 3
+
+
+def test_demos_from_an_fsspec_url(tmp_path):
+    import fsspec
+
+    from retain.learn_demos import collect_builtin_demos
+
+    reg = tiny_registry(tmp_path)
+    local = collect_builtin_demos("plates", 2, 3, tmp_path / "d")
+    fs = fsspec.filesystem("memory")
+    for f in local.rglob("*"):
+        if f.is_file():
+            fs.pipe(f"/demo-bucket/plates/{f.relative_to(local)}", f.read_bytes())
+    res = learn(reg, "plates", fast_options(alpha="0.5"), demos="memory://demo-bucket/plates")
+    run = reg.learn_run_for(res.version.name)
+    assert run.recipe["demos"] == {"source": "memory://demo-bucket/plates", "episodes": 2, "frames": run.recipe["demos"]["frames"]}
+    back = reg.fetch_demo_set(run.demo_set_id, tmp_path / "back")
+    assert sorted(p.relative_to(back) for p in back.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(local) for p in local.rglob("*") if p.is_file())
+    with pytest.raises(RegistryError, match="do not exist"):
+        learn(reg, "plates", fast_options(alpha="0.5"), demos="memory://demo-bucket/nothing-here")
+    reg.close()
