@@ -45,7 +45,7 @@ class FinetuneRecipe:
     """co-ft only: the share of each batch drawn from pretraining data, in [0, 1)."""
     steps: int = 300
     """Optimizer steps."""
-    lr: float = 3e-4
+    lr: float = 5e-4
     """Peak learning rate (AdamW, warm-up then cosine decay)."""
     batch_size: int = 32
     """Global batch size (split over ranks under DDP)."""

@@ -59,8 +59,9 @@ class LearnOptions:
     """Candidate alphas for the search, each in [0, 1]."""
     validation_family: Optional[str] = None
     """The ONE OOD family alpha is chosen on (default ood:position; "external" with an eval command)."""
+    # Finetune defaults follow the testbed report (benchmarks/testbed.py): all weights, BC.
     steps: int = 300
-    lr: float = 3e-4
+    lr: float = 5e-4
     batch_size: int = 32
     seed: int = 0
     threads: int = 1
@@ -243,7 +244,8 @@ def pretraining_frames(base_recipe: Optional[dict], episodes: int):
 
     if base_recipe is None:
         raise invalid("co-ft needs the base's pretraining data, but this lineage's base records no data recipe; use --mode task-ft")
-    return collect_frames(list(sim.PRETRAIN_TASKS), base_recipe["setting"], episodes, int(base_recipe["seed"]))
+    return collect_frames(list(sim.PRETRAIN_TASKS), base_recipe["setting"], episodes, int(base_recipe["seed"]),
+                          float(base_recipe.get("noise", 0.0)))
 
 
 # ---------------------------------------------------------------------------------------- pieces
