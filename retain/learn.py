@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -382,7 +383,9 @@ def run_step(
     with timer("select"):
         chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=alpha_spec(alpha_override))
         alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, progress, say)
-    merged = cands[alpha_key(alpha)]
+    merged = cands.pop(alpha_key(alpha))
+    for other in cands.values():  # candidates of a multi-GB model add up: keep only the chosen merge
+        shutil.rmtree(other, ignore_errors=True)
     scores: list[ScoreRow] = []
     ft_scores: list[ScoreRow] = []
     sweep = sweep_record(selection, val_rows, opts.val_family)
