@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from registry.errors import invalid, invalid_state, not_found
+from registry.errors import RegistryError, invalid, invalid_state, not_found
 from registry.records import LearnRun, NewLearnRun, Version
 from retain.learn import (
     LearnOptions,
@@ -35,6 +35,7 @@ from retain.learn import (
     _quiet,
     _stderr,
     code_version,
+    pretraining_recipe,
     run_step,
 )
 from retain.select import alpha_key
@@ -194,6 +195,8 @@ def replay(
         changes["mode"] = mode
     if alpha is not None and (alpha == "auto" or any(as_alpha(s.run.alpha) != parse_alpha(alpha) for s in chain)):
         changes["alpha"] = alpha
+    if mode == "co-ft" and "mode" in changes and pretraining_recipe(registry, start_v) is None:
+        raise invalid(f"--mode co-ft needs pretraining data, but the base under {start_v.name} records no data recipe; use task-ft")
     for s in chain:
         if s.run.recipe.get("mode") == "external" and ("start" in changes or "mode" in changes):
             raise invalid(f"{s.skill} ({s.version.name}) was finetuned outside this tool, so it cannot be re-finetuned "
@@ -209,8 +212,16 @@ def replay(
         branch = _branch_name(registry, branch, tasks, start_v.name)
         say(f"replaying {' -> '.join(tasks)} from {start_v.name} onto new branch {branch!r} with " +
             ", ".join(f"{k}={v}" for k, v in changes.items()))
-        steps = _rebuild(registry, chain, start_v, branch, mode, alpha, changes, work, progress, say)
-        return ReplayResult(list(tasks), start_v.name, True, changes, [], branch, steps)
+        done: list[ReplayedStep] = []
+        try:
+            _rebuild(registry, chain, start_v, branch, mode, alpha, changes, work, progress, say, done)
+        except RegistryError as e:
+            if not done:
+                raise
+            # each step is its own commit: say what the branch already holds
+            raise RegistryError(f"{e} (branch {branch!r} holds the first {len(done)} replayed step(s), up to {done[-1].new.name})",
+                                e.code) from None
+        return ReplayResult(list(tasks), start_v.name, True, changes, [], branch, done)
 
 
 def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: str) -> str:
@@ -276,11 +287,11 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
 
 
 def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
-             changes: dict[str, Any], work: Path, progress: bool, say: Say) -> list[ReplayedStep]:
+             changes: dict[str, Any], work: Path, progress: bool, say: Say, out: list[ReplayedStep]) -> None:
+    """Commit the changed chain step by step onto `branch`, appending each step to `out`."""
     from retain.delta import write_delta
 
     parent = start
-    out: list[ReplayedStep] = []
     for i, s in enumerate(chain):
         step_work = work / f"step{i}"
         step_work.mkdir(parents=True)
@@ -313,7 +324,6 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
                     for r in registry.scores(s.version.name)]
         out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, recorded, step.scores))
         parent = new
-    return out
 
 
 # ---------------------------------------------------------------------------------------- diffs

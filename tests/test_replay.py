@@ -80,6 +80,7 @@ def test_rebase_the_chain_onto_another_base(chain):
     (["replay", "whiteboard", "--alpha", "2", "--branch", "x"], "outside [0, 1]"),
     (["replay", "whiteboard", "--alpha", "0.25", "--branch", "main"], "branch 'main' already exists"),
     (["replay", "whiteboard", "--of", "v1"], "v1 did not learn 'whiteboard'"),
+    (["replay", "whiteboard", "--mode", "co-ft"], "records no data recipe"),
 ])
 def test_bad_replays_are_one_line(chain, args, fragment):
     reg, root = chain
