@@ -21,7 +21,7 @@ by tensor (at most one bf16 rounding step apart) and with the naive one (bit for
 
 Usage:
     python benchmarks/merge_bench.py --sizes 0.5B,3B --workdir /work/merge-bench \\
-        --mergekit /tmp/mk-venv/bin/mergekit-pytorch [--skip-naive-above 1B] [--keep]
+        --mergekit /tmp/mk-venv/bin/mergekit-pytorch [--alpha 0.37] [--methods engine,floor] [--keep]
 Prints one JSON object, then a table. Deletes the multi-GB files unless --keep.
 """
 from __future__ import annotations
@@ -46,7 +46,6 @@ import torch  # noqa: E402
 
 from registry.checkpoint import CheckpointWriter, TensorSpec, open_checkpoint  # noqa: E402
 
-ALPHA = 0.5
 SHARD = 2_000_000_000
 
 # Shapes after pi0 (PaliGemma 3B: SigLIP So400m + Gemma 2B, plus a 300M Gemma action expert).
@@ -283,7 +282,8 @@ def run_size(label: str, args, work: Path) -> dict:
     moved = 3 * model_bytes
     inputs = [work / "pre", work / "ft", work / "pre.safetensors", work / "ft.safetensors"]
     py = sys.executable
-    a = f"{ALPHA:g}"
+    alpha = args.alpha
+    a = f"{alpha:g}"
     methods = {
         "engine": [py, "cli.py", "merge", str(work / "pre"), str(work / "ft"), "--alpha", f"vision={a},language={a},action={a}",
                    "--preset", "openpi-pi0", "-o", str(work / "out-engine"), "--shard-size", "2GB", "--quiet"],
@@ -297,8 +297,8 @@ def run_size(label: str, args, work: Path) -> dict:
                                     f"head -c {model_bytes} /dev/zero > {work}/out-floor.bin && sync {work}/out-floor.bin"],
     }
     (work / "mk.yml").write_text(
-        f"merge_method: linear\nmodels:\n  - model: {work / 'pre.safetensors'}\n    parameters: {{weight: {1 - ALPHA}}}\n"
-        f"  - model: {work / 'ft.safetensors'}\n    parameters: {{weight: {ALPHA}}}\n"
+        f"merge_method: linear\nmodels:\n  - model: {work / 'pre.safetensors'}\n    parameters: {{weight: {1 - alpha!r}}}\n"
+        f"  - model: {work / 'ft.safetensors'}\n    parameters: {{weight: {alpha!r}}}\n"
         "parameters: {normalize: false}\ndtype: float32\nout_dtype: bfloat16\n"
     )
     skip_naive = params > args.skip_naive_above
@@ -362,7 +362,7 @@ def table(results: list[dict]) -> str:
             bits.append(f"x{r['wall_vs_floor_fsync']:.2f} of the floor with fsync")
         if "engine_vs_mergekit" in r:
             c = r["engine_vs_mergekit"]
-            bits.append(f"vs mergekit: max {c.get('max_ulp')} bf16 ulp, {100 * c.get('fraction_bit_equal', 0):.2f}% bit-equal")
+            bits.append(f"vs mergekit: max {c.get('max_ulp')} bf16 ulp, {100 * c.get('fraction_bit_equal', 0):.4f}% bit-equal")
         if "engine_vs_naive" in r:
             c = r["engine_vs_naive"]
             bits.append(f"vs naive: max {c.get('max_ulp')} ulp")
@@ -377,12 +377,14 @@ def main() -> None:
     ap.add_argument("--workdir", default="/work/merge-bench")
     ap.add_argument("--mergekit", default=shutil.which("mergekit-pytorch"))
     ap.add_argument("--skip-naive-above", type=float, default=1e9, help="parameter count above which naive is skipped")
+    ap.add_argument("--alpha", type=float, default=0.37,
+                    help="merge coefficient; not a power of two, so mergekit's (1-a)*pre + a*ft and our pre + a*(ft-pre) can round apart")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     results = []
     for label in args.sizes.split(","):
         results.append(run_size(label, args, Path(args.workdir) / label))
-    print(json.dumps({"alpha": ALPHA, "shard_bytes": SHARD, "results": results}, indent=2))
+    print(json.dumps({"alpha": args.alpha, "shard_bytes": SHARD, "results": results}, indent=2))
     print(table(results))
 
 

@@ -8,6 +8,12 @@ memory-mapped and no tensor is ever held whole, so peak anonymous memory is thos
 (~150 MB) plus torch itself, whatever the model size (pi0's 1 GB embedding included). The
 output appears atomically on success (CheckpointWriter: temporary folder, then one rename).
 
+Rounding: per element, d = f(ft) - f(pre), t = f(alpha) * d, m = f(pre) + t (with N models the
+terms are summed first, in argument order, then added to pre), each step in the compute dtype f
+(float32, or float64 for F64), and m is rounded once to the tensor's dtype. alpha itself is
+rounded to f first. Multiply and add stay separate (no fused multiply-add), so the bytes are the
+same on every machine and replays reproduce them.
+
 Exact endpoints: a model whose alpha is 0 contributes nothing (its term is dropped, so
 `0 * inf` never turns into NaN and `-0.0 + 0.0` never flips a sign); when no term is left the
 pretrained bytes are copied, and when one term with alpha 1 is left the finetuned bytes are

@@ -178,3 +178,13 @@ def test_shard_size_units(text, size):
     from retain.commands.merge_cmds import parse_size
 
     assert parse_size(text) == size
+
+
+def test_partitions_print_rules_round_trips_through_rules(ckpts):
+    d, _, _ = ckpts
+    r = run("partitions", d / "pre.safetensors", "--preset", "openpi-pi0", "--print-rules")
+    assert r.exit_code == 0 and r.output.startswith("vision: ^paligemma_with_expert")
+    (d / "mine.txt").write_text(r.output)
+    a = json.loads(run("partitions", d / "pre.safetensors", "--rules", d / "mine.txt", "--json").output)["modalities"]
+    b = json.loads(run("partitions", d / "pre.safetensors", "--preset", "openpi-pi0", "--json").output)["modalities"]
+    assert a == b

@@ -83,13 +83,18 @@ def merge_cmd(pre, finetuned, alphas, preset, rules, output, shard_size, extrapo
 @click.option("--preset", default=None, help="Partition preset (default: the one that claims the most tensors).")
 @click.option("--rules", type=click.Path(), default=None, help="Partition rules file: 'modality: regex' per line.")
 @click.option("--examples", default=3, show_default=True, help="Example names shown per modality.")
+@click.option("--print-rules", is_flag=True, help="Print the map in rules-file syntax (a start for your own file).")
 @json_option
-def partitions_cmd(checkpoint, preset, rules, examples, as_json):
+def partitions_cmd(checkpoint, preset, rules, examples, print_rules, as_json):
     """Show how a partition map splits CHECKPOINT: tensors, parameters and examples per modality.
+
+    A rules file has one `modality: regex` per line (vision, language, action or other; Python
+    regex searched in the tensor name; first match wins; # starts a comment).
 
     \b
     Example:
       retain partitions pi0/ --preset openpi-pi0
+      retain partitions pi0/ --preset openpi-pi0 --print-rules > my-rules.txt
     """
     from registry.checkpoint import open_checkpoint
     from retain.partitions import detect_preset
@@ -99,6 +104,9 @@ def partitions_cmd(checkpoint, preset, rules, examples, as_json):
         pm = _partition(preset, rules) or detect_preset(names)
         if pm is None:
             raise invalid(f"no preset claims any tensor of {checkpoint}; write a rules file and pass --rules")
+        if print_rules:
+            click.echo(pm.to_text(), nl=False)
+            return
         groups: dict[str, dict] = {}
         for name in names:
             m = pm.modality_of(name) or "unclaimed"
