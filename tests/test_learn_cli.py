@@ -125,3 +125,11 @@ def test_every_bad_input_is_one_clear_line_and_commits_nothing(home, tmp_path):
         assert registry_state(reg) == before, name
     assert not failures, "\n".join(failures)
     assert reg.verify().ok
+
+
+def test_the_command_modules_and_the_api_import_no_torch():
+    import subprocess
+
+    code = ("import sys, retain.commands.learn_cmds, retain.api, retain.select, retain.external_eval; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
