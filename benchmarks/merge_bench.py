@@ -252,21 +252,52 @@ def _ordered_key(bits: np.ndarray) -> np.ndarray:
     return np.where(b & 0x8000, -(b & 0x7FFF), b)
 
 
-def compare(a_path: Path, b_path: Path) -> dict:
-    """Tensor-by-tensor comparison in bf16 rounding steps (ulps)."""
-    worst, equal, total = 0, 0, 0
-    with open_checkpoint(a_path) as a, open_checkpoint(b_path) as b:
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _input_step(pre: np.ndarray, ft: np.ndarray) -> np.ndarray:
+    """One bf16 rounding step (ulp) at the inputs' scale, max(|pre|, |ft|), as float32."""
+    exp = np.maximum((pre >> 7) & 0xFF, (ft >> 7) & 0xFF).astype(np.int32)
+    return np.ldexp(np.float32(1), np.maximum(exp, 1) - 127 - 7).astype(np.float32)
+
+
+def compare(a_path: Path, b_path: Path, pre_path: Path | None = None, ft_path: Path | None = None) -> dict:
+    """Tensor-by-tensor comparison in bf16 rounding steps.
+
+    `max_ulp` counts steps at the output's own scale, which blows up where pre and ft nearly
+    cancel (a result 1e-5 of its inputs: float32 error on the inputs' scale is many output ulps,
+    for both methods). With the inputs given, `max_steps_at_input_scale` measures the difference
+    in bf16 steps of max(|pre|, |ft|), the scale float32 arithmetic can be exact to.
+    """
+    worst, equal, total, worst_in = 0, 0, 0, 0.0
+    step = 1 << 24
+    cks = [open_checkpoint(p) for p in (a_path, b_path, pre_path, ft_path) if p is not None]
+    try:
+        a, b = cks[0], cks[1]
         if set(a.specs) != set(b.specs):
             return {"same_names": False}
         for name in a.names:
-            x, y = a.array(name).reshape(-1), b.array(name).reshape(-1)
-            for s in range(0, x.size, 1 << 24):
-                d = np.abs(_ordered_key(x[s:s + (1 << 24)]) - _ordered_key(y[s:s + (1 << 24)]))
-                worst = max(worst, int(d.max()) if d.size else 0)
+            arrays = [c.array(name).reshape(-1) for c in cks]
+            for s in range(0, arrays[0].size, step):
+                x, y = arrays[0][s:s + step], arrays[1][s:s + step]
+                d = np.abs(_ordered_key(x) - _ordered_key(y))
+                if not d.size:
+                    continue
+                worst = max(worst, int(d.max()))
                 equal += int((d == 0).sum())
                 total += d.size
-            del x, y  # views into the memory maps, which close on exit
-    return {"same_names": True, "max_ulp": worst, "fraction_bit_equal": equal / max(total, 1)}
+                if len(arrays) == 4 and d.max() > 1:
+                    diff = np.abs(_bf16_to_f32(x) - _bf16_to_f32(y))
+                    worst_in = max(worst_in, float((diff / _input_step(arrays[2][s:s + step], arrays[3][s:s + step])).max()))
+            del arrays, x, y  # views into the memory maps, which close below
+    finally:
+        for c in cks:
+            c.close()
+    out = {"same_names": True, "max_ulp": worst, "fraction_bit_equal": equal / max(total, 1)}
+    if pre_path is not None:
+        out["max_steps_at_input_scale"] = max(worst_in, float(min(worst, 1)))
+    return out
 
 
 def run_size(label: str, args, work: Path) -> dict:
@@ -323,7 +354,7 @@ def run_size(label: str, args, work: Path) -> dict:
         if name.startswith("floor"):
             (work / "out-floor.bin").unlink()
     if "engine" in res and "wall_s" in res.get("mergekit", {}):
-        res["engine_vs_mergekit"] = compare(work / "out-engine", work / "out-mergekit")
+        res["engine_vs_mergekit"] = compare(work / "out-engine", work / "out-mergekit", work / "pre", work / "ft")
     if "engine" in res and "wall_s" in res.get("naive", {}):
         res["engine_vs_naive"] = compare(work / "out-engine", work / "out-naive.safetensors")
     e = res.get("engine", {})
@@ -362,7 +393,8 @@ def table(results: list[dict]) -> str:
             bits.append(f"x{r['wall_vs_floor_fsync']:.2f} of the floor with fsync")
         if "engine_vs_mergekit" in r:
             c = r["engine_vs_mergekit"]
-            bits.append(f"vs mergekit: max {c.get('max_ulp')} bf16 ulp, {100 * c.get('fraction_bit_equal', 0):.4f}% bit-equal")
+            bits.append(f"vs mergekit: {100 * c.get('fraction_bit_equal', 0):.4f}% bit-equal, max {c.get('max_ulp')} bf16 ulp of the "
+                        f"output, max {c.get('max_steps_at_input_scale', float('nan')):.3g} bf16 steps at the inputs' scale")
         if "engine_vs_naive" in r:
             c = r["engine_vs_naive"]
             bits.append(f"vs naive: max {c.get('max_ulp')} ulp")
