@@ -149,7 +149,8 @@ class StepOutcome:
     scores: list[ScoreRow]
     finetuned_scores: list[ScoreRow]
     timings: dict[str, float]
-    parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # what the parent lacked (its generalist score)
+    parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # the parent on the new skill + generalist
+    parent_new_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # those the parent had not recorded yet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +166,7 @@ class LearnResult:
     finetuned_scores: list[ScoreRow]
     demo_set_id: Optional[int]
     timings: dict[str, float]
+    parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -389,16 +391,34 @@ def run_step(
     scores: list[ScoreRow] = []
     ft_scores: list[ScoreRow] = []
     sweep = sweep_record(selection, val_rows, opts.val_family)
-    parent_scores: list[ScoreRow] = []
+    parent_rows: list[ScoreRow] = []
+    parent_new: list[ScoreRow] = []
     if score:
         with timer("evaluate"):
             scores, ft_scores = _score_step(registry, parent, skill, opts, scorer, merged, ft_dir, alpha, val_rows, say)
-            if scorer.sim and not any(s.skill is None and s.split == GENERALIST for s in registry.scores(parent.name)):
-                # generalist retention is measured against the parent chain's root: make sure it has a score
-                parent_scores = scorer.evaluate(parent_dir, [(None, GENERALIST)], desc=f"evaluate {parent.name}")
+            if scorer.sim:
+                parent_rows, parent_new = _score_parent(registry, parent, parent_dir, skill, opts, scorer)
+        if parent_rows and opts.compare_finetuned:
+            sweep.append({"alpha": 0.0, "role": "parent", "scores": {r.split: r.brief() for r in parent_rows}})
         if ft_scores:
             sweep.append({"alpha": 1.0, "role": "finetuned", "scores": {r.split: r.brief() for r in ft_scores}})
-    return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_scores)
+    return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_rows, parent_new)
+
+
+def _score_parent(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions,
+                  scorer: Scorer) -> tuple[list[ScoreRow], list[ScoreRow]]:
+    """The parent (alpha 0) on the generalist suite and, for the comparison, on the new skill.
+
+    Generalist retention is measured against the chain's root, so every parent needs that score;
+    scores the parent already has are reused, the others evaluated (and recorded after the commit).
+    """
+    wanted = [(skill, "id")] + [(skill, f) for f in ood_families()] if opts.compare_finetuned and skill in sim_skills() else []
+    wanted.append((None, GENERALIST))
+    have = {(s.skill, s.split): ScoreRow(s.skill, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator)
+            for s in registry.scores(parent.name)}
+    new = scorer.evaluate(parent_dir, [j for j in wanted if j not in have], desc=f"evaluate parent {parent.name}")
+    rows = {**have, **{(r.skill, r.split): r for r in new}}
+    return [rows[j] for j in wanted], new
 
 
 def alpha_spec(alpha: Any) -> str:
@@ -506,11 +526,11 @@ def learn(
                 recipe=recipe, learn_run=run, scores=[s.to_new_score() for s in step.scores],
                 message=f"learn {task} (alpha {alpha_key(step.alpha)}, {opts.mode})",
             )
-            if step.parent_scores:  # after the commit: an interrupted learn must leave the registry as it was
-                registry.record_scores(head.name, [s.to_new_score() for s in step.parent_scores])
+            if step.parent_new_scores:  # after the commit: an interrupted learn must leave the registry as it was
+                registry.record_scores(head.name, [s.to_new_score() for s in step.parent_new_scores])
     held_out = [f for f in ood_families() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
     return LearnResult(version, head.name, task, step.alpha, opts.val_family, held_out, step.sweep, step.scores,
-                       step.finetuned_scores, demo_set.id if demo_set else None, timings)
+                       step.finetuned_scores, demo_set.id if demo_set else None, timings, step.parent_scores)
 
 
 def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: Version, *, finetuned: Optional[str] = None,

@@ -318,8 +318,8 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
             config=parent.config, recipe=recipe, learn_run=run, scores=[r.to_new_score() for r in step.scores],
             message=f"replay {s.skill} of {s.version.name} ({', '.join(f'{k}={v}' for k, v in changes.items())})",
         )
-        if step.parent_scores:
-            registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_scores])
+        if step.parent_new_scores:
+            registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_new_scores])
         recorded = [ScoreRow(r.skill, r.split, r.successes, r.episodes, r.rate, r.ci_low, r.ci_high, r.evaluator)
                     for r in registry.scores(s.version.name)]
         out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, recorded, step.scores))

@@ -52,7 +52,10 @@ def test_scores_cover_id_every_ood_family_and_the_generalist_suite(chain):
     from retain.sim import OOD_FAMILIES
 
     splits = {(s.skill, s.split) for s in reg.scores("v1")}
-    assert splits == {("plates", "id"), (None, "generalist")} | {("plates", f) for f in OOD_FAMILIES}
+    own = {("plates", "id"), (None, "generalist")} | {("plates", f) for f in OOD_FAMILIES}
+    # whiteboard was learned with the comparison on: its parent v1 got scored on whiteboard too (alpha 0)
+    assert splits == own | {("whiteboard", "id")} | {("whiteboard", f) for f in OOD_FAMILIES}
+    assert white.parent_scores and {(r.skill, r.split) for r in white.parent_scores} <= splits
     # the second learn evaluates every skill of its lineage: plates again, and whiteboard
     splits2 = {(s.skill, s.split) for s in reg.scores("v2")}
     assert {("plates", "id"), ("whiteboard", "id"), ("whiteboard", "ood:language"), (None, "generalist")} <= splits2
@@ -80,6 +83,8 @@ def test_language_strategy_and_finetuned_comparison_are_recorded(chain):
     assert white.alpha["vision"] == 1.0 and white.alpha["action"] == 1.0
     ft = [p for p in white.sweep if p["role"] == "finetuned"]
     assert len(ft) == 1 and ft[0]["alpha"] == 1.0
+    base = [p for p in white.sweep if p["role"] == "parent"]
+    assert len(base) == 1 and base[0]["alpha"] == 0.0 and {"id", "generalist"} <= set(base[0]["scores"])
     assert {"id", "ood:position", "generalist"} <= set(ft[0]["scores"])
     edges = {e.child: e for e in reg.lineage().edges}
     assert (edges["v2"].skill, edges["v2"].alpha) == ("whiteboard", white.alpha)

@@ -68,12 +68,14 @@ def learn_text(res) -> str:
     if res.held_out:
         out.append(f"held-out OOD families (not used to choose alpha): {', '.join(f.split(':', 1)[1] for f in res.held_out)}")
     ft = {(r.skill, r.split): r for r in res.finetuned_scores}
-    rows = [[_label(r.skill, r.split, res.validation_family, res.skill), _cell(r), _cell(ft.get((r.skill, r.split)))] for r in res.scores]
-    rows += [[_label(r.skill, r.split, res.validation_family, res.skill), "-", _cell(r)]
-             for r in res.finetuned_scores if (r.skill, r.split) not in {(s.skill, s.split) for s in res.scores}]
+    base = {(r.skill, r.split): r for r in res.parent_scores}
+    keys = list(dict.fromkeys([(r.skill, r.split) for r in res.scores] + list(ft)))
+    merged = {(r.skill, r.split): r for r in res.scores}
+    rows = [[_label(k[0], k[1], res.validation_family, res.skill), _cell(base.get(k)), _cell(merged.get(k)), _cell(ft.get(k))]
+            for k in keys]
     if rows:
-        out.append(f"scores ({res.version.name} merged vs the plain finetune, alpha 1; 95% Wilson intervals):")
-        out.append(_table(["skill split", f"merged {res.version.name}", "finetuned"], rows))
+        out.append(f"scores: parent {res.parent} (alpha 0), merged {res.version.name}, plain finetune (alpha 1); 95% Wilson intervals:")
+        out.append(_table(["skill split", f"parent {res.parent}", f"merged {res.version.name}", "finetuned"], rows))
         summary = _ood_summary(res)
         if summary:
             out.append(summary)
@@ -98,7 +100,8 @@ def _learn_json(res) -> dict:
     return {
         "version": res.version, "parent": res.parent, "skill": res.skill, "alpha": res.alpha,
         "validation_family": res.validation_family, "held_out": res.held_out, "sweep": res.sweep,
-        "scores": res.scores, "finetuned_scores": res.finetuned_scores, "demo_set_id": res.demo_set_id, "timings": res.timings,
+        "scores": res.scores, "finetuned_scores": res.finetuned_scores, "parent_scores": res.parent_scores,
+        "demo_set_id": res.demo_set_id, "timings": res.timings,
     }
 
 
