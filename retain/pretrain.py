@@ -39,7 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the shipped default base (<= 30 min on a 2-core CPU)
     "default": {
         "policy_config": {"max_words": 12},
-        "episodes": 6000, "steps": 3000, "lr": 7e-4, "batch_size": 48, "threads": 1,
+        "episodes": 6000, "steps": 2000, "lr": 1e-3, "batch_size": 48, "threads": 1,
     },
 }
 
@@ -52,8 +52,8 @@ class PretrainRecipe:
     policy: str = POLICY
     policy_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # full, resolved config
     episodes: int = 6000  # generalist expert episodes collected (spread over all pretraining tasks)
-    steps: int = 3000
-    lr: float = 7e-4
+    steps: int = 2000
+    lr: float = 1e-3
     batch_size: int = 48
     seed: int = 0  # seeds data collection, initialisation and batch order
     threads: int = 1  # torch threads: part of the recipe (it can change float rounding); 1 is also

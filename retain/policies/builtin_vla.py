@@ -64,6 +64,9 @@ class VLAConfig:
     """Channels of the strided conv layers in the vision encoder."""
     vision_grid: int = 4
     """The encoder downsamples to a grid x grid map: grid**2 vision tokens."""
+    vision_keypoints: int = 16
+    """Extra vision tokens, each the (x, y) expectation of a spatial softmax over the first conv
+    layer's map (0 disables). They hand the transformer object coordinates directly."""
     d_model: int = 128
     """Width of the language backbone (and of vision tokens)."""
     n_heads: int = 4
@@ -90,6 +93,8 @@ class VLAConfig:
                 raise invalid(f"{name} {width} must be divisible by n_heads {self.n_heads}")
         if self.vocab_size < 16:
             raise invalid(f"vocab_size {self.vocab_size} is too small; use at least 16 (4096 is the default)")
+        if self.vision_keypoints < 0:
+            raise invalid(f"vision_keypoints must be >= 0, got {self.vision_keypoints}")
         for name in ("state_dim", "action_dim", "chunk", "max_words", "vision_channels", "language_layers", "action_layers", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise invalid(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -165,27 +170,55 @@ class Block(nn.Module):
 
 
 class VisionEncoder(nn.Module):
-    """uint8 images (B, H, W, 3) -> tokens (B, G*G, D) through strided 3x3 convs."""
+    """uint8 images (B, H, W, 3) -> tokens (B, G*G + P, D): a strided-conv grid plus P keypoints.
+
+    The input gets two coordinate channels (CoordConv) and the first conv map also feeds a
+    spatial softmax (as in deep spatial autoencoders / diffusion policy): each keypoint token is
+    where one learned feature is on the image. Without these, a 32 px scene with small objects
+    and broad background variation was learned as "ignore the image" (state and words only).
+    """
 
     def __init__(self, cfg: VLAConfig):
         super().__init__()
         n_down = int(math.log2(cfg.image_size // cfg.vision_grid))
-        layers: list[nn.Module] = []
-        c_in = 3
+        c_in = 5  # RGB + (x, y) coordinates
+        convs: list[nn.Module] = []
         for _ in range(max(n_down, 1)):
             stride = 2 if n_down else 1
             # GroupNorm, not BatchNorm: no running statistics that a merge would have to average.
-            layers += [nn.Conv2d(c_in, cfg.vision_channels, 3, stride, 1), nn.GroupNorm(8, cfg.vision_channels), nn.GELU()]
+            convs.append(nn.Sequential(nn.Conv2d(c_in, cfg.vision_channels, 3, stride, 1), nn.GroupNorm(8, cfg.vision_channels), nn.GELU()))
             c_in = cfg.vision_channels
-        self.convs = nn.Sequential(*layers)
+        self.convs = nn.ModuleList(convs)
         self.proj = nn.Conv2d(cfg.vision_channels, cfg.d_model, 1)
-        self.pos = nn.Parameter(torch.zeros(1, cfg.vision_grid**2, cfg.d_model))
+        self.n_keypoints = cfg.vision_keypoints
+        if self.n_keypoints:
+            self.keypoint_maps = nn.Conv2d(cfg.vision_channels, self.n_keypoints, 1)
+            self.keypoint_in = nn.Linear(2, cfg.d_model)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.vision_grid**2 + self.n_keypoints, cfg.d_model))
         nn.init.normal_(self.pos, std=0.02)
+
+    @staticmethod
+    def _coords(h: int, w: int, device) -> torch.Tensor:
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device), indexing="ij")
+        return torch.stack([xs, ys])  # (2, h, w)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
-        x = self.proj(self.convs(x))  # (B, D, G, G)
-        return x.flatten(2).transpose(1, 2) + self.pos  # (B, G*G, D)
+        B, _, H, W = x.shape
+        x = torch.cat([x, self._coords(H, W, x.device).expand(B, -1, -1, -1)], dim=1)  # (B, 5, H, W)
+        first = None
+        for conv in self.convs:
+            x = conv(x)
+            first = x if first is None else first  # (B, C, H/2, W/2)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, G*G, D)
+        if self.n_keypoints:
+            logits = self.keypoint_maps(first)  # (B, P, h, w)
+            h, w = logits.shape[-2:]
+            attn = logits.flatten(2).softmax(-1)  # (B, P, h*w)
+            grid = self._coords(h, w, x.device).flatten(1)  # (2, h*w)
+            xy = attn @ grid.T  # (B, P, 2) expected position of each feature
+            tokens = torch.cat([tokens, self.keypoint_in(xy)], dim=1)  # (B, G*G + P, D)
+        return tokens + self.pos
 
 
 class LanguageBackbone(nn.Module):
