@@ -80,10 +80,17 @@ class StepCheck:
     merge_diff: Optional[WeightDiff]
     alpha: Any
     seconds: float
+    recorded_code: str = ""  # code version the step was recorded with
+    code: str = ""  # code version of this replay
 
     @property
     def reproduced(self) -> bool:
         return self.merge_hash == self.recorded_hash and self.finetune != "differs"
+
+    @property
+    def code_note(self) -> str:
+        same = not self.recorded_code or self.recorded_code == self.code
+        return "" if same else f" (recorded with code {self.recorded_code}, replayed with {self.code})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +214,10 @@ def replay(
         work = Path(tmp)
         if not changes:
             say(f"replaying {' -> '.join(tasks)} from {first.name} with the recorded recipes (verifying the weight hashes)")
-            checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say) for i, s in enumerate(chain)]
+            try:
+                checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say) for i, s in enumerate(chain)]
+            except RegistryError as e:
+                raise RegistryError(f"{e}{_code_hint(chain)}", e.code) from None
             return ReplayResult(list(tasks), first.name, False, {}, checks, None, [])
         branch = _branch_name(registry, branch, tasks, start_v.name)
         say(f"replaying {' -> '.join(tasks)} from {start_v.name} onto new branch {branch!r} with " +
@@ -222,6 +232,12 @@ def replay(
             raise RegistryError(f"{e} (branch {branch!r} holds the first {len(done)} replayed step(s), up to {done[-1].new.name})",
                                 e.code) from None
         return ReplayResult(list(tasks), start_v.name, True, changes, [], branch, done)
+
+
+def _code_hint(chain: Sequence[ChainStep]) -> str:
+    """A note when the chain was recorded with other code: the usual reason a replay cannot run."""
+    recorded = sorted({s.run.recipe.get("code_version") for s in chain} - {None, code_version()})
+    return f" (the chain was recorded with code {', '.join(recorded)}; this is {code_version()})" if recorded else ""
 
 
 def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: str) -> str:
@@ -283,7 +299,8 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     if merged_hash != s.version.weight_hash:
         merge_diff = weight_diff(out.merged, registry.checkout(s.version.name, work / "recorded-merged"))
     return StepCheck(s.skill, s.version.name, s.parent.name, ft_state, ft_hash, recorded_ft_hash, ft_diff, merged_hash,
-                     s.version.weight_hash, merge_diff, s.run.alpha, round(time.perf_counter() - t0, 3))
+                     s.version.weight_hash, merge_diff, s.run.alpha, round(time.perf_counter() - t0, 3),
+                     s.run.recipe.get("code_version", ""), code_version())
 
 
 def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
@@ -364,7 +381,7 @@ def ensure_reproduced(result: ReplayResult) -> None:
         if not c.reproduced:
             what = c.finetune_diff.text() if c.finetune == "differs" and c.finetune_diff else (c.merge_diff.text() if c.merge_diff else "hash differs")
             stage = "finetune" if c.finetune == "differs" else "merge"
-            raise invalid_state(f"replay of {c.skill} did not reproduce {c.recorded}: the {stage} differs ({what})")
+            raise invalid_state(f"replay of {c.skill} did not reproduce {c.recorded}: the {stage} differs ({what}){c.code_note}")
 
 
 __all__ = ["replay", "recorded_chain", "weight_diff", "ReplayResult", "StepCheck", "ReplayedStep", "ensure_reproduced"]

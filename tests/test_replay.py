@@ -104,9 +104,11 @@ def test_a_step_that_differs_is_reported_as_an_error(tmp_path):
     a = save_tiny_model(tmp_path / "a", seed=0)
     b = save_tiny_model(tmp_path / "b", seed=1)
     diff = weight_diff(a, b)
-    check = StepCheck("plates", "v1", "v0", "differs", "sha256:x", "sha256:y", diff, "sha256:m", "sha256:n", None, 0.5, 1.0)
+    check = StepCheck("plates", "v1", "v0", "differs", "sha256:x", "sha256:y", diff, "sha256:m", "sha256:n", None, 0.5, 1.0,
+                      "0.1.0+git.aaa", "0.1.0+git.bbb")
     res = ReplayResult(["plates"], "v0", False, {}, [check], None, [])
     assert not res.reproduced
     with pytest.raises(RegistryError) as e:
         ensure_reproduced(res)
     assert "the finetune differs" in str(e.value) and diff.worst in str(e.value)
+    assert "recorded with code 0.1.0+git.aaa, replayed with 0.1.0+git.bbb" in str(e.value)

@@ -172,7 +172,7 @@ def replay_text(res) -> str:
                 mg = f"merge (alpha {_alpha_text(c.alpha)}) reproduced {c.recorded} bit for bit ({c.recorded_hash[:19]}...)"
             else:
                 mg = f"merge (alpha {_alpha_text(c.alpha)}) DIFFERS from {c.recorded}: {c.merge_diff.text() if c.merge_diff else 'hash differs'}"
-            out.append(f"  {c.skill} on {c.parent}: {ft}; {mg} [{c.seconds:.1f}s]")
+            out.append(f"  {c.skill} on {c.parent}: {ft}; {mg} [{c.seconds:.1f}s]" + ("" if c.reproduced else c.code_note))
         ok = res.reproduced
         out.append(("reproduced every recorded weight hash bit for bit" if ok else "NOT reproduced: see the differing step above")
                    + "; nothing was committed.")
