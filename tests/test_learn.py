@@ -154,3 +154,17 @@ def test_demos_from_an_fsspec_url(tmp_path):
     with pytest.raises(RegistryError, match="do not exist"):
         learn(reg, "plates", fast_options(alpha="0.5"), demos="memory://demo-bucket/nothing-here")
     reg.close()
+
+
+def test_learn_and_replay_on_postgresql(postgres_url, tmp_path):
+    """The same loop against PostgreSQL (a throw-away database), as a team would run it."""
+    from retain.replay import replay
+
+    reg = tiny_registry(tmp_path, db_url=postgres_url)
+    try:
+        res = learn(reg, "plates", fast_options(alpha="0.5"))
+        assert res.version.name == "v1" and reg.head().name == "v1"
+        assert replay(reg, ["plates"]).reproduced
+        assert reg.verify().ok
+    finally:
+        reg.close()
