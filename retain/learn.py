@@ -219,7 +219,8 @@ def code_version() -> str:
 def require_head(registry, ref: str) -> Version:
     head = registry.head(ref)
     if head is None:
-        raise not_found(f"ref {ref!r} does not exist; create it with `retain base import` / `retain init`, or pass --ref main")
+        raise not_found(f"ref {ref!r} does not exist; learn on an existing ref (see `retain lineage`) or put a base there first "
+                        f"(`retain base import PATH --ref {ref}` or `retain pretrain --ref {ref}`)")
     return head
 
 
