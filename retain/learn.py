@@ -518,7 +518,10 @@ def learn(
         timings = {**{k: v for k, v in timer.timings.items() if k == "demos"}, **step.timings, "delta": timer.timings["delta"]}
         say(f"committing: alpha {alpha_key(step.alpha)} onto {ref} (expected head {head.name})")
         with timer("commit"):
-            demo_set = registry.put_demo_set(task, d.folder, source=d.source, episodes=d.episodes, frames=len(d.frames)) if d else None
+            demo_set = None
+            if d is not None:
+                registry.ensure_skill(task, instructions=list(dict.fromkeys(d.frames.tasks)))
+                demo_set = registry.put_demo_set(task, d.folder, source=d.source, episodes=d.episodes, frames=len(d.frames))
             timings["total"] = round(time.perf_counter() - t0, 3)
             run = NewLearnRun(skill=task, demo_set_id=demo_set.id if demo_set else None, recipe=recipe, delta_dir=str(work / "delta"),
                               alpha=step.alpha, sweep=step.sweep, timings=timings)

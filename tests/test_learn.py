@@ -45,6 +45,8 @@ def test_learn_commits_one_version_with_everything_replay_needs(chain):
     assert {"finetune", "select", "evaluate", "total"} <= set(run.timings)
     ds = reg.demo_set(run.demo_set_id)
     assert (ds.skill, ds.episodes) == ("plates", 4)
+    skill = next(s for s in reg.skills() if s.name == "plates")
+    assert skill.instructions and all(isinstance(i, str) and i for i in skill.instructions)
 
 
 def test_scores_cover_id_every_ood_family_and_the_generalist_suite(chain):
