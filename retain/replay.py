@@ -255,14 +255,18 @@ def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: s
     return check_plain_name("branch", name)
 
 
-def _demo_frames(registry, run: LearnRun, work: Path):
+def _demo_frames(registry, run: LearnRun, work: Path, parent: Version):
+    """The step's stored demos, refused with one line if they do not fit `parent`'s policy."""
     from retain.data.lerobot import read_dataset
+    from retain.finetune import policy_of
+    from retain.learn_demos import expected_shapes
     from retain.train import frames_from
 
     if run.demo_set_id is None:
         return None
+    expect = expected_shapes(*policy_of(parent.config)) if (parent.config or {}).get("policy") else {}
     folder = registry.fetch_demo_set(run.demo_set_id, work / "demos")
-    return frames_from(read_dataset(folder))
+    return frames_from(read_dataset(folder, **expect))
 
 
 def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> tuple[Path, str]:
@@ -283,7 +287,7 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     work.mkdir(parents=True)
     opts = LearnOptions.from_recipe(s.run.recipe)
     external = s.run.recipe.get("mode") == "external"
-    frames = None if external else _demo_frames(registry, s.run, work)
+    frames = None if external else _demo_frames(registry, s.run, work, s.parent)
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
     say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {alpha_key(s.run.alpha) if isinstance(s.run.alpha, dict) else s.run.alpha})")
@@ -318,7 +322,7 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         source = None
         if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining
             source, _ = _stored_finetuned(registry, s.run, registry.checkout(parent.name, step_work / "p"), step_work)
-        frames = None if source is not None else _demo_frames(registry, s.run, step_work)
+        frames = None if source is not None else _demo_frames(registry, s.run, step_work, parent)
         say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
         t0 = time.perf_counter()
         requested = alpha if alpha is not None else alpha_spec(s.run.alpha)  # default: the recorded alpha

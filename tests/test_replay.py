@@ -112,3 +112,19 @@ def test_a_step_that_differs_is_reported_as_an_error(tmp_path):
         ensure_reproduced(res)
     assert "the finetune differs" in str(e.value) and diff.worst in str(e.value)
     assert "recorded with code 0.1.0+git.aaa, replayed with 0.1.0+git.bbb" in str(e.value)
+
+
+def test_rebasing_onto_a_policy_the_demos_do_not_fit_is_one_line(chain):
+    reg, root = chain
+    from learn_support import TINY
+    from retain.policies import get_policy
+
+    adapter = get_policy("builtin-vla")
+    other = {**TINY, "state_dim": 7}
+    adapter.save(adapter.build(other), root / "base-s7")
+    v = reg.import_base(root / "base-s7", name="s7", ref="s7", config={"policy": "builtin-vla", "policy_config": other})
+    before = registry_state(reg)
+    r = cli(root, "replay", "plates", "--from", v.name, "-q")
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 4 and len(lines) == 1 and "observation.state has 5 values per frame, the policy needs 7" in lines[0], r.output
+    assert registry_state(reg) == before
