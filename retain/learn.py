@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from registry.errors import invalid, not_found
 from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
-from retain.learn_demos import Demos, expected_shapes, load_demos
+from retain.learn_demos import Demos, check_builtin, expected_shapes, load_demos
 from retain.learn_scoring import GENERALIST, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
 from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy
 
@@ -491,6 +491,8 @@ def learn(
     say = say or (_stderr if progress else _quiet)
     check_plain_name("skill", task)
     head = require_head(registry, ref)
+    if demos is None and finetuned is None:
+        check_builtin(task)
     if opts.eval_cmd:
         from retain.external_eval import command_for
 
@@ -499,6 +501,9 @@ def learn(
         raise not_found(f"--finetuned {finetuned} does not exist; pass a safetensors file or folder")
     if finetuned is None:
         adapter, policy_config = policy_of(head.config)
+    if opts.alpha == "auto" and not opts.eval_cmd and not (head.config.get("policy") and task in sim_skills()):
+        raise invalid(f"cannot choose alpha for {task!r}: the simulator cannot score it; pass --eval-cmd 'CMD {{checkpoint}}' "
+                      "(your evaluator) or a fixed --alpha such as 0.5")
     if not opts.eval_cmd and head.config.get("policy") and opts.val_family not in ood_families():
         raise invalid(f"validation family {opts.val_family!r} is not one of the simulator's: {', '.join(ood_families())}")
     t0 = time.perf_counter()

@@ -32,8 +32,7 @@ def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 5
     from retain.train import frames_from
 
     if demos is None:
-        if task not in sim_skills():
-            raise invalid(f"unknown task {task!r} and no --demos; pass --demos PATH (a LeRobot folder or URL) or use one of {', '.join(sim_skills())}")
+        check_builtin(task)
         folder = work / "demos"
         say(f"collecting {episodes} expert demos of {task} (setting id, seed {seed})")
         collect_builtin_demos(task, episodes, seed, folder)
@@ -45,6 +44,12 @@ def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 5
     if len(frames) == 0:
         raise invalid(f"the demo set {source} is empty (0 frames); record at least one episode")
     return Demos(folder, frames, source, frames.episodes)
+
+
+def check_builtin(task: str) -> None:
+    """Without --demos only the simulator's skills have demos to collect."""
+    if task not in sim_skills():
+        raise invalid(f"unknown task {task!r} and no --demos; pass --demos PATH (a LeRobot folder or URL) or use one of {', '.join(sim_skills())}")
 
 
 def collect_builtin_demos(task: str, episodes: int, seed: int, dest: Path) -> Path:

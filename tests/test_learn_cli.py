@@ -92,6 +92,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "image shape": (["plates", "--demos", _dataset(tmp / "i16", image=16)], "images are 16x16"),
         "empty demos": (["plates", "--demos", _empty_dataset(tmp / "empty")], "is empty"),
         "missing demos": (["plates", "--demos", str(tmp / "nowhere")], "do not exist"),
+        "auto alpha nobody can score": (["my-skill", "--demos", _dataset(tmp / "ok")], "cannot choose alpha for 'my-skill'"),
         "mix too big": (["plates", "--mode", "co-ft", "--mix", "1.5"], "--mix 1.5 is outside [0, 1]"),
         "mix negative": (["plates", "--mix", "-0.2"], "outside [0, 1]"),
         "empty grid": (["plates", "--alpha-grid", ""], "alpha grid"),

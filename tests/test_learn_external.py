@@ -74,6 +74,6 @@ def test_a_base_without_policy_config_is_learned_with_outside_weights_only(setup
     assert r.exit_code == 0, r.output
     assert "alpha 0.5 chosen on ood:external" in r.output
     assert {(s.skill, s.split) for s in reg.scores("v1")} == {("fold-towel", "ood:external")}
-    r2 = _learn(tmp / "home", "fold-towel")
+    r2 = _learn(tmp / "home", "plates")
     assert r2.exit_code != 0 and "records no policy config" in r2.output
     reg.close()
