@@ -360,11 +360,12 @@ def run_step(
     from retain.partitions import get_partition_map
 
     timer = _Timer()
+    bars = progress and sys.stderr.isatty()  # stage lines go to logs too; bars only to a terminal
     work.mkdir(parents=True, exist_ok=True)
     with timer("checkout"):
         parent_dir = registry.checkout(parent.name, work / "parent")
     scorer = Scorer(parent.config, episodes=opts.episodes, seed=opts.eval_seed, validation_family=opts.val_family,
-                    eval_cmd=opts.eval_cmd, progress=progress)
+                    eval_cmd=opts.eval_cmd, progress=bars)
     preset = opts.preset or (scorer.adapter.partition_preset if scorer.adapter else None)
     if preset is None:
         raise invalid(f"{parent.name} records no policy, so its partition is unknown; pass --preset (e.g. openpi-pi0)")
@@ -382,10 +383,10 @@ def run_step(
         say(f"finetuning {parent.name} on {skill} ({recipe.mode}, {recipe.steps} steps, lr {recipe.lr:g}, seed {recipe.seed}"
             + (f", {recipe.nproc} processes" if recipe.nproc > 1 else "") + ")")
         with timer("finetune"):
-            ft_dir = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=progress).checkpoint
+            ft_dir = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=bars).checkpoint
     with timer("select"):
         chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=alpha_spec(alpha_override))
-        alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, progress, say)
+        alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, bars, say)
     merged = cands.pop(alpha_key(alpha))
     for other in cands.values():  # candidates of a multi-GB model add up: keep only the chosen merge
         shutil.rmtree(other, ignore_errors=True)
@@ -478,7 +479,7 @@ def learn(
         task: the skill name (a built-in simulator skill, or any name with `demos`).
         demos: a LeRobot-format folder or fsspec URL (default: built-in expert demos for built-in tasks).
         finetuned: weights finetuned elsewhere from the head's weights: skips the finetune.
-        progress: progress bars and stage lines on stderr.
+        progress: stage lines on stderr, and progress bars when stderr is a terminal.
     Returns:
         LearnResult with the committed version, alpha, sweep, scores and timings.
     Raises:
