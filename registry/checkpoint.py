@@ -265,12 +265,13 @@ def weight_hash(ckpt: Checkpoint) -> str:
     h = hashlib.sha256()
     for name in ckpt.names:
         spec = ckpt.specs[name]
-        h.update(_spec_line(spec))
+        h.update(spec_line(spec))
         h.update(ckpt.read(name))
     return "sha256:" + h.hexdigest()
 
 
-def _spec_line(spec: TensorSpec) -> bytes:
+def spec_line(spec: TensorSpec) -> bytes:
+    """One tensor's entry in the canonical weight hash (what precedes its bytes)."""
     return json.dumps([spec.name, spec.dtype, list(spec.shape), spec.nbytes]).encode() + b"\n"
 
 
@@ -360,9 +361,16 @@ class CheckpointWriter:
         else:
             self.abort()
 
-    def _open_shard(self, i: int) -> None:
+    def _close_shard(self) -> None:
+        # Every shard reaches the disk before the rename publishes it, not only the last one.
         if self._handle:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
             self._handle.close()
+            self._handle = None
+
+    def _open_shard(self, i: int) -> None:
+        self._close_shard()
         header: dict = {"__metadata__": self.metadata}
         offset = 0
         for spec in self.shards[i]:
@@ -408,13 +416,9 @@ class CheckpointWriter:
             raise ValueError(f"checkpoint incomplete: {len(self._order) - self._next} tensors not written")
         if self._shard_i < 0:  # a checkpoint with no tensors still gets its (empty) file
             self._open_shard(0)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        self._handle = None
-        for i in range(self._shard_i + 1, len(self.shards)):
+        for i in range(self._shard_i + 1, len(self.shards)):  # trailing shards of empty tensors
             self._open_shard(i)
-            self._handle.close()
+        self._close_shard()
         if self.single_file:
             os.replace(self._tmp / self.dest.name, self.dest)
             os.rmdir(self._tmp)
@@ -422,7 +426,10 @@ class CheckpointWriter:
             if len(self.shards) > 1:
                 weight_map = {s.name: self._shard_names[i] for i, shard in enumerate(self.shards) for s in shard}
                 index = {"metadata": {"total_size": sum(s.nbytes for s in self._specs.values())}, "weight_map": weight_map}
-                (self._tmp / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True))
+                with open(self._tmp / INDEX_NAME, "w") as f:
+                    f.write(json.dumps(index, indent=2, sort_keys=True))
+                    f.flush()
+                    os.fsync(f.fileno())
             os.rename(self._tmp, self.dest)
         self._done = True
         return self.dest

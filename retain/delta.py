@@ -38,7 +38,7 @@ from registry.checkpoint import (
     Checkpoint,
     CheckpointWriter,
     TensorSpec,
-    _spec_line,
+    spec_line,
     open_checkpoint,
 )
 from registry.errors import corrupt, invalid
@@ -88,7 +88,7 @@ class _Hasher:
         self.h = hashlib.sha256()
 
     def start(self, spec: TensorSpec) -> None:
-        self.h.update(_spec_line(spec))
+        self.h.update(spec_line(spec))
 
     def update(self, chunk) -> None:
         self.h.update(chunk)
