@@ -24,7 +24,7 @@ from retain.train import DemoFrames, TrainReport
 
 POLICY = "builtin-vla"
 ASSETS = Path(__file__).parent / "assets"
-SHIPPED_BASE = ASSETS / "base"
+SHIPPED_BASE = ASSETS / "base.safetensors"  # one file, so package-data "assets/*" ships it
 SHIPPED_MANIFEST = ASSETS / "base.json"
 RECIPE_VERSION = 1  # bump when pretraining code changes what a recipe produces
 
@@ -170,8 +170,11 @@ def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = 
     with open_checkpoint(result.weights_dir) as ckpt:
         digest = weight_hash(ckpt)
     ASSETS.mkdir(exist_ok=True)
-    shutil.rmtree(SHIPPED_BASE, ignore_errors=True)
-    shutil.copytree(result.weights_dir, SHIPPED_BASE)
+    from registry.checkpoint import resolve_files
+
+    (src,) = resolve_files(result.weights_dir)
+    shutil.copyfile(src, SHIPPED_BASE)
+    SHIPPED_BASE.chmod(0o644)
     manifest = {
         "config": version_config(result.recipe),
         "recipe": result.recipe.to_dict(),

@@ -1,0 +1,95 @@
+"""Pretraining (tiny config, seconds), the shipped base's hash, and the pretrain/eval commands."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import cli as root
+from registry.checkpoint import open_checkpoint, weight_hash
+from retain import sim
+from retain.pretrain import SHIPPED_MANIFEST, PretrainRecipe, collect_frames, pretrain, shipped_base
+
+
+def _hash(path) -> str:
+    with open_checkpoint(path) as ckpt:
+        return weight_hash(ckpt)
+
+
+def test_collect_gives_frames_of_successful_episodes_in_time_order():
+    data = collect_frames(["reach-object", "put-in-bowl"], "pretrain", episodes=6, seed=0, noise=0.1)
+    assert data.episodes == 6
+    assert data.images.shape[1:] == (sim.IMAGE_SIZE, sim.IMAGE_SIZE, 3) and data.images.dtype == np.uint8
+    assert data.state.shape[1] == sim.STATE_DIM and data.action.shape[1] == sim.ACTION_DIM
+    assert np.all(np.diff(data.episode_index) >= 0)
+    assert {data.tasks[t].split()[0] for t in data.task_index}  # every frame names its instruction
+    again = collect_frames(["reach-object", "put-in-bowl"], "pretrain", episodes=6, seed=0, noise=0.1)
+    assert np.array_equal(data.images, again.images) and data.tasks == again.tasks
+
+
+def test_tiny_pretrain_is_deterministic(tmp_path):
+    recipe = PretrainRecipe.preset("tiny", seed=3)
+    a = pretrain(recipe, tmp_path / "a")
+    b = pretrain(recipe, tmp_path / "b")
+    c = pretrain(PretrainRecipe.preset("tiny", seed=4), tmp_path / "c")
+    assert _hash(a.weights_dir) == _hash(b.weights_dir) != _hash(c.weights_dir)
+    assert a.frames > 0 and a.report.steps == recipe.steps
+
+
+def test_shipped_base_matches_its_recorded_hash():
+    manifest = json.loads(SHIPPED_MANIFEST.read_text())
+    base = shipped_base()  # raises if the bytes differ from the recorded hash
+    assert base.weight_hash == manifest["weight_hash"] == _hash(base.weights_dir)
+    assert base.recipe == PretrainRecipe.preset("default")  # `retain pretrain` defaults replay it
+    from retain.policies import get_policy
+
+    get_policy(base.config["policy"]).load(base.weights_dir, base.config["policy_config"])
+
+
+@pytest.fixture
+def run(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    runner.invoke(root, ["--home", home, "init"], catch_exceptions=False)
+
+    def invoke(*args: str):
+        return runner.invoke(root, ["--home", home, *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_pretrain_then_eval_records_scores(run):
+    res = run("pretrain", "--config", "tiny", "--episodes", "12", "--steps", "5", "--seed", "1", "--json")
+    assert res.exit_code == 0, res.output
+    version = json.loads(res.output)["version"]
+    res = run("show", version, "--json")
+    shown = json.loads(res.output)
+    assert "pretrain" in json.dumps(shown) and '"episodes": 12' in json.dumps(shown)
+    res = run("eval", version, "--skill", "plates", "--split", "ood:position", "-n", "3", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["scores"]
+    assert [(r["split"], r["episodes"]) for r in rows] == [("ood:position", 3)]
+    res = run("scores", version, "--json")
+    assert "ood:position" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "v99", "--split", "generalist"], "v99"),
+        (["eval", "main", "--skill", "juggling"], "unknown skill 'juggling'"),
+        (["eval", "main", "--skill", "plates", "--split", "sideways"], "unknown split 'sideways'"),
+        (["eval", "main", "--skill", "plates", "-n", "0"], "-n must be at least 1"),
+        (["eval", "main", "--split", "id"], "needs a skill"),
+        (["pretrain", "--config", "huge"], "unknown pretrain config 'huge'"),
+        (["pretrain", "--config", "tiny", "--episodes", "0"], "--episodes must be at least 1"),
+        (["pretrain", "--config", "tiny", "--steps", "-3"], "--steps must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_clear_line(run, args, message):
+    res = run(*args)
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.output
