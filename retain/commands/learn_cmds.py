@@ -62,7 +62,9 @@ def learn_text(res) -> str:
     if cands:
         fam = res.validation_family
         seen = "  ".join(f"{_alpha_text(p['alpha'])}: {_pct(p['scores'][fam]['rate'])}" for p in cands)
-        out.append(f"alpha {_alpha_text(res.alpha)} chosen on {fam} (ties go to the smaller alpha); sweep: {seen}")
+        tied = len(cands) > 1 and len({p["scores"][fam]["successes"] for p in cands}) == 1
+        why = "every candidate tied, so the one keeping most of the parent" if tied else "ties go to the smaller alpha"
+        out.append(f"alpha {_alpha_text(res.alpha)} chosen on {fam} ({why}); sweep: {seen}")
     else:
         out.append(f"alpha {_alpha_text(res.alpha)} (fixed)")
     if res.held_out:
