@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any, Callable, Sequence, Union
 
@@ -193,7 +192,3 @@ def alpha_to_json(alpha: Alpha) -> Alpha:
     if isinstance(alpha, dict):
         return {k: float(alpha[k]) for k in sorted(alpha)}
     return float(alpha)
-
-
-def describe(alpha: Alpha) -> str:
-    return alpha_key(alpha) if isinstance(alpha, dict) else json.dumps(float(alpha))
