@@ -1,0 +1,39 @@
+"""The testbed report's arithmetic (benchmarks/testbed.py): pooling, the verdict, paired counts."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import testbed  # noqa: E402
+
+FAMS = ["ood:position", "ood:object"]
+
+
+def _row(seed, alpha, idk, oods, gen):
+    row = {"seed": seed, "skill": "plates", "alpha": alpha, "id": [idk, 10], "generalist": [gen, 10], "outcomes": {}}
+    for fam, k in zip(FAMS, oods):
+        row[fam] = [k, 10]
+        row["outcomes"][fam] = "1" * k + "0" * (10 - k)
+    return row
+
+
+def test_inverted_u_is_detected_and_paired_counts_add_up():
+    alphas = [0.0, 0.5, 1.0]
+    rows = [_row(0, 0.0, 0, [1, 1], 9), _row(0, 0.5, 6, [5, 4], 8), _row(0, 1.0, 9, [2, 1], 3)]
+    summary = testbed.summarise(rows, ["plates"], alphas, ["id", *FAMS])
+    assert summary["plates"]["0.5"]["ood"] == 0.45 and summary["plates"]["1.0"]["id"] == 0.9
+    v = testbed.check(summary, ["plates"], alphas, FAMS)["plates"]
+    assert v["base_near_zero"] and v["ft_id_at_least_0.7"] and v["ft_ood_gap_at_least_0.25"]
+    assert v["ft_generalist_drops"] and v["best_mid_alpha"] == 0.5 and v["inverted_u_on_ood"]
+    assert v["merge_keeps_generalist"] and v["inverted_u_every_seed"]
+    p = testbed.paired(rows, "plates", 0.5, alphas, FAMS)
+    assert p["vs_alpha_1"] == {"mid_only": 6, "end_only": 0, "z": round(6 / 6**0.5, 2)}
+
+
+def test_monotone_ood_is_not_an_inverted_u():
+    alphas = [0.0, 0.5, 1.0]
+    rows = [_row(0, 0.0, 0, [0, 0], 9), _row(0, 0.5, 5, [1, 1], 8), _row(0, 1.0, 9, [3, 3], 3)]
+    summary = testbed.summarise(rows, ["plates"], alphas, ["id", *FAMS])
+    assert not testbed.check(summary, ["plates"], alphas, FAMS)["plates"]["inverted_u_on_ood"]
