@@ -20,21 +20,21 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from registry import db, refs
-from registry.config import Locations, redact, resolve_locations
+from registry import db, reader, refs
+from registry.config import Locations, redact, require_registry_file, resolve_locations
 from registry.errors import RegistryError, corrupt, invalid, invalid_state, not_found, unavailable
 from registry.models import (
-    Blob, DemoSetRow, Folder, FolderFile, LearnRunRow, RefLogRow, RefRow, ScoreRow, SkillRow, VersionRow, utcnow,
+    Blob, DemoSetRow, Folder, FolderFile, LearnRunRow, ScoreRow, SkillRow, VersionRow, utcnow,
 )
+from registry.reader import as_utc as _aware
 from registry.records import (
-    DemoSet, GcReport, LearnRun, Lineage, LineageEdge, NewLearnRun, NewScore, RefLogEntry, Score, Skill, StoredFile,
-    Version, VersionDetail, VerifyReport,
+    DemoSet, GcReport, NewLearnRun, NewScore, RefLogEntry, Skill, Version, VerifyReport,
 )
 from registry.stats import wilson_interval
 from registry.store import BlobStore, FolderManifest, folder_listing
@@ -44,9 +44,15 @@ FAULT_PAUSE_ENV = "RETAIN_FAULT_PAUSE_AFTER_BLOBS"  # test hook: seconds to slee
 COMMIT_RETRIES = 5
 DEFAULT_GC_GRACE = 3600.0
 
+T = TypeVar("T")
 
-class Registry:
-    """A registry: a database (SQLAlchemy URL) plus a blob store (fsspec URL)."""
+
+class Registry(reader.Queries):
+    """A registry: a database (SQLAlchemy URL) plus a blob store (fsspec URL).
+
+    Queries (head, resolve, lineage, log, show, scores, learn_runs) are registry.reader's SQL on
+    a raw connection of the engine, the same code the lean `retain lineage` path runs.
+    """
 
     def __init__(self, locations: Locations, engine, store: Optional[BlobStore] = None):
         self.locations = locations
@@ -72,8 +78,8 @@ class Registry:
         """
         loc = resolve_locations(home, db_url, store_url)
         sqlite_file = loc.sqlite_path
-        if sqlite_file is not None and not create and not sqlite_file.exists():
-            raise not_found(f"no registry at {loc.home if sqlite_file.parent == loc.home else sqlite_file}; run `retain init` (or pass --home / RETAIN_HOME)")
+        if not create:
+            require_registry_file(loc)
         store = BlobStore(loc.store_url) if create else None
         if create:
             try:
@@ -111,18 +117,18 @@ class Registry:
 
     # ------------------------------------------------------------------------------ reading
 
-    def head(self, ref: str = "main") -> Optional[Version]:
-        with db.read_session(self.engine) as s:
-            vid = s.execute(select(RefRow.version_id).where(RefRow.name == ref)).scalar()
-            return None if vid is None else _version(s, s.get(VersionRow, vid))
-
-    def resolve(self, spec: str) -> Version:
-        """A version by name ("v3") or by ref ("main")."""
-        with db.read_session(self.engine) as s:
-            return _version(s, _resolve_row(s, spec))
-
-    def versions(self) -> list[Version]:
-        return self.lineage().versions
+    def _read(self, query: Callable[..., T], *args: Any) -> T:
+        """Run one of registry.reader's queries in a consistent snapshot on a pooled connection."""
+        try:
+            raw = self.engine.raw_connection()
+        except OperationalError as e:
+            raise unavailable(db._unreachable(self.engine, e)) from None
+        try:
+            d = reader.Db(raw.driver_connection, self.engine.dialect.name, str(self.engine.url), self.engine.dialect.loaded_dbapi)
+            with d.snapshot():
+                return query(d, *args)
+        finally:
+            raw.close()
 
     # ------------------------------------------------------------------------------ committing
 
@@ -191,7 +197,7 @@ class Registry:
             _add_scores(s, row, scores)
             refs.move(s, ref, expected_id, row.id, action=how, reason=message)
             s.flush()
-            return _version(s, row)
+            return reader.version_by_id(_db(s), row.id)
 
         return self._write(tx)
 
@@ -210,14 +216,13 @@ class Registry:
         def tx(s: Session) -> Optional[RefLogEntry]:
             current = refs.lock_head(s, ref)
             if current is None:
-                raise not_found(f"ref '{ref}' does not exist{_known_refs(s)}; see `retain lineage`")
+                raise not_found(f"ref '{ref}' does not exist{reader.known_refs(_db(s))}; see `retain lineage`")
             target = _resolve_row(s, version)
             if target.id == current:
                 return None
             refs.move(s, ref, current, target.id, action="rollback", reason=reason or "")
             s.flush()
-            last = s.execute(select(RefLogRow).where(RefLogRow.ref == ref).order_by(RefLogRow.id.desc()).limit(1)).scalar_one()
-            return _log_entry(last, _numbers(s))
+            return reader.log(_db(s), ref, limit=1)[0]
 
         return self._write(tx)
 
@@ -319,73 +324,6 @@ class Registry:
         return dest
 
     # ------------------------------------------------------------------------------ queries
-
-    def lineage(self) -> Lineage:
-        with db.read_session(self.engine) as s:
-            rows = s.execute(select(VersionRow).order_by(VersionRow.number)).scalars().all()
-            numbers = {r.id: r.number for r in rows}
-            ref_map: dict[int, list[str]] = {}
-            ref_names = {}
-            for name, vid in s.execute(select(RefRow.name, RefRow.version_id).order_by(RefRow.name)):
-                ref_map.setdefault(vid, []).append(name)
-                ref_names[name] = f"v{numbers[vid]}"
-            # Only the columns an edge shows: decoding every run's recipe and sweep would double the time.
-            runs = {rid: (alpha, sk) for rid, alpha, sk in s.execute(
-                select(LearnRunRow.result_id, LearnRunRow.alpha, SkillRow.name).join(SkillRow, SkillRow.id == LearnRunRow.skill_id))}
-            versions = [_version_from(r, numbers, ref_map) for r in rows]
-            edges = []
-            for r in rows:
-                if r.parent_id is None:
-                    continue
-                run = runs.get(r.id)
-                edges.append(LineageEdge(parent=f"v{numbers[r.parent_id]}", child=f"v{r.number}", how=r.how,
-                                         skill=run[1] if run else None, alpha=run[0] if run else None))
-            return Lineage(versions=versions, edges=edges, refs=ref_names)
-
-    def log(self, ref: Optional[str] = "main", limit: Optional[int] = None) -> list[RefLogEntry]:
-        """Moves of `ref` (all refs if None), newest first."""
-        with db.read_session(self.engine) as s:
-            q = select(RefLogRow).order_by(RefLogRow.id.desc())
-            if ref is not None:
-                if s.get(RefRow, ref) is None:
-                    raise not_found(f"ref '{ref}' does not exist{_known_refs(s)}")
-                q = q.where(RefLogRow.ref == ref)
-            if limit:
-                q = q.limit(limit)
-            numbers = _numbers(s)
-            return [_log_entry(r, numbers) for r in s.execute(q).scalars()]
-
-    def show(self, version: str) -> VersionDetail:
-        with db.read_session(self.engine) as s:
-            row = _resolve_row(s, version)
-            files = [StoredFile(f.path, f.blob, f.size) for f in
-                     s.execute(select(FolderFile).where(FolderFile.folder == row.weights).order_by(FolderFile.path)).scalars()]
-            run = s.execute(select(LearnRunRow).where(LearnRunRow.result_id == row.id)).scalars().first()
-            numbers = _numbers(s)
-            children = [f"v{n}" for n in s.execute(
-                select(VersionRow.number).where(VersionRow.parent_id == row.id).order_by(VersionRow.number)).scalars()]
-            return VersionDetail(version=_version(s, row), files=files,
-                                 learn_run=_learn_run(s, run, numbers) if run else None,
-                                 scores=_scores(s, row.id, numbers), children=children)
-
-    def scores(self, version_or_ref: Optional[str] = None) -> list[Score]:
-        """Scores of a version (default: head of main), by skill then split, oldest first."""
-        with db.read_session(self.engine) as s:
-            if version_or_ref is None:
-                vid = s.execute(select(RefRow.version_id).where(RefRow.name == "main")).scalar()
-                if vid is None:
-                    return []
-            else:
-                vid = _resolve_row(s, version_or_ref).id
-            return _scores(s, vid, _numbers(s))
-
-    def learn_runs(self) -> list[LearnRun]:
-        with db.read_session(self.engine) as s:
-            numbers = _numbers(s)
-            return [_learn_run(s, r, numbers) for r in s.execute(select(LearnRunRow).order_by(LearnRunRow.id)).scalars()]
-
-    def learn_run_for(self, version: str) -> Optional[LearnRun]:
-        return self.show(version).learn_run
 
     def skills(self) -> list[Skill]:
         with db.read_session(self.engine) as s:
@@ -641,64 +579,16 @@ def _learn_run_row(s: Session, run: NewLearnRun, parent: Optional[VersionRow], r
                        created_at=utcnow())
 
 
+def _db(s: Session) -> reader.Db:
+    """The session's own DB-API connection (inside its transaction), for registry.reader's queries."""
+    conn = s.connection()
+    return reader.Db(conn.connection.driver_connection, conn.dialect.name, str(conn.engine.url), conn.dialect.loaded_dbapi)
+
+
 def _resolve_row(s: Session, spec: str) -> VersionRow:
-    if not spec:
-        raise invalid("no version given; name one like v3 or a ref like main")
-    if spec[0] == "v" and spec[1:].isdigit():
-        row = s.execute(select(VersionRow).where(VersionRow.number == int(spec[1:]))).scalar()
-        if row is None:
-            latest = s.execute(select(func.max(VersionRow.number))).scalar()
-            have = f"latest is v{latest}" if latest is not None else "the registry has no versions yet"
-            raise not_found(f"version {spec} does not exist ({have}); see `retain lineage`")
-        return row
-    vid = s.execute(select(RefRow.version_id).where(RefRow.name == spec)).scalar()
-    if vid is None:
-        raise not_found(f"'{spec}' is neither a version (v0, v1, ...) nor a ref{_known_refs(s)}; see `retain lineage`")
-    return s.get(VersionRow, vid)
-
-
-def _known_refs(s: Session) -> str:
-    names = list(s.execute(select(RefRow.name).order_by(RefRow.name)).scalars())
-    return f" (refs: {', '.join(names)})" if names else " (no refs yet)"
-
-
-def _numbers(s: Session) -> dict[int, int]:
-    return dict(s.execute(select(VersionRow.id, VersionRow.number)).all())
-
-
-def _version(s: Session, row: VersionRow) -> Version:
-    parent = s.execute(select(VersionRow.number).where(VersionRow.id == row.parent_id)).scalar() if row.parent_id else None
-    ref_names = tuple(s.execute(select(RefRow.name).where(RefRow.version_id == row.id).order_by(RefRow.name)).scalars())
-    return _version_from(row, {row.parent_id: parent} if parent is not None else {}, {row.id: list(ref_names)})
-
-
-def _version_from(row: VersionRow, numbers: dict[int, int], ref_map: dict[int, list[str]]) -> Version:
-    return Version(name=f"v{row.number}", number=row.number,
-                   parent=f"v{numbers[row.parent_id]}" if row.parent_id is not None else None,
-                   weight_hash=row.weight_hash, how=row.how, created_at=_aware(row.created_at), config=row.config or {},
-                   recipe=row.recipe or {}, message=row.message or "", refs=tuple(ref_map.get(row.id, ())))
-
-
-def _learn_run(s: Session, r: LearnRunRow, numbers: dict[int, int]) -> LearnRun:
-    vname = lambda vid: f"v{numbers[vid]}" if vid is not None else None  # noqa: E731
-    return LearnRun(id=r.id, skill=s.get(SkillRow, r.skill_id).name, parent=vname(r.parent_id), result=vname(r.result_id),
-                    demo_set_id=r.demo_set_id, recipe=r.recipe, delta=f"sha256:{r.delta}" if r.delta else None,
-                    alpha=r.alpha, sweep=r.sweep, timings=r.timings, status=r.status, created_at=_aware(r.created_at))
-
-
-def _scores(s: Session, version_id: int, numbers: dict[int, int]) -> list[Score]:
-    q = select(ScoreRow, SkillRow.name).outerjoin(SkillRow, SkillRow.id == ScoreRow.skill_id).where(ScoreRow.version_id == version_id)
-    # Sorted here: databases disagree on where NULL (the generalist suite) sorts; it goes last.
-    rows = sorted(s.execute(q).all(), key=lambda rs: (rs[1] is None, rs[1] or "", rs[0].split, rs[0].id))
-    return [Score(version=f"v{numbers[r.version_id]}", skill=skill, split=r.split, successes=r.successes, episodes=r.episodes,
-                  rate=r.rate, ci_low=r.ci_low, ci_high=r.ci_high, evaluator=r.evaluator, created_at=_aware(r.created_at))
-            for r, skill in rows]
-
-
-def _log_entry(r: RefLogRow, numbers: dict[int, int]) -> RefLogEntry:
-    vname = lambda vid: f"v{numbers[vid]}" if vid is not None else None  # noqa: E731
-    return RefLogEntry(ref=r.ref, old=vname(r.old_version_id), new=vname(r.new_version_id), action=r.action, reason=r.reason,
-                       who=r.who, at=_aware(r.at))
+    """The row of a version named "v3" or pointed at by a ref (registry.reader's rules and messages)."""
+    s.flush()
+    return s.get(VersionRow, reader.resolve_id(_db(s), spec)[0])
 
 
 def _skill(r: SkillRow) -> Skill:
@@ -708,14 +598,6 @@ def _skill(r: SkillRow) -> Skill:
 def _demo_set(r: DemoSetRow, skill: str) -> DemoSet:
     return DemoSet(id=r.id, skill=skill, folder=f"sha256:{r.folder}", source=r.source, episodes=r.episodes, frames=r.frames,
                    fmt=r.format, created_at=_aware(r.created_at))
-
-
-def _aware(t):
-    import datetime as dt
-
-    if t is None:
-        return None
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
 def _from_ts(ts: float):

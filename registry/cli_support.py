@@ -38,3 +38,13 @@ def registry_from_ctx(ctx: click.Context, create: bool = False):
 
     root = ctx.find_root().obj or {}
     return Registry.open(home=root.get("home"), db_url=root.get("db_url"), store_url=root.get("store_url"), create=create)
+
+
+def reader_from_ctx(ctx: click.Context):
+    """Open the registry for a read-only query (lineage, log, scores, show): the lean reader,
+    which does not import SQLAlchemy, when the database is at the current schema; otherwise
+    the full Registry (which migrates). Both offer the same query methods and records."""
+    from registry.reader import open_reader
+
+    root = ctx.find_root().obj or {}
+    return open_reader(home=root.get("home"), db_url=root.get("db_url"), store_url=root.get("store_url"))

@@ -1,13 +1,14 @@
 """Registry commands: init, base import, lineage, log, show, scores, rollback, export, verify, gc, db.
 
 Only click is imported at module level; the database layer loads inside each command, and
-nothing here imports torch, so query commands start fast.
+nothing here imports torch. The query commands (lineage, log, show, scores) open the registry
+through registry.reader, which does not import SQLAlchemy either, so they start fast.
 """
 from __future__ import annotations
 
 import click
 
-from registry.cli_support import emit, json_option, registry_from_ctx, to_json
+from registry.cli_support import emit, json_option, reader_from_ctx, registry_from_ctx, to_json
 
 
 @click.command("init")
@@ -57,7 +58,7 @@ def lineage_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
     """
     from registry.render import LINEAGE_RENDERERS, lineage_dict
 
-    with registry_from_ctx(ctx) as reg:
+    with reader_from_ctx(ctx) as reg:
         lin = reg.lineage()
     if as_json or fmt == "json":
         click.echo(to_json(lineage_dict(lin)))
@@ -78,7 +79,7 @@ def log_cmd(ctx: click.Context, ref: str, all_refs: bool, limit: int | None, as_
     """
     from registry.render import log_text
 
-    with registry_from_ctx(ctx) as reg:
+    with reader_from_ctx(ctx) as reg:
         entries = reg.log(None if all_refs else ref, limit=limit)
     emit(entries, as_json, log_text)
 
@@ -94,7 +95,7 @@ def show_cmd(ctx: click.Context, version: str, as_json: bool) -> None:
     """
     from registry.render import show_text
 
-    with registry_from_ctx(ctx) as reg:
+    with reader_from_ctx(ctx) as reg:
         detail = reg.show(version)
     emit(detail, as_json, show_text)
 
@@ -110,7 +111,7 @@ def scores_cmd(ctx: click.Context, version: str | None, as_json: bool) -> None:
     """
     from registry.render import scores_text
 
-    with registry_from_ctx(ctx) as reg:
+    with reader_from_ctx(ctx) as reg:
         target = reg.resolve(version) if version else reg.head("main")
         scores = reg.scores(target.name) if target else []
     name = target.name if target else "main (no versions yet)"

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from registry.errors import not_found
+
 DEFAULT_HOME = ".retain"
 DB_FILE = "registry.db"
 STORE_DIR = "store"
@@ -45,3 +47,17 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
+
+
+def require_registry_file(loc: Locations) -> None:
+    """NOT_FOUND (saying how to make one) when the registry is a SQLite file that does not exist."""
+    path = loc.sqlite_path
+    if path is not None and not path.exists():
+        raise not_found(f"no registry at {loc.home if path.parent == loc.home else path}; run `retain init` (or pass --home / RETAIN_HOME)")
+
+
+def unreachable_message(url: str, exc: BaseException) -> str:
+    """The one line for a database that cannot be reached; `exc` is the driver's error."""
+    text = str(exc).strip()
+    detail = text.splitlines()[0] if text else type(exc).__name__
+    return f"cannot reach database {redact(url)}: {detail}; check --db / RETAIN_DB_URL and that the server is running"

@@ -16,13 +16,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
-from registry.config import redact
+from registry.config import redact, unreachable_message
 from registry.errors import invalid, unavailable
+from registry.reader import SCHEMA_HEAD, SQLITE_BUSY_S  # noqa: F401  (SCHEMA_HEAD lives with the lean reader)
 
-# The newest migration; open() skips Alembic entirely when the database is already there.
-# tests/test_registry_migrations.py checks this equals Alembic's head.
-SCHEMA_HEAD = "0002"
-SQLITE_BUSY_MS = 30_000
+SQLITE_BUSY_MS = int(SQLITE_BUSY_S * 1000)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -88,8 +86,7 @@ def current_revision(engine: Engine) -> Optional[str]:
 
 
 def _unreachable(engine: Engine, e: Exception) -> str:
-    detail = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(getattr(e, "orig", e)).strip() else type(e).__name__
-    return f"cannot reach database {redact(str(engine.url))}: {detail}; check --db / RETAIN_DB_URL and that the server is running"
+    return unreachable_message(str(engine.url), getattr(e, "orig", None) or e)
 
 
 def alembic_config(engine: Engine):
