@@ -1,4 +1,5 @@
-"""Query commands stay torch-free, and their renderings say what they should."""
+"""Query commands stay torch-free (and SQLAlchemy-free: registry/reader.py), and their renderings
+say what they should."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-heavy = sorted(m for m in ("torch", "retain", "numpy", "alembic") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "retain", "numpy", "alembic", "sqlalchemy") if m in sys.modules)
 print("MODULES " + json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
 """
 
@@ -40,11 +41,13 @@ def small_history(registry, make_checkpoint):
     return registry
 
 
-@pytest.mark.parametrize("args", [["lineage"], ["lineage", "--format", "dot"], ["scores", "v1"], ["log"], ["show", "v2"]])
-def test_query_commands_do_not_import_torch(small_history, args):
+@pytest.mark.parametrize("args", [["lineage"], ["lineage", "--format", "dot"], ["lineage", "--json"], ["scores"], ["scores", "v1"],
+                                  ["log"], ["log", "--json"], ["show", "v2"]])
+def test_query_commands_import_neither_torch_nor_sqlalchemy(small_history, args):
     argv = cli_argv(small_history, *args)
     probe = PROBE.format(cli=str(ROOT / "cli.py"))
     r = subprocess.run([sys.executable, "-c", probe, json.dumps(argv[2:])], capture_output=True, text=True, timeout=120)
+    assert "MODULES " in r.stderr, r.stderr
     info = json.loads(r.stderr.rsplit("MODULES ", 1)[1])
     assert info["code"] in (0, None), r.stderr
     assert info["heavy"] == [], f"{args} imported {info['heavy']}"
