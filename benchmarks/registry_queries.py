@@ -2,9 +2,13 @@
 
 Builds a registry through the Python API (tiny weights; every version a learn commit with a
 learn run, alpha and 15 scores; a rollback every 100 versions so the graph branches), then times
-`lineage`, `scores` and `log`:
+`lineage`, `scores`, `log` (and `show`):
   - end to end as subprocesses (`python cli.py ... <command>`: interpreter start, imports, open,
-    query, print), the figure a user feels;
+    query, print), the figure a user feels, set against two floors measured the same way:
+    `python -c pass` (the interpreter) and the import floor (python + the modules the lean query
+    path loads: click, cli, registry.commands/reader/render and the database driver);
+  - the same subprocess with the query commands sent through `Registry.open` (SQLAlchemy), the
+    path they took before registry/reader.py, for comparison;
   - in-process through click's CliRunner (open, query, render; imports already warm).
 Prints JSON, then a short table. Median and max over --repeat runs after one warm-up.
 
@@ -35,8 +39,19 @@ from registry.records import NewLearnRun, NewScore  # noqa: E402
 
 SKILLS = ["plates", "whiteboard", "pot-on-stove", "mugs-on-plates", "items-into-basket"]
 SPLITS = ["id", "ood:position", "ood:object"]
-COMMANDS = {"lineage": ["lineage"], "scores": ["scores"], "log": ["log"],
+COMMANDS = {"lineage": ["lineage"], "scores": ["scores"], "log": ["log"], "show main": ["show", "main"],
             "lineage --json": ["lineage", "--json"], "log --json": ["log", "--json"]}
+# The CLI with its query commands opened through Registry.open (SQLAlchemy) instead of the lean reader.
+VIA_SQLALCHEMY = """
+import os, runpy, sys
+root = sys.argv[1]
+sys.path.insert(0, root)
+import registry.reader
+from registry.api import Registry
+registry.reader.open_reader = lambda home=None, db_url=None, store_url=None: Registry.open(home=home, db_url=db_url, store_url=store_url)
+sys.argv = ["retain", *sys.argv[2:]]
+runpy.run_path(os.path.join(root, "cli.py"), run_name="__main__")
+"""
 
 
 def build(reg: Registry, n: int, work: Path) -> float:
@@ -114,15 +129,23 @@ def main() -> None:
         db_url = reg.locations.db_url
         n_versions = len(reg.versions())
     globals_ = ["--home", str(home), "--db", db_url]
-    baseline = time_subprocess([sys.executable, "-c", "pass"], a.repeat)
-    # The floor every CLI query pays before touching the database: interpreter + click + SQLAlchemy.
-    imports = time_subprocess([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, registry.commands, "
-                               "registry.api, registry.render", str(ROOT)], a.repeat)
+    baseline = statistics.median(time_subprocess([sys.executable, "-c", "pass"], a.repeat))
+    # The floor a lean query pays before touching the database: interpreter, click, our modules, the driver.
+    driver = "sqlite3" if db_url.startswith("sqlite") else "psycopg"
+    floor = statistics.median(time_subprocess([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, "
+                                               f"registry.commands, registry.reader, registry.render, {driver}", str(ROOT)], a.repeat))
+    # The same with SQLAlchemy and the ORM models, the floor of every command that writes.
+    orm_floor = statistics.median(time_subprocess([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, "
+                                                   "registry.commands, registry.api, registry.render", str(ROOT)], a.repeat))
     results = {}
     for label, args in COMMANDS.items():
         sub = time_subprocess([sys.executable, str(ROOT / "cli.py"), *globals_, *args], a.repeat)
+        orm = time_subprocess([sys.executable, "-c", VIA_SQLALCHEMY, str(ROOT), *globals_, *args], a.repeat)
         inp = time_in_process([*globals_, *args], a.repeat)
-        results[label] = {"subprocess_median_s": statistics.median(sub), "subprocess_max_s": max(sub),
+        med = statistics.median(sub)
+        results[label] = {"subprocess_median_s": med, "subprocess_max_s": max(sub),
+                          "above_python_s": med - baseline, "above_import_floor_s": med - floor,
+                          "via_sqlalchemy_median_s": statistics.median(orm),
                           "in_process_median_s": statistics.median(inp), "in_process_max_s": max(inp)}
     report = {
         "versions": n_versions,
@@ -130,19 +153,20 @@ def main() -> None:
         "database": db_url.split(":", 1)[0],
         "build_s": None if build_s is None else round(build_s, 2),
         "repeat": a.repeat,
-        "python_startup_median_s": statistics.median(baseline),
-        "cli_imports_median_s": statistics.median(imports),
+        "python_startup_median_s": baseline,
+        "lean_import_floor_median_s": floor,
+        "sqlalchemy_import_floor_median_s": orm_floor,
         "commands": results,
         "cpu_count": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
     }
     print(json.dumps(report, indent=2))
     print()
-    print(f"{'command':<16} {'subprocess median':>18} {'max':>8} {'in-process median':>18} {'max':>8}")
+    print(f"{'command':<15} {'process median':>14} {'max':>7} {'- python':>9} {'- floor':>8} {'via SQLAlchemy':>15} {'in-process':>11}")
     for label, r in results.items():
-        print(f"{label:<16} {r['subprocess_median_s']:>17.3f}s {r['subprocess_max_s']:>7.3f}s "
-              f"{r['in_process_median_s']:>17.3f}s {r['in_process_max_s']:>7.3f}s")
-    print(f"(python -c pass: {statistics.median(baseline):.3f}s; python + CLI imports: {statistics.median(imports):.3f}s; "
+        print(f"{label:<15} {r['subprocess_median_s']:>13.3f}s {r['subprocess_max_s']:>6.3f}s {r['above_python_s']:>8.3f}s "
+              f"{r['above_import_floor_s']:>7.3f}s {r['via_sqlalchemy_median_s']:>14.3f}s {r['in_process_median_s']:>10.3f}s")
+    print(f"(python -c pass: {baseline:.3f}s; lean import floor: {floor:.3f}s; with SQLAlchemy: {orm_floor:.3f}s; "
           f"{n_versions} versions on {report['database']}; load average {report['loadavg_1m']:.1f} on {os.cpu_count()} cores)")
 
 

@@ -324,6 +324,7 @@ class Registry(reader.Queries):
         return dest
 
     # ------------------------------------------------------------------------------ queries
+    # head, resolve, versions, lineage, log, show, scores, learn_runs: inherited from reader.Queries.
 
     def skills(self) -> list[Skill]:
         with db.read_session(self.engine) as s:
