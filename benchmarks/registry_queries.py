@@ -81,16 +81,19 @@ def build(reg: Registry, n: int, work: Path) -> float:
     return time.perf_counter() - t0
 
 
-def time_subprocess(argv: list[str], repeat: int) -> list[float]:
-    out = []
+def time_subprocesses(argvs: dict[str, list[str]], repeat: int) -> dict[str, list[float]]:
+    """Wall seconds of each command line, `repeat` rounds after a warm-up round. Rounds take every
+    command in turn, so floors and commands see the same load on a shared machine."""
+    out: dict[str, list[float]] = {label: [] for label in argvs}
     for k in range(repeat + 1):
-        t0 = time.perf_counter()
-        r = subprocess.run(argv, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} failed: {r.stderr.strip()}")
-        if k:  # the first run warms the OS file cache and .pyc files
-            out.append(dt)
+        for label, argv in argvs.items():
+            t0 = time.perf_counter()
+            r = subprocess.run(argv, capture_output=True, text=True)
+            dt = time.perf_counter() - t0
+            if r.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} failed: {r.stderr.strip()}")
+            if k:  # the first round warms the OS file cache and .pyc files
+                out[label].append(dt)
     return out
 
 
@@ -129,18 +132,24 @@ def main() -> None:
         db_url = reg.locations.db_url
         n_versions = len(reg.versions())
     globals_ = ["--home", str(home), "--db", db_url]
-    baseline = statistics.median(time_subprocess([sys.executable, "-c", "pass"], a.repeat))
-    # The floor a lean query pays before touching the database: interpreter, click, our modules, the driver.
     driver = "sqlite3" if db_url.startswith("sqlite") else "psycopg"
-    floor = statistics.median(time_subprocess([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, "
-                                               f"registry.commands, registry.reader, registry.render, {driver}", str(ROOT)], a.repeat))
-    # The same with SQLAlchemy and the ORM models, the floor of every command that writes.
-    orm_floor = statistics.median(time_subprocess([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, "
-                                                   "registry.commands, registry.api, registry.render", str(ROOT)], a.repeat))
+    argvs = {
+        "python": [sys.executable, "-c", "pass"],
+        # The floor a lean query pays before touching the database: interpreter, click, our modules, the driver.
+        "floor": [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, registry.commands, "
+                  f"registry.reader, registry.render, {driver}", str(ROOT)],
+        # The same with SQLAlchemy and the ORM models: the floor of every command that writes.
+        "orm_floor": [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import cli, registry.commands, "
+                      "registry.api, registry.render", str(ROOT)],
+    }
+    for label, args in COMMANDS.items():
+        argvs[label] = [sys.executable, str(ROOT / "cli.py"), *globals_, *args]
+        argvs[label + " (orm)"] = [sys.executable, "-c", VIA_SQLALCHEMY, str(ROOT), *globals_, *args]
+    times = time_subprocesses(argvs, a.repeat)
+    baseline, floor, orm_floor = (statistics.median(times[k]) for k in ("python", "floor", "orm_floor"))
     results = {}
     for label, args in COMMANDS.items():
-        sub = time_subprocess([sys.executable, str(ROOT / "cli.py"), *globals_, *args], a.repeat)
-        orm = time_subprocess([sys.executable, "-c", VIA_SQLALCHEMY, str(ROOT), *globals_, *args], a.repeat)
+        sub, orm = times[label], times[label + " (orm)"]
         inp = time_in_process([*globals_, *args], a.repeat)
         med = statistics.median(sub)
         results[label] = {"subprocess_median_s": med, "subprocess_max_s": max(sub),
