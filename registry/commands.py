@@ -102,13 +102,26 @@ def show_cmd(ctx: click.Context, version: str, as_json: bool) -> None:
 
 @click.command("scores")
 @click.argument("version", required=False)
+@click.option("--ref", default=None, help="Skills x versions along this ref's history, with forgetting, backward transfer "
+                                          "and generalist retention (the continual-learning summary).")
 @json_option
 @click.pass_context
-def scores_cmd(ctx: click.Context, version: str | None, as_json: bool) -> None:
+def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, as_json: bool) -> None:
     """Per-skill scores (rate and 95% interval per split) of a version; default the head of main.
+    With --ref: the matrix of skills x versions along the ref and the continual-learning summary.
 
-    Example: retain scores v3 --json
+    Examples: retain scores v3 --json; retain scores --ref main
     """
+    if ref is not None:
+        from registry.continual import continual_scores, report_dict, report_text
+        from registry.errors import invalid
+
+        if version is not None:
+            raise invalid("give a VERSION or --ref, not both")
+        with reader_from_ctx(ctx) as reg:
+            matrix, summary = continual_scores(reg, ref)
+        click.echo(to_json(report_dict(matrix, summary)) if as_json else report_text(matrix, summary))
+        return
     from registry.render import scores_text
 
     with reader_from_ctx(ctx) as reg:

@@ -156,3 +156,40 @@ def test_continual_scores_from_a_real_registry(tmp_path):
     assert summary.skills[0].id_forgetting == pytest.approx(0.4)
     assert summary.backward_transfer_id == pytest.approx(-0.4)
     assert summary.generalist_retention == pytest.approx(0.75)
+
+
+def test_scores_ref_prints_the_matrix_and_summary(tmp_path):
+    """`retain scores --ref main` over a registry filled through the API (torch-free)."""
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from cli import cli as root_cli
+    from registry.api import Registry
+    from registry.checkpoint import save_tensors
+    from registry.records import NewLearnRun, NewScore
+
+    def weights(seed):
+        a = np.random.default_rng(seed).standard_normal(4).astype("<f4")
+        return save_tensors(tmp_path / f"w{seed}.safetensors", {"x": ("F32", (4,), a.tobytes())})
+
+    with Registry.open(home=str(tmp_path / "home"), create=True) as reg:
+        reg.import_base(weights(0))
+        reg.record_scores("v0", [NewScore(None, "generalist", 8, 10, "sim")])
+        reg.commit_version(weights(1), parent="v0", how="learn", expected_head="v0",
+                           learn_run=NewLearnRun("plates", None, {"mode": "co-ft"}, None, 0.5, [], {}),
+                           scores=[NewScore("plates", "id", 9, 10, "sim"), NewScore(None, "generalist", 6, 10, "sim")])
+
+    def run(*args):
+        return CliRunner().invoke(root_cli, ["--home", str(tmp_path / "home"), *args], catch_exceptions=False)
+
+    r = run("scores", "--ref", "main")
+    assert r.exit_code == 0, r.output
+    assert "v1 (+plates)" in r.output and "retention 75%" in r.output and "backward transfer" in r.output
+    doc = json.loads(run("scores", "--ref", "main", "--json").output)
+    assert doc["versions"] == ["v0", "v1"] and doc["summary"]["generalist_retention"] == pytest.approx(0.75)
+    bad = run("scores", "--ref", "nope")
+    assert bad.exit_code == 2 and bad.output.startswith("Error: ref 'nope' does not exist")
+    both = run("scores", "v1", "--ref", "main")
+    assert both.exit_code == 4 and "not both" in both.output
