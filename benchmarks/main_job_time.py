@@ -23,13 +23,17 @@ TARGET_S = 600.0
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--log", default=None, help="also write the job's own output here")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     proc = subprocess.Popen(["bash", str(ROOT / "main_job.sh")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     steps: list[dict] = []
     learn_timings: list[dict] = []
+    log = open(args.log, "w") if args.log else None
     for line in proc.stdout:
+        if log:
+            log.write(line)
         now = time.perf_counter() - t0
         if line.startswith("$ retain "):
             if steps:
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         if m:
             learn_timings.append({k: float(v.rstrip("s")) for k, v in (p.split(" ") for p in m.group(1).split(", "))})
     proc.wait()
+    if log:
+        log.close()
     total = time.perf_counter() - t0
     if steps:
         steps[-1]["seconds"] = round(total - steps[-1]["start"], 1)
