@@ -130,13 +130,12 @@ def test_importing_continual_pulls_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_continual_scores_from_a_real_registry(tmp_path):
-    """Versions, learn runs and scores committed through the registry API, read back torch-free."""
+def _filled_registry(tmp_path):
+    """A registry (SQLite, torch-free) with a base and plates then whiteboard learned on it, with scores."""
     import numpy as np
 
     from registry.api import Registry
     from registry.checkpoint import save_tensors
-    from registry.continual import continual_scores
     from registry.records import NewLearnRun, NewScore
 
     def weights(seed):
@@ -147,10 +146,19 @@ def test_continual_scores_from_a_real_registry(tmp_path):
         reg.import_base(weights(0))
         reg.record_scores("v0", [NewScore(None, "generalist", 8, 10, "sim")])
         for i, (skill, sid, gen) in enumerate((("plates", 9, 7), ("whiteboard", 8, 6)), start=1):
-            run = NewLearnRun(skill, None, {}, None, 0.5, [], {})
+            run = NewLearnRun(skill, None, {"mode": "task-ft"}, None, 0.5, [], {})
             reg.commit_version(weights(i), parent=f"v{i - 1}", how="learn", expected_head=f"v{i - 1}", learn_run=run,
                                scores=[NewScore(skill, "id", sid, 10, "sim"), NewScore(None, "generalist", gen, 10, "sim")]
                                + ([NewScore("plates", "id", 5, 10, "sim")] if skill == "whiteboard" else []))
+    return tmp_path / "home"
+
+
+def test_continual_scores_from_a_real_registry(tmp_path):
+    """Versions, learn runs and scores committed through the registry API, read back torch-free."""
+    from registry.api import Registry
+    from registry.continual import continual_scores
+
+    with Registry.open(home=str(_filled_registry(tmp_path))) as reg:
         matrix, summary = continual_scores(reg, "main")
     assert matrix.versions == ["v0", "v1", "v2"] and matrix.learned == {"v1": "plates", "v2": "whiteboard"}
     assert summary.skills[0].id_forgetting == pytest.approx(0.4)
@@ -159,36 +167,23 @@ def test_continual_scores_from_a_real_registry(tmp_path):
 
 
 def test_scores_ref_prints_the_matrix_and_summary(tmp_path):
-    """`retain scores --ref main` over a registry filled through the API (torch-free)."""
+    """`retain scores --ref main` (the lean reader) over the same registry."""
     import json
 
-    import numpy as np
     from click.testing import CliRunner
 
     from cli import cli as root_cli
-    from registry.api import Registry
-    from registry.checkpoint import save_tensors
-    from registry.records import NewLearnRun, NewScore
 
-    def weights(seed):
-        a = np.random.default_rng(seed).standard_normal(4).astype("<f4")
-        return save_tensors(tmp_path / f"w{seed}.safetensors", {"x": ("F32", (4,), a.tobytes())})
-
-    with Registry.open(home=str(tmp_path / "home"), create=True) as reg:
-        reg.import_base(weights(0))
-        reg.record_scores("v0", [NewScore(None, "generalist", 8, 10, "sim")])
-        reg.commit_version(weights(1), parent="v0", how="learn", expected_head="v0",
-                           learn_run=NewLearnRun("plates", None, {"mode": "co-ft"}, None, 0.5, [], {}),
-                           scores=[NewScore("plates", "id", 9, 10, "sim"), NewScore(None, "generalist", 6, 10, "sim")])
+    home = _filled_registry(tmp_path)
 
     def run(*args):
-        return CliRunner().invoke(root_cli, ["--home", str(tmp_path / "home"), *args], catch_exceptions=False)
+        return CliRunner().invoke(root_cli, ["--home", str(home), *args], catch_exceptions=False)
 
     r = run("scores", "--ref", "main")
     assert r.exit_code == 0, r.output
-    assert "v1 (+plates)" in r.output and "retention 75%" in r.output and "backward transfer" in r.output
+    assert "v2 (+whiteboard)" in r.output and "retention 75%" in r.output and "backward transfer: ID -40.0 pts" in r.output
     doc = json.loads(run("scores", "--ref", "main", "--json").output)
-    assert doc["versions"] == ["v0", "v1"] and doc["summary"]["generalist_retention"] == pytest.approx(0.75)
+    assert doc["versions"] == ["v0", "v1", "v2"] and doc["summary"]["generalist_retention"] == pytest.approx(0.75)
     bad = run("scores", "--ref", "nope")
     assert bad.exit_code == 2 and bad.output.startswith("Error: ref 'nope' does not exist")
     both = run("scores", "v1", "--ref", "main")
