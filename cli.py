@@ -45,10 +45,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:  # a command whose module is not built yet
-            return click.Command(name, help=f"(unavailable: {e})", callback=_unavailable(name, e))
+        return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx: click.Context):
         from registry.errors import RegistryError
@@ -61,13 +58,6 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing was committed.", err=True)
             ctx.exit(130)
-
-
-def _unavailable(name: str, err: Exception):
-    def run():
-        raise click.ClickException(f"command '{name}' is unavailable: {err}")
-
-    return run
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
