@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def _start_learn(home: Path) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "cli.py"), "--home", str(home), "learn", "plates", "--steps", "100000",
            "--batch-size", "8", "-n", "2", "--demo-episodes", "4"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A runner started in the background (`cmd &` in a script) ignores SIGINT, children inherit that,
+    # and Python then installs no KeyboardInterrupt handler; a user's terminal never does this.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 120) -> None:
