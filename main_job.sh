@@ -14,17 +14,7 @@ retain() { echo; echo "\$ retain $*"; python cli.py "$@"; }
 START=$SECONDS
 
 retain init
-echo; echo "\$ (import the shipped default base, retain/assets/base.safetensors, with its recorded config and recipe)"
-python - <<'PY'
-from registry.api import Registry
-from retain.pretrain import shipped_base
-
-base = shipped_base()  # checked against the hash recorded beside it
-with Registry.open() as reg:
-    v = reg.import_base(base.weights_dir, name="default", how="pretrain", config=base.config,
-                        recipe={"source": "retain pretrain (shipped)", **base.recipe.to_dict()}, message="the shipped default base")
-print(f"{v.name}: the shipped default base ({v.weight_hash}); main -> {v.name}")
-PY
+retain pretrain --shipped
 retain learn plates -n 50
 retain learn whiteboard -n 50
 retain lineage

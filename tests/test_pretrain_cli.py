@@ -75,6 +75,15 @@ def test_pretrain_then_eval_records_scores(run):
     assert "ood:position" in res.output
 
 
+def test_pretrain_shipped_commits_the_shipped_base_with_its_recipe(run):
+    res = run("pretrain", "--shipped", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["version"] == "v0" and out["weight_hash"] == shipped_base().weight_hash
+    shown = json.loads(run("show", "v0", "--json").output)
+    assert "retain pretrain (shipped)" in json.dumps(shown) and "builtin-vla" in json.dumps(shown)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -86,6 +95,7 @@ def test_pretrain_then_eval_records_scores(run):
         (["pretrain", "--config", "huge"], "unknown pretrain config 'huge'"),
         (["pretrain", "--config", "tiny", "--episodes", "0"], "--episodes must be at least 1"),
         (["pretrain", "--config", "tiny", "--steps", "-3"], "--steps must be at least 1"),
+        (["pretrain", "--shipped", "--steps", "10"], "--shipped takes the recorded recipe as it is"),
     ],
 )
 def test_bad_input_is_one_clear_line(run, args, message):

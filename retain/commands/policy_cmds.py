@@ -22,10 +22,11 @@ SPLITS = ("id", "ood", "generalist", "all")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds collection, initialisation and batch order.")
 @click.option("--ref", default="main", show_default=True, help="Ref the new base version goes on.")
 @click.option("-m", "--message", default=None, help="Message recorded with the version.")
+@click.option("--shipped", is_flag=True, help="Commit the shipped default base (hash-checked) instead of training it again.")
 @json_option
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, steps: int | None, seed: int,
-                 ref: str, message: str | None, as_json: bool) -> None:
+                 ref: str, message: str | None, shipped: bool, as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
     commit it as a base version (how=pretrain) with its recipe.
 
@@ -33,6 +34,9 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
 
     Example: retain pretrain --config tiny --episodes 40 --steps 50 --seed 1
     """
+    if shipped:
+        _commit_shipped_base(ctx, ref, message, as_json, changed=[episodes, steps, seed or None, config_name != "default" or None])
+        return
     from retain.pretrain import PretrainRecipe, pretrain, version_config
 
     recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed)  # validates first
@@ -49,6 +53,20 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
            "collect_seconds": round(result.collect_seconds, 1)}
     emit(out, as_json, lambda o: (f"{o['version']}: pretrained on {o['frames']} frames, final loss {o['final_loss']:.4f} "
                                   f"({o['collect_seconds']}s collecting, {o['train_seconds']}s training), {o['weight_hash']}"))
+
+
+def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, as_json: bool, changed: list) -> None:
+    from retain.pretrain import shipped_base
+
+    if any(c is not None for c in changed):
+        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed, or drop --shipped to train")
+    base = shipped_base()  # checked against the hash recorded beside it
+    with registry_from_ctx(ctx) as reg:
+        version = reg.import_base(base.weights_dir, ref=ref, how="pretrain", config=base.config,
+                                  recipe={"source": "retain pretrain (shipped)", **base.recipe.to_dict()},
+                                  message=message or "the shipped default base")
+    out = {"version": version.name, "weight_hash": version.weight_hash, "ref": ref}
+    emit(out, as_json, lambda o: f"{o['version']}: the shipped default base ({o['weight_hash']}); {o['ref']} -> {o['version']}")
 
 
 @click.command("eval")
