@@ -10,7 +10,7 @@ single-file copies for mergekit) and, per size, measures in one run:
             dtype float32, out_dtype bfloat16, --out-shard-size 2B (2 GB shards, as ours)
   floor     cat of both (sharded) inputs to /dev/null, then head -c SIZE /dev/zero > file
   floor_fsync  the same, then `sync file`: the output reaches the disk before the clock stops,
-            as it must before our atomic rename (the engine fsyncs its last shard)
+            as it must before our atomic rename (the engine fsyncs every shard)
 
 Each method runs as its own process with the inputs evicted from the page cache first
 (posix_fadvise DONTNEED on our own files only, after fsync), so every method starts cold.
