@@ -290,7 +290,7 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     frames = None if external else _demo_frames(registry, s.run, work, s.parent)
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
-    say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {alpha_key(s.run.alpha) if isinstance(s.run.alpha, dict) else s.run.alpha})")
+    say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {alpha_key(s.run.alpha)})")
     out = run_step(registry, s.parent, s.skill, frames, opts, work / "run", finetuned_source=recorded_ft if external else None,
                    alpha_override=s.run.alpha, score=False, progress=progress, say=say)
     with open_checkpoint(out.finetuned) as c:
