@@ -111,3 +111,12 @@ def test_show_rejects_broken_datasets(tmp_path):
     r = run("demos", "show", str(tmp_path / "p"))
     assert r.exit_code == 4, r.output
     assert "'action' holds" in r.output and "declares shape [4]" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_show_rejects_damaged_tasks_file(tmp_path):
+    assert run("demos", "collect", "plates", "-n", "1", "-o", str(tmp_path / "p")).exit_code == 0
+    (tmp_path / "p" / "meta" / "tasks.parquet").write_bytes(b"not parquet")
+    r = run("demos", "show", str(tmp_path / "p"))
+    assert r.exit_code == 7, r.output
+    assert r.output.startswith("Error: ") and "cannot read tasks.parquet as parquet" in r.output
+    assert len(r.output.strip().splitlines()) == 1

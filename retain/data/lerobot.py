@@ -281,11 +281,7 @@ def _read_frames(fs, root: str, shown: str, wanted: list[str]) -> pa.Table:
         raise invalid(f"{shown} has no data/**/*.parquet files; write the frames under data/")
     parts = []
     for f in files:
-        try:
-            with fs.open(f, "rb") as fh:
-                t = pq.read_table(io.BytesIO(fh.read()))
-        except (pa.ArrowInvalid, OSError) as e:
-            raise corrupt(f"{shown}: cannot read {f.rsplit('/', 1)[-1]} as parquet ({e})") from None
+        t = _read_parquet(fs, f, shown)
         missing = [c for c in wanted if c not in t.column_names and c != "timestamp"]
         if missing:
             raise invalid(f"{shown}: {f.rsplit('/', 1)[-1]} lacks column(s) {', '.join(missing)}")
@@ -296,12 +292,19 @@ def _read_frames(fs, root: str, shown: str, wanted: list[str]) -> pa.Table:
         raise corrupt(f"{shown}: data files disagree on their columns ({e})") from None
 
 
+def _read_parquet(fs, f: str, shown: str) -> pa.Table:
+    try:
+        with fs.open(f, "rb") as fh:
+            return pq.read_table(io.BytesIO(fh.read()))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise corrupt(f"{shown}: cannot read {f.rsplit('/', 1)[-1]} as parquet ({e})") from None
+
+
 def _read_tasks(fs, root: str, shown: str) -> list[str]:
     p = f"{root.rstrip('/')}/meta/tasks.parquet"
     if not fs.exists(p):
         raise invalid(f"{shown} has no meta/tasks.parquet; it maps task_index to instruction text")
-    with fs.open(p, "rb") as fh:
-        t = pq.read_table(io.BytesIO(fh.read()))
+    t = _read_parquet(fs, p, shown)
     # LeRobot writes the task text as the (pandas) index; we write it as a column.
     text_col = next((c for c in ("task", "__index_level_0__") if c in t.column_names), None)
     if text_col is None or "task_index" not in t.column_names:
