@@ -349,12 +349,13 @@ def sweep_record(selection: Optional[Selection], rows: dict[str, ScoreRow], fami
 def run_step(
     registry, parent: Version, skill: str, frames: Any, opts: LearnOptions, work: Path, *,
     finetuned_source: Optional[Path] = None, alpha_override: Any = None, score: bool = True,
-    progress: bool = False, say: Say = _quiet,
+    progress: bool = False, say: Say = _quiet, parent_dir: Optional[Path] = None,
 ) -> StepOutcome:
     """Finetune (or take `finetuned_source`), choose alpha, merge, evaluate: everything but the commit.
 
     `alpha_override` (JSON alpha) skips the search; `score=False` skips the evaluations (replay's
-    verification only needs the bytes).
+    verification only needs the bytes); `parent_dir` is the parent's weights when the caller has
+    already checked them out.
     """
     from retain.finetune import finetune
     from retain.partitions import get_partition_map
@@ -363,7 +364,8 @@ def run_step(
     bars = progress and sys.stderr.isatty()  # stage lines go to logs too; bars only to a terminal
     work.mkdir(parents=True, exist_ok=True)
     with timer("checkout"):
-        parent_dir = registry.checkout(parent.name, work / "parent")
+        if parent_dir is None:
+            parent_dir = registry.checkout(parent.name, work / "parent")
     scorer = Scorer(parent.config, episodes=opts.episodes, seed=opts.eval_seed, validation_family=opts.val_family,
                     eval_cmd=opts.eval_cmd, progress=bars)
     preset = opts.preset or (scorer.adapter.partition_preset if scorer.adapter else None)

@@ -292,7 +292,7 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
     say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {alpha_key(s.run.alpha)})")
     out = run_step(registry, s.parent, s.skill, frames, opts, work / "run", finetuned_source=recorded_ft if external else None,
-                   alpha_override=s.run.alpha, score=False, progress=progress, say=say)
+                   alpha_override=s.run.alpha, score=False, progress=progress, say=say, parent_dir=parent_dir)
     with open_checkpoint(out.finetuned) as c:
         ft_hash = weight_hash(c)
     with open_checkpoint(out.merged) as c:
@@ -320,15 +320,17 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         same_finetune = parent.name == s.parent.name and "mode" not in changes
         external = s.run.recipe.get("mode") == "external"
         source = None
+        parent_dir = registry.checkout(parent.name, step_work / "parent")
         if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining
-            source, _ = _stored_finetuned(registry, s.run, registry.checkout(parent.name, step_work / "p"), step_work)
+            source, _ = _stored_finetuned(registry, s.run, parent_dir, step_work)
         frames = None if source is not None else _demo_frames(registry, s.run, step_work, parent)
         say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
         t0 = time.perf_counter()
         requested = alpha if alpha is not None else alpha_spec(s.run.alpha)  # default: the recorded alpha
         step = run_step(registry, parent, s.skill, frames, opts, step_work / "run", finetuned_source=source,
-                        alpha_override=None if requested == "auto" else requested, progress=progress, say=say)
-        write_delta(step_work / "run" / "parent", step.finetuned, step_work / "newdelta")
+                        alpha_override=None if requested == "auto" else requested, progress=progress, say=say,
+                        parent_dir=parent_dir)
+        write_delta(parent_dir, step.finetuned, step_work / "newdelta")
         recipe = {**s.run.recipe, **({} if external else opts.record()), "alpha": requested, "parent": parent.name,
                   "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version()}
         timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
