@@ -396,9 +396,10 @@ class Registry(reader.Queries):
             if report.unreferenced_folders and not dry_run:
                 s.execute(delete(FolderFile).where(FolderFile.folder.in_(report.unreferenced_folders)))
                 s.execute(delete(Folder).where(Folder.sha256.in_(report.unreferenced_folders)))
-            kept = set(s.execute(select(FolderFile.blob)).scalars())
+            live = select(FolderFile.blob)
             if dry_run:  # rows about to go in a real run still reference their blobs now
-                kept = set(s.execute(select(FolderFile.blob).where(FolderFile.folder.not_in(report.unreferenced_folders or [""]))).scalars())
+                live = live.where(FolderFile.folder.not_in(report.unreferenced_folders or [""]))
+            kept = set(s.execute(live).scalars())
             doomed = []
             for b in s.execute(select(Blob)).scalars():
                 if b.sha256 not in kept and _aware(b.created_at) < cutoff:

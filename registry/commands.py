@@ -212,13 +212,11 @@ def db_group() -> None:
 
 def _engine(ctx: click.Context):
     from registry import db
-    from registry.config import resolve_locations
-    from registry.errors import not_found
+    from registry.config import require_registry_file, resolve_locations
 
     root = ctx.find_root().obj or {}
     loc = resolve_locations(root.get("home"), root.get("db_url"), root.get("store_url"))
-    if loc.sqlite_path is not None and not loc.sqlite_path.exists():
-        raise not_found(f"no registry at {loc.sqlite_path}; run `retain init`")
+    require_registry_file(loc)
     return db.make_engine(loc.db_url)
 
 

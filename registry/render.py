@@ -9,8 +9,6 @@ from typing import Any, Callable, Optional
 
 from registry.records import Lineage, RefLogEntry, Score, Version, VersionDetail
 
-LINEAGE_FORMATS = ("tree", "json", "dot", "mermaid")
-
 
 def format_alpha(alpha: Any) -> str:
     if alpha is None:
