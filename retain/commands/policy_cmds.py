@@ -100,15 +100,14 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
 
 
 def _load_version(reg, v):
-    from retain.policies import get_policy
+    from retain.finetune import policy_of
 
-    config = v.config or {}
-    if "policy" not in config:
+    if not (v.config or {}).get("policy"):
         raise invalid(f"version {v.name} records no policy in its config; import it with --config naming the policy")
-    adapter = get_policy(config["policy"])
+    adapter, policy_config = policy_of(v.config)
     with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp:
         path = reg.checkout(v.name, Path(tmp) / "weights")
-        model = adapter.load(path, config.get("policy_config", {}))
+        model = adapter.load(path, policy_config)
     return model, adapter
 
 
