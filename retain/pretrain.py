@@ -165,13 +165,11 @@ def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = 
     """Replace retain/assets/base with `result`'s weights and record recipe, config and hash."""
     import shutil
 
-    from registry.checkpoint import open_checkpoint, weight_hash
+    from registry.checkpoint import open_checkpoint, resolve_files, weight_hash
 
     with open_checkpoint(result.weights_dir) as ckpt:
         digest = weight_hash(ckpt)
     ASSETS.mkdir(exist_ok=True)
-    from registry.checkpoint import resolve_files
-
     (src,) = resolve_files(result.weights_dir)
     shutil.copyfile(src, SHIPPED_BASE)
     SHIPPED_BASE.chmod(0o644)
@@ -198,6 +196,7 @@ if __name__ == "__main__":  # regenerate the shipped base: python -m retain.pret
 
             with open_checkpoint(res.weights_dir) as ckpt:
                 got = weight_hash(ckpt)
-            print(f"reproduced {got}; shipped {shipped_base().weight_hash}; {'MATCH' if got == shipped_base().weight_hash else 'DIFFERENT'}")
+            shipped = shipped_base().weight_hash  # hashes the shipped file: once
+            print(f"reproduced {got}; shipped {shipped}; {'MATCH' if got == shipped else 'DIFFERENT'}")
         else:
             print(f"wrote {write_shipped_base(res)}")
