@@ -576,7 +576,7 @@ def _learn_run_row(s: Session, run: NewLearnRun, parent: Optional[VersionRow], r
     if run.demo_set_id is not None and s.get(DemoSetRow, run.demo_set_id) is None:
         raise not_found(f"demo set {run.demo_set_id} does not exist; store it with put_demo_set first")
     return LearnRunRow(skill_id=_skill_row(s, run.skill).id, parent_id=parent.id if parent else None, result_id=result.id,
-                       demo_set_id=run.demo_set_id, recipe=run.recipe, delta=delta.sha256 if delta else None,
+                       demo_set_id=run.demo_set_id, recipe=run.recipe, mode=run.mode, delta=delta.sha256 if delta else None,
                        alpha=run.alpha, sweep=list(run.sweep), timings=dict(run.timings), status=run.status,
                        created_at=utcnow())
 

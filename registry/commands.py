@@ -52,7 +52,7 @@ def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, m
 @json_option
 @click.pass_context
 def lineage_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
-    """The version graph; each edge shows the skill learned and the alpha chosen.
+    """The version graph; each edge shows the skill learned, its finetune mode and the alpha chosen.
 
     Example: retain lineage --format mermaid
     """

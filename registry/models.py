@@ -98,6 +98,7 @@ class LearnRunRow(Base):
     result_id: Mapped[Optional[int]] = mapped_column(ForeignKey("versions.id"), nullable=True)
     demo_set_id: Mapped[Optional[int]] = mapped_column(ForeignKey("demo_sets.id"), nullable=True)
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mode: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)  # recipe["mode"], for lineage (migration 0003)
     delta: Mapped[Optional[str]] = mapped_column(String(SHA), ForeignKey("folders.sha256"), nullable=True)
     alpha: Mapped[Any] = mapped_column(JSON, nullable=False)  # a float or {modality: float}
     sweep: Mapped[list] = mapped_column(JSON, default=list)

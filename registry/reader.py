@@ -31,7 +31,7 @@ from registry.records import (
 # The newest migration. Queries run without Alembic when the database is already here; anything
 # else goes through Registry.open, which upgrades. tests/test_registry_migrations.py checks this
 # equals Alembic's head (registry.db re-exports it).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 LEAN_POSTGRES_SCHEME = "postgresql+psycopg"
 SQLITE_BUSY_S = 30.0  # as registry.db: a reader waits out a writer's checkpoint, never fails at once
 _MAX_INT = 2**31 - 1  # versions.number is a 32-bit integer; a bigger "v<N>" cannot exist
@@ -196,16 +196,15 @@ def lineage(db: Db) -> Lineage:
         ref_map.setdefault(number, []).append(name)
         ref_names[name] = f"v{number}"
     # Only the columns an edge shows: decoding every run's recipe and sweep would double the time.
-    runs = {rid: (alpha, skill) for rid, alpha, skill in db.rows(
-        "SELECT l.result_id, l.alpha, s.name FROM learn_runs l JOIN skills s ON s.id = l.skill_id ORDER BY l.id")}
+    runs = {rid: (skill, mode, alpha) for rid, skill, mode, alpha in db.rows(
+        "SELECT l.result_id, s.name, l.mode, l.alpha FROM learn_runs l JOIN skills s ON s.id = l.skill_id ORDER BY l.id")}
     versions, edges = [], []
     for r in rows:
         v = _version(db, r, ref_map.get(r[1], ()))
         versions.append(v)
         if v.parent is not None:
-            run = runs.get(r[0])
-            edges.append(LineageEdge(parent=v.parent, child=v.name, how=v.how, skill=run[1] if run else None,
-                                     alpha=db.json(run[0]) if run else None))
+            skill, mode, alpha = runs.get(r[0], (None, None, None))
+            edges.append(LineageEdge(parent=v.parent, child=v.name, how=v.how, skill=skill, mode=mode, alpha=db.json(alpha)))
     return Lineage(versions=versions, edges=edges, refs=ref_names)
 
 
@@ -248,14 +247,14 @@ def scores(db: Db, version_or_ref: Optional[str] = None) -> list[Score]:
     return _scores_of(db, *r)
 
 
-_LEARN_RUN_SQL = ("SELECT l.id, k.name, p.number, res.number, l.demo_set_id, l.recipe, l.delta, l.alpha, l.sweep, l.timings, "
+_LEARN_RUN_SQL = ("SELECT l.id, k.name, p.number, res.number, l.demo_set_id, l.mode, l.recipe, l.delta, l.alpha, l.sweep, l.timings, "
                   "l.status, l.created_at FROM learn_runs l JOIN skills k ON k.id = l.skill_id "
                   "LEFT JOIN versions p ON p.id = l.parent_id LEFT JOIN versions res ON res.id = l.result_id")
 
 
 def _learn_run(db: Db, r: tuple) -> LearnRun:
-    rid, skill, parent, result, demo_set_id, recipe, delta, alpha, sweep, timings, status, at = r
-    return LearnRun(id=rid, skill=skill, parent=_v(parent), result=_v(result), demo_set_id=demo_set_id,
+    rid, skill, parent, result, demo_set_id, mode, recipe, delta, alpha, sweep, timings, status, at = r
+    return LearnRun(id=rid, skill=skill, parent=_v(parent), result=_v(result), demo_set_id=demo_set_id, mode=mode,
                     recipe=db.json(recipe), delta=f"sha256:{delta}" if delta else None, alpha=db.json(alpha),
                     sweep=db.json(sweep), timings=db.json(timings), status=status, created_at=db.when(at))
 
@@ -296,7 +295,7 @@ class Queries:
         return self.lineage().versions
 
     def lineage(self) -> Lineage:
-        """Every version (by number), each edge with the skill learned and the alpha chosen, the refs."""
+        """Every version (by number), each edge with the skill learned, its finetune mode and the alpha chosen, the refs."""
         return self._read(lineage)
 
     def log(self, ref: Optional[str] = "main", limit: Optional[int] = None) -> list[RefLogEntry]:

@@ -62,6 +62,13 @@ class NewLearnRun:
     timings: dict[str, float]
     status: str = "committed"
 
+    @property
+    def mode(self) -> Optional[str]:
+        """How the skill was finetuned (task-ft | co-ft | external), as the recipe says: stored in
+        learn_runs.mode so `lineage` need not decode recipes. None unless a string of <= 32 chars."""
+        mode = self.recipe.get("mode")
+        return mode if isinstance(mode, str) and len(mode) <= 32 else None
+
 
 @dataclasses.dataclass(frozen=True)
 class LearnRun:
@@ -70,6 +77,7 @@ class LearnRun:
     parent: Optional[str]
     result: Optional[str]
     demo_set_id: Optional[int]
+    mode: Optional[str]  # task-ft | co-ft | external (weights finetuned elsewhere); None if the recipe names none
     recipe: dict[str, Any]
     delta: Optional[str]  # folder id ("sha256:<hex>") of the stored delta
     alpha: Alpha
@@ -116,6 +124,7 @@ class LineageEdge:
     child: str
     how: str
     skill: Optional[str]
+    mode: Optional[str]  # the learn run's finetune mode: task-ft | co-ft | external
     alpha: Optional[Alpha]
 
 

@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
-from registry.records import Lineage, RefLogEntry, Score, Version, VersionDetail
+from registry.records import Lineage, LineageEdge, RefLogEntry, Score, Version, VersionDetail
 
 
 def format_alpha(alpha: Any) -> str:
@@ -30,10 +30,11 @@ def _when(v) -> str:
     return v.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _edge_label(skill: Optional[str], alpha: Any) -> str:
-    parts = [skill] if skill else []
-    if alpha is not None:
-        parts.append(f"alpha {format_alpha(alpha)}")
+def _edge_label(e: LineageEdge) -> str:
+    """What the edge learned, how, and the alpha it merged at, e.g. "whiteboard task-ft alpha 0.5"."""
+    parts = [p for p in (e.skill, e.mode) if p]
+    if e.alpha is not None:
+        parts.append(f"alpha {format_alpha(e.alpha)}")
     return " ".join(parts)
 
 
@@ -58,7 +59,7 @@ def lineage_tree(lin: Lineage) -> str:
         v, prefix, conn = stack.pop()
         e = edge.get(v.name)
         bits = [v.name, v.how]
-        label = _edge_label(e.skill, e.alpha) if e else ""
+        label = _edge_label(e) if e else ""
         if label:
             bits.append(label)
         if v.refs:
@@ -92,7 +93,7 @@ def lineage_dot(lin: Lineage) -> str:
     for v in lin.versions:
         out.append(f'  "{v.name}" [label="{v.name}\\n{v.how}"];')
     for e in lin.edges:
-        label = _edge_label(e.skill, e.alpha)
+        label = _edge_label(e)
         attr = f' [label="{label}"]' if label else ""
         out.append(f'  "{e.parent}" -> "{e.child}"{attr};')
     for ref, target in sorted(lin.refs.items()):
@@ -107,7 +108,7 @@ def lineage_mermaid(lin: Lineage) -> str:
     for v in lin.versions:
         out.append(f'  {v.name}["{v.name} {v.how}"]')
     for e in lin.edges:
-        label = _edge_label(e.skill, e.alpha)
+        label = _edge_label(e)
         out.append(f'  {e.parent} -->|"{label}"| {e.child}' if label else f"  {e.parent} --> {e.child}")
     for ref, target in sorted(lin.refs.items()):
         out.append(f'  ref_{_mermaid_id(ref)}(["{ref}"]) -.-> {target}')
@@ -169,6 +170,7 @@ def show_text(d: VersionDetail) -> str:
     if r:
         lines += [
             f"learn run   #{r.id}  skill {r.skill}  from {r.parent}  status {r.status}",
+            f"  mode      {r.mode or '(not recorded)'}",
             f"  alpha     {format_alpha(r.alpha)}",
             f"  demo set  {r.demo_set_id if r.demo_set_id is not None else '(none)'}",
             f"  delta     {r.delta or '(not stored)'}",

@@ -97,8 +97,8 @@ def test_relearned_skill_counts_from_its_latest_learning():
 def test_history_along_follows_parents_from_the_ref():
     lineage = Lineage(
         versions=[version("v0", None), version("v1", "v0"), version("v2", "v1"), version("v3", "v1")],
-        edges=[LineageEdge("v0", "v1", "learn", "plates", 0.5), LineageEdge("v1", "v2", "learn", "whiteboard", 0.5),
-               LineageEdge("v1", "v3", "replay", "whiteboard", 0.25)],
+        edges=[LineageEdge("v0", "v1", "learn", "plates", "task-ft", 0.5), LineageEdge("v1", "v2", "learn", "whiteboard", "co-ft", 0.5),
+               LineageEdge("v1", "v3", "replay", "whiteboard", "co-ft", 0.25)],
         refs={"main": "v2", "exp": "v3"},
     )
     assert history_along(lineage, "exp") == [HistoryStep("v0", None), HistoryStep("v1", "plates"), HistoryStep("v3", "whiteboard")]

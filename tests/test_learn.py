@@ -89,7 +89,7 @@ def test_language_strategy_and_finetuned_comparison_are_recorded(chain):
     assert len(base) == 1 and base[0]["alpha"] == 0.0 and {"id", "generalist"} <= set(base[0]["scores"])
     assert {"id", "ood:position", "generalist"} <= set(ft[0]["scores"])
     edges = {e.child: e for e in reg.lineage().edges}
-    assert (edges["v2"].skill, edges["v2"].alpha) == ("whiteboard", white.alpha)
+    assert (edges["v2"].skill, edges["v2"].mode, edges["v2"].alpha) == ("whiteboard", "task-ft", white.alpha)
 
 
 def test_continual_summary_along_main(chain):

@@ -52,7 +52,8 @@ def test_outside_weights_get_alpha_selection_lineage_and_replay(setup):
     cands = {p["alpha"]: p["scores"]["ood:external"]["successes"] for p in doc["sweep"] if p["role"] == "candidate"}
     assert cands == {0.25: 15, 0.5: 20, 0.75: 15}
     run = reg.learn_run_for("v1")
-    assert run.recipe["mode"] == "external" and run.recipe["finetuned_source"] == str(ft)
+    assert run.recipe["mode"] == run.mode == "external" and run.recipe["finetuned_source"] == str(ft)
+    assert [(e.skill, e.mode) for e in reg.lineage().edges] == [("pick-cup", "external")]
     assert run.demo_set_id is None
     assert ("pick-cup", "ood:external", 20, 20) in {(s.skill, s.split, s.successes, s.episodes) for s in reg.scores("v1")}
     # the finetune cannot be re-run here, but the chain's bytes still replay from the stored delta

@@ -60,13 +60,13 @@ def test_commit_with_learn_run_scores_and_demo_set(registry, make_checkpoint, tm
                                  config={"policy": "builtin-vla"}, recipe={"seed": 1}, learn_run=run, scores=scores, message="learn plates")
     assert (v1.name, v1.parent, v1.refs, v1.config) == ("v1", "v0", ("main",), {"policy": "builtin-vla"})
     lin = registry.lineage()
-    assert [(e.parent, e.child, e.skill, e.alpha) for e in lin.edges] == [("v0", "v1", "plates", run.alpha)]
+    assert [(e.parent, e.child, e.skill, e.mode, e.alpha) for e in lin.edges] == [("v0", "v1", "plates", "co-ft", run.alpha)]
     got = registry.scores()
     assert [(s.skill, s.split, s.successes, s.episodes) for s in got] == [
         ("plates", "id", 9, 10), ("plates", "ood:position", 4, 10), (None, "generalist", 30, 40)]
     assert got[0].rate == pytest.approx(0.9) and got[0].ci_low < 0.9 < got[0].ci_high
     detail = registry.show("v1")
-    assert detail.learn_run.skill == "plates" and detail.learn_run.demo_set_id == ds.id and detail.learn_run.sweep == run.sweep
+    assert detail.learn_run.skill == "plates" and detail.learn_run.mode == "co-ft" and detail.learn_run.demo_set_id == ds.id and detail.learn_run.sweep == run.sweep
     assert registry.show("v0").children == ["v1"]
     back = registry.fetch_demo_set(ds.id, tmp_path / "demos_back")
     assert (back / "data" / "episode_0.parquet").read_bytes() == b"not really parquet, only bytes"

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import cli_argv
 from registry.checkpoint import save_tensors
+from registry.db import SCHEMA_HEAD
 from registry.errors import Code
 
 
@@ -70,7 +71,7 @@ def test_tour(registry, make_checkpoint, cli, tmp_path):
     assert r.exit_code == 0 and r.output.startswith("ok: ")
     r = cli("gc", "--grace", "0")
     assert r.exit_code == 0 and "deleted 0 orphan file(s)" in r.output
-    assert cli("db", "current").output.strip() == "0002 (head)"
+    assert cli("db", "current").output.strip() == f"{SCHEMA_HEAD} (head)"
     assert cli("db", "upgrade").exit_code == 0
 
 

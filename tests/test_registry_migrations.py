@@ -63,7 +63,7 @@ def test_first_revision_filled_then_upgraded_keeps_every_row(db_url, tmp_path):
         assert db.current_revision(reg.engine) == db.SCHEMA_HEAD
         lin = reg.lineage()
         assert [(v.name, v.parent, v.how) for v in lin.versions] == [("v0", None, "base-import"), ("v1", "v0", "learn")]
-        assert [(e.child, e.skill, e.alpha) for e in lin.edges] == [("v1", "plates", {"language": 0.8})]
+        assert [(e.child, e.skill, e.mode, e.alpha) for e in lin.edges] == [("v1", "plates", "task-ft", {"language": 0.8})]
         assert lin.refs == {"main": "v1"}
         assert [(e.old, e.new, e.action) for e in reg.log()] == [("v0", "v1", "learn"), (None, "v0", "base-import")]
         scores = reg.scores("v1")
@@ -72,23 +72,54 @@ def test_first_revision_filled_then_upgraded_keeps_every_row(db_url, tmp_path):
         assert (scores[1].ci_low, scores[1].ci_high) == pytest.approx(wilson_interval(0, 20))
         assert reg.demo_set(1).episodes == 5 and reg.skills()[0].instructions == ("put the plates in the rack",)
         run = reg.show("v1").learn_run
-        assert (run.skill, run.parent, run.demo_set_id, run.recipe) == ("plates", "v0", 1, {"mode": "task-ft"})
+        assert (run.skill, run.parent, run.demo_set_id, run.mode, run.recipe) == ("plates", "v0", 1, "task-ft", {"mode": "task-ft"})
         assert [f.path for f in reg.show("v0").files] == ["model.safetensors"]
         reg.ensure_skill("whiteboard")  # the upgraded database still takes new rows
         assert [s.name for s in reg.skills()] == ["plates", "whiteboard"]
 
 
-def test_migrated_schema_equals_models(db_url):
+def _schema_diff(engine) -> list:
+    """What Alembic's autogenerate would change to make the database the models' schema ([] if nothing)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    engine = db.make_engine(db_url)
-    db.upgrade(engine)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
-        diff = compare_metadata(ctx, Base.metadata)
+        return compare_metadata(ctx, Base.metadata)
+
+
+def test_migrated_schema_equals_models(db_url):
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
+    diff = _schema_diff(engine)
     engine.dispose()
     assert diff == []
+
+
+def test_learn_run_mode_is_backfilled_from_each_recipe(db_url):
+    """0002 -> 0003: learn_runs.mode takes recipe["mode"]; no mode, or one that is not a short string, stays NULL."""
+    engine = db.make_engine(db_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _fill_at_first_revision(conn)  # learn run 1: {"mode": "task-ft"}
+    db.upgrade(engine, "0002")
+    assert "mode" not in {c["name"] for c in inspect(engine).get_columns("learn_runs")}
+    with engine.begin() as conn:
+        recipes = {2: '{"mode": "co-ft", "mix": 0.2}', 3: '{"mode": "external", "finetuned_source": "/w"}', 4: '{"steps": 10}',
+                   5: '{"mode": 3}', 6: '{"mode": "' + "x" * 40 + '"}'}
+        for rid, recipe in recipes.items():
+            conn.execute(text("INSERT INTO learn_runs (id, skill_id, parent_id, result_id, demo_set_id, recipe, delta, alpha, sweep, "
+                              "timings, status, created_at) VALUES (:id, 1, 1, NULL, NULL, :r, NULL, '0.5', '[]', '{}', 'committed', :t)"),
+                         {"id": rid, "r": recipe, "t": NOW})
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.SCHEMA_HEAD
+    with engine.connect() as conn:
+        modes = dict(conn.execute(text("SELECT id, mode FROM learn_runs ORDER BY id")).all())
+    assert modes == {1: "task-ft", 2: "co-ft", 3: "external", 4: None, 5: None, 6: None}
+    assert _schema_diff(engine) == []
+    db.downgrade(engine, "0002")
+    assert "mode" not in {c["name"] for c in inspect(engine).get_columns("learn_runs")}
+    engine.dispose()
 
 
 def test_downgrade_to_base_and_back(db_url):

@@ -30,13 +30,13 @@ print("MODULES " + json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr
 @pytest.fixture
 def small_history(registry, make_checkpoint):
     registry.import_base(make_checkpoint("base.safetensors", seed=0))
-    for i, skill in enumerate(["plates", "whiteboard"], start=1):
-        run = NewLearnRun(skill=skill, demo_set_id=None, recipe={}, delta_dir=None, alpha={"vision": 1.0, "language": 0.5 + i / 10},
+    for i, (skill, mode) in enumerate([("plates", "task-ft"), ("whiteboard", "co-ft")], start=1):
+        run = NewLearnRun(skill=skill, demo_set_id=None, recipe={"mode": mode}, delta_dir=None, alpha={"vision": 1.0, "language": 0.5 + i / 10},
                           sweep=[], timings={})
         registry.commit_version(make_checkpoint(f"{skill}.safetensors", seed=i), parent=f"v{i - 1}", how="learn",
                                 expected_head=f"v{i - 1}", learn_run=run, scores=[NewScore(skill, "id", 8, 10, "e")])
     registry.rollback("v1", reason="whiteboard hurt plates")
-    run = NewLearnRun(skill="mugs-on-plates", demo_set_id=None, recipe={}, delta_dir=None, alpha=0.75, sweep=[], timings={})
+    run = NewLearnRun(skill="mugs-on-plates", demo_set_id=None, recipe={"mode": "external"}, delta_dir=None, alpha=0.75, sweep=[], timings={})
     registry.commit_version(make_checkpoint("mugs.safetensors", seed=7), parent="v1", how="learn", expected_head="v1", learn_run=run)
     return registry
 
@@ -57,18 +57,38 @@ def test_lineage_tree_branches_and_chains(small_history):
     text = lineage_tree(small_history.lineage())
     lines = text.splitlines()
     assert lines[0].startswith("v0  base-import")
-    assert lines[1].startswith("v1  learn  plates alpha vision=1,language=0.6")
-    assert lines[2].startswith("├─ v2  learn  whiteboard alpha vision=1,language=0.7")
-    assert lines[3].startswith("v3  learn  mugs-on-plates alpha 0.75  [main]")
+    assert lines[1].startswith("v1  learn  plates task-ft alpha vision=1,language=0.6")
+    assert lines[2].startswith("├─ v2  learn  whiteboard co-ft alpha vision=1,language=0.7")
+    assert lines[3].startswith("v3  learn  mugs-on-plates external alpha 0.75  [main]")
 
 
 def test_dot_and_mermaid_name_every_edge(small_history):
     lin = small_history.lineage()
     dot = lineage_dot(lin)
-    assert '"v1" -> "v2" [label="whiteboard alpha vision=1,language=0.7"]' in dot
+    assert '"v1" -> "v2" [label="whiteboard co-ft alpha vision=1,language=0.7"]' in dot
     assert '"ref:main" -> "v3" [style=dashed]' in dot
     mer = lineage_mermaid(lin)
-    assert 'v1 -->|"mugs-on-plates alpha 0.75"| v3' in mer and 'ref_main(["main"]) -.-> v3' in mer
+    assert 'v1 -->|"mugs-on-plates external alpha 0.75"| v3' in mer and 'ref_main(["main"]) -.-> v3' in mer
+
+
+def test_lineage_cli_shows_each_edge_mode_in_text_and_json(small_history, cli):
+    text = cli("lineage").output
+    assert "v1  learn  plates task-ft alpha vision=1,language=0.6" in text
+    assert "v3  learn  mugs-on-plates external alpha 0.75  [main]" in text
+    edges = json.loads(cli("lineage", "--json").output)["edges"]
+    assert [(e["child"], e["skill"], e["mode"], e["alpha"]) for e in edges] == [
+        ("v1", "plates", "task-ft", {"vision": 1.0, "language": 0.6}), ("v2", "whiteboard", "co-ft", {"vision": 1.0, "language": 0.7}),
+        ("v3", "mugs-on-plates", "external", 0.75)]
+    assert "  mode      co-ft" in cli("show", "v2").output
+
+
+def test_an_edge_without_a_recorded_mode_shows_skill_and_alpha(registry, make_checkpoint):
+    registry.import_base(make_checkpoint("base.safetensors", seed=0))
+    run = NewLearnRun(skill="plates", demo_set_id=None, recipe={}, delta_dir=None, alpha=0.5, sweep=[], timings={})
+    registry.commit_version(make_checkpoint("plates.safetensors", seed=1), parent="v0", how="learn", expected_head="v0", learn_run=run)
+    lin = registry.lineage()
+    assert lin.edges[0].mode is None and registry.learn_runs()[0].mode is None
+    assert lineage_tree(lin).splitlines()[1].startswith("v1  learn  plates alpha 0.5  [main]")
 
 
 def test_scores_json(small_history, cli):

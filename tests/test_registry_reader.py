@@ -72,7 +72,8 @@ def _orm_view(reg: Registry) -> tuple[Lineage, list[RefLogEntry], dict[str, list
         versions = [Version(name[r.id], r.number, name.get(r.parent_id), r.weight_hash, r.how, _aware(r.created_at),
                             r.config, r.recipe, r.message, tuple(x.name for x in refs if x.version_id == r.id)) for r in rows]
         edges = [LineageEdge(name[r.parent_id], name[r.id], r.how, skill[by_result[r.id].skill_id] if r.id in by_result else None,
-                             by_result[r.id].alpha if r.id in by_result else None) for r in rows if r.parent_id is not None]
+                             by_result[r.id].mode if r.id in by_result else None, by_result[r.id].alpha if r.id in by_result else None)
+                 for r in rows if r.parent_id is not None]
         lineage = Lineage(versions, edges, {x.name: name[x.version_id] for x in refs})
         log = [RefLogEntry(e.ref, name.get(e.old_version_id), name.get(e.new_version_id), e.action, e.reason, e.who, _aware(e.at))
                for e in s.execute(select(RefLogRow).order_by(RefLogRow.id.desc())).scalars()]
@@ -83,7 +84,7 @@ def _orm_view(reg: Registry) -> tuple[Lineage, list[RefLogEntry], dict[str, list
                             _aware(r.created_at))
                       for r in sorted(rs, key=lambda r: (r.skill_id is None, skill.get(r.skill_id) or "", r.split, r.id))]
                   for v, rs in scores.items()}
-        learn = [LearnRun(r.id, skill[r.skill_id], name.get(r.parent_id), name.get(r.result_id), r.demo_set_id, r.recipe,
+        learn = [LearnRun(r.id, skill[r.skill_id], name.get(r.parent_id), name.get(r.result_id), r.demo_set_id, r.mode, r.recipe,
                           f"sha256:{r.delta}" if r.delta else None, r.alpha, r.sweep, r.timings, r.status, _aware(r.created_at))
                  for r in runs]
     return lineage, log, scores, learn
@@ -101,6 +102,7 @@ def test_reader_records_equal_the_orm_rows(history):
         assert r.learn_runs() == learn
     alphas = [e.alpha for e in lineage.edges]
     assert alphas == [0.75, 1.0, {"vision": 1.0, "language": 0.8, "action": 1}]  # decoded, not JSON text
+    assert [e.mode for e in lineage.edges] == ["co-ft"] * 3 and {r.mode for r in learn} == {"co-ft"}
     assert [s.skill for s in scores["v1"]][-1] is None  # the generalist suite sorts last
 
 
@@ -135,7 +137,7 @@ def test_old_schema_goes_through_the_migrating_open(db_url, tmp_path):
         _fill_at_first_revision(conn)
     engine.dispose()
     r = CliRunner().invoke(root, ["--home", str(tmp_path / "home"), "--db", db_url, "lineage"])
-    assert r.exit_code == 0 and "v1  learn  plates alpha language=0.8  [main]" in r.output, r.output
+    assert r.exit_code == 0 and "v1  learn  plates task-ft alpha language=0.8  [main]" in r.output, r.output
     engine = dbmod.make_engine(db_url)
     assert dbmod.current_revision(engine) == dbmod.SCHEMA_HEAD
     engine.dispose()
