@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from base_args import add_base_args, resolve_base  # noqa: E402
 from pngplot import Panel, render, write_png  # noqa: E402
 
 # What "the phenomenon holds" means here (issue 4), fixed before looking at any result.
@@ -49,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
-    ap.add_argument("--base", default="shipped", help="'shipped' or a safetensors folder (with --base-config JSON)")
-    ap.add_argument("--base-config", default=None, help="JSON file with the base's policy_config (for --base PATH)")
+    add_base_args(ap)
     ap.add_argument("--families", nargs="*", default=None, help="OOD families to evaluate (default: all)")
     ap.add_argument("--out", default="benchmarks/out/testbed")
     args = ap.parse_args(argv)
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from retain.evaluate import GENERALIST, evaluate, ood_settings
     from retain.merge import merge_checkpoints
-    from retain.policies import get_policy
-    from retain.pretrain import collect_frames, shipped_base
+    from retain.pretrain import collect_frames
     from retain.train import train_bc
 
     torch.set_num_threads(args.threads)
@@ -72,13 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    if args.base == "shipped":
-        sb = shipped_base()
-        base_dir, policy, policy_config = sb.weights_dir, sb.config["policy"], sb.config["policy_config"]
-    else:
-        base_dir, policy = Path(args.base), "builtin-vla"
-        policy_config = json.loads(Path(args.base_config).read_text()) if args.base_config else {}
-    adapter = get_policy(policy)
+    base_dir, adapter, policy_config = resolve_base(args)
     families = args.families if args.families is not None else ood_settings()
     settings = ["id", *families]
     results: list[dict] = []
