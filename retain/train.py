@@ -20,12 +20,12 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
 from registry.errors import invalid
-from retain.policies.adapter import ACTION, ACTION_IS_PAD, IMAGE, INSTRUCTION, STATE, PolicyAdapter
+from retain.policies.adapter import ACTION, ACTION_IS_PAD, IMAGE, INSTRUCTION, STATE, TARGET, PolicyAdapter
 
 
 @dataclasses.dataclass
@@ -38,10 +38,11 @@ class DemoFrames:
     episode_index: np.ndarray  # int64 (N,), frames of one episode contiguous and in order
     task_index: np.ndarray  # int64 (N,) into `tasks`
     tasks: list[str]  # the instruction of each task index
+    target: Optional[np.ndarray] = None  # float32 (N, 4) privileged positions (simulator demos only)
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        for name in ("state", "action", "episode_index", "task_index"):
+        for name in ("state", "action", "episode_index", "task_index") + (("target",) if self.target is not None else ()):
             if len(getattr(self, name)) != n:
                 raise invalid(f"demo frames disagree: {n} images but {len(getattr(self, name))} rows of {name}; re-collect the demos")
         if n and (self.task_index.min() < 0 or self.task_index.max() >= len(self.tasks)):
@@ -85,7 +86,15 @@ def frames_from_episodes(episodes: Sequence[Any]) -> DemoFrames:
         episode_index=np.repeat(np.arange(len(episodes)), lengths),
         task_index=np.repeat([tasks[e.instruction] for e in episodes], lengths).astype(np.int64),
         tasks=list(tasks),
+        target=_all_or_none([getattr(e, "target", None) for e in episodes]),
     )
+
+
+def _all_or_none(arrays: Sequence[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+    """The arrays concatenated when every one is present, else None (targets are all-or-nothing)."""
+    if not arrays or any(a is None for a in arrays):
+        return None
+    return np.concatenate(arrays).astype(np.float32, copy=False)
 
 
 def concat_frames(parts: Sequence[DemoFrames]) -> DemoFrames:
@@ -106,6 +115,7 @@ def concat_frames(parts: Sequence[DemoFrames]) -> DemoFrames:
         episode_index=np.concatenate(eps),
         task_index=np.concatenate(tidx),
         tasks=tasks,
+        target=_all_or_none([p.target for p in parts]),
     )
 
 
@@ -122,29 +132,33 @@ def chunk_targets(episode_index: np.ndarray, chunk: int) -> tuple[np.ndarray, np
 class _Sampler:
     """Draws training batches of one DemoFrames with a seeded generator."""
 
-    def __init__(self, data: DemoFrames, chunk: int):
+    def __init__(self, data: DemoFrames, chunk: int, targets: bool = False):
         if len(data) == 0:
             raise invalid("no demo frames to train on; collect demos first")
         self.data = data
+        self.targets = targets and data.target is not None
         self.chunk_idx, self.chunk_pad = chunk_targets(data.episode_index, chunk)
 
     def batch(self, idx: np.ndarray) -> dict[str, Any]:
         import torch
 
         d = self.data
-        return {
+        out = {
             IMAGE: torch.from_numpy(d.images[idx]),
             STATE: torch.from_numpy(d.state[idx]),
             INSTRUCTION: [d.tasks[t] for t in d.task_index[idx]],
             ACTION: torch.from_numpy(d.action[self.chunk_idx[idx]]),
             ACTION_IS_PAD: torch.from_numpy(self.chunk_pad[idx]),
         }
+        if self.targets:
+            out[TARGET] = torch.from_numpy(d.target[idx])
+        return out
 
 
 def _merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    return {k: (a[k] + b[k]) if k == INSTRUCTION else torch.cat([a[k], b[k]]) for k in a}
+    return {k: (a[k] + b[k]) if k == INSTRUCTION else torch.cat([a[k], b[k]]) for k in a if k in b}
 
 
 @dataclasses.dataclass
@@ -194,6 +208,7 @@ def train_bc(
     warmup: int | None = None,
     log_every: int = 50,
     progress: bool = False,
+    targets: bool = False,
 ) -> TrainReport:
     """Train `model` in place by behaviour cloning and return the loss curve.
 
@@ -203,6 +218,8 @@ def train_bc(
         mix: optional `(pretrain_frames, ratio)`: that fraction of each batch comes from the
             pretraining data (co-finetuning); None trains on `data_sources` alone.
         threads: torch threads; part of the recipe because it can change float rounding.
+        targets: hand the data's privileged TARGET positions to the loss (pretraining on
+            simulator demos); finetuning leaves them out, as a real robot's demos have none.
     """
     import torch
 
@@ -210,7 +227,7 @@ def train_bc(
         raise invalid(f"training needs steps >= 1, batch_size >= 1 and lr > 0; got steps={steps}, batch_size={batch_size}, lr={lr}")
     sources = data_sources if isinstance(data_sources, (list, tuple)) else [data_sources]
     chunk = model.cfg.chunk if hasattr(model, "cfg") else 1
-    main = _Sampler(concat_frames([frames_from(s) for s in sources]), chunk)
+    main = _Sampler(concat_frames([frames_from(s) for s in sources]), chunk, targets)
     n_mix, other = 0, None
     if mix is not None:
         mix_data, ratio = mix

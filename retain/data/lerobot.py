@@ -52,6 +52,7 @@ class Episode:
     state: np.ndarray    # (T, S) float32
     action: np.ndarray   # (T, A) float32
     instruction: str
+    target: "np.ndarray | None" = None  # (T, 4) simulator-only privileged positions; never written
 
 
 @dataclasses.dataclass

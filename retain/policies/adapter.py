@@ -11,6 +11,9 @@ Batches passed to `loss` are dicts keyed by the constants below:
     INSTRUCTION    list[str] of length B
     ACTION         float32 (B, K, A): the demonstrated chunk of the next K actions
     ACTION_IS_PAD  bool (B, K): True where the chunk runs past the episode's end
+    TARGET         float32 (B, 4), optional: where the instructed thing and its destination are
+                   (table x, y of each); only simulator pretraining data carries it, and a
+                   policy may ignore it
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ STATE = "observation.state"
 INSTRUCTION = "instruction"
 ACTION = "action"
 ACTION_IS_PAD = "action_is_pad"
+TARGET = "observation.target"
 
 WEIGHTS_NAME = "model.safetensors"
 

@@ -35,6 +35,7 @@ from retain.policies.adapter import (
     IMAGE,
     INSTRUCTION,
     STATE,
+    TARGET,
     load_state_dict,
     save_state_dict,
 )
@@ -79,6 +80,14 @@ class VLAConfig:
     """Layers of the action expert (each: self-attention, cross-attention to the backbone, MLP)."""
     mlp_ratio: int = 4
     """MLP hidden size = mlp_ratio * width."""
+    vision_film: bool = False
+    """Condition every conv layer on the instruction (FiLM, as in RT-1): the mean word embedding
+    scales and shifts the channels, so the encoder can look for what the words name."""
+    locate_weight: float = 0.0
+    """Weight of an auxiliary loss, used only when a batch carries privileged TARGET positions
+    (simulator pretraining): a head on the encoder's last map regresses where the instructed thing
+    and its destination are. 0 builds no head. It gives the encoder a direct localisation signal,
+    which behaviour cloning alone was found to deliver too slowly at this scale."""
 
     def __post_init__(self) -> None:
         ratio = self.image_size // max(self.vision_grid, 1)
@@ -93,6 +102,8 @@ class VLAConfig:
                 raise invalid(f"{name} {width} must be divisible by n_heads {self.n_heads}")
         if self.vocab_size < 16:
             raise invalid(f"vocab_size {self.vocab_size} is too small; use at least 16 (4096 is the default)")
+        if self.locate_weight < 0:
+            raise invalid(f"locate_weight must be >= 0, got {self.locate_weight}")
         if self.vision_keypoints < 0:
             raise invalid(f"vision_keypoints must be >= 0, got {self.vision_keypoints}")
         for name in ("state_dim", "action_dim", "chunk", "max_words", "vision_channels", "language_layers", "action_layers", "mlp_ratio"):
@@ -196,20 +207,34 @@ class VisionEncoder(nn.Module):
             self.keypoint_in = nn.Linear(2, cfg.d_model)
         self.pos = nn.Parameter(torch.zeros(1, cfg.vision_grid**2 + self.n_keypoints, cfg.d_model))
         nn.init.normal_(self.pos, std=0.02)
+        if cfg.vision_film:
+            self.film = nn.ModuleList(nn.Linear(cfg.d_model, 2 * cfg.vision_channels) for _ in convs)
+            for f in self.film:  # start as the identity: (1 + 0) * x + 0
+                nn.init.zeros_(f.weight)
+                nn.init.zeros_(f.bias)
+        if cfg.locate_weight:
+            self.locate = nn.Sequential(nn.Linear(cfg.vision_channels * cfg.vision_grid**2 + cfg.d_model, 256), nn.GELU(), nn.Linear(256, 4))
 
     @staticmethod
     def _coords(h: int, w: int, device) -> torch.Tensor:
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device), indexing="ij")
         return torch.stack([xs, ys])  # (2, h, w)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vision tokens, and the located (thing x, y, destination x, y) (B, 4) when the encoder has
+        a locate head. `words` (B, D) is the instruction's mean word embedding (used by FiLM)."""
         x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
         B, _, H, W = x.shape
         x = torch.cat([x, self._coords(H, W, x.device).expand(B, -1, -1, -1)], dim=1)  # (B, 5, H, W)
         first = None
-        for conv in self.convs:
+        film = getattr(self, "film", None)
+        for i, conv in enumerate(self.convs):
             x = conv(x)
+            if film is not None:
+                scale, shift = film[i](words).chunk(2, dim=-1)  # each (B, C)
+                x = x * (1 + scale[..., None, None]) + shift[..., None, None]
             first = x if first is None else first  # (B, C, H/2, W/2)
+        located = self.locate(torch.cat([x.flatten(1), words], dim=1)) if hasattr(self, "locate") else None
         tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, G*G, D)
         if self.n_keypoints:
             logits = self.keypoint_maps(first)  # (B, P, h, w)
@@ -218,7 +243,7 @@ class VisionEncoder(nn.Module):
             grid = self._coords(h, w, x.device).flatten(1)  # (2, h*w)
             xy = attn @ grid.T  # (B, P, 2) expected position of each feature
             tokens = torch.cat([tokens, self.keypoint_in(xy)], dim=1)  # (B, G*G + P, D)
-        return tokens + self.pos
+        return tokens + self.pos, located
 
 
 class LanguageBackbone(nn.Module):
@@ -233,6 +258,11 @@ class LanguageBackbone(nn.Module):
             nn.init.normal_(p, std=0.02)
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.language_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
+
+    def mean_word(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D) the mean embedding of each instruction's words: the vision encoder's FiLM input."""
+        m = token_mask[..., None].float()
+        return (self.embed(tokens) * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def forward(self, vision: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
         words = self.embed(tokens) + self.pos[:, : tokens.shape[1]] + self.kind[1]  # (B, L, D)
@@ -275,8 +305,13 @@ class BuiltinVLA(nn.Module):
 
     def forward(self, images, state, tokens, token_mask) -> torch.Tensor:
         """Predicted action chunk (B, K, A) for images (B, H, W, 3) uint8, state (B, S), tokens (B, L)."""
-        ctx, mask = self.language(self.vision(images), tokens, token_mask)
-        return self.action(state, ctx, mask)
+        return self.forward_located(images, state, tokens, token_mask)[0]
+
+    def forward_located(self, images, state, tokens, token_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The action chunk and the locate head's (B, 4) output (None without the head)."""
+        vision, located = self.vision(images, self.language.mean_word(tokens, token_mask))
+        ctx, mask = self.language(vision, tokens, token_mask)
+        return self.action(state, ctx, mask), located
 
     def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = tokenizer.tokenize(instructions, self.cfg.vocab_size, self.cfg.max_words)
@@ -313,13 +348,19 @@ class BuiltinVLAAdapter:
         return model.cfg.execute
 
     def loss(self, model: BuiltinVLA, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """L1 between the predicted and demonstrated chunks, ignoring steps past an episode's end."""
+        """L1 between the predicted and demonstrated chunks, ignoring steps past an episode's end;
+        plus `locate_weight` x the locate head's L1 when the batch carries TARGET positions."""
         tokens, mask = model.tokenize(batch[INSTRUCTION])
-        pred = model(batch[IMAGE], batch[STATE], tokens, mask)  # (B, K, A)
+        pred, located = model.forward_located(batch[IMAGE], batch[STATE], tokens, mask)  # (B, K, A), (B, 4)
         keep = (~batch[ACTION_IS_PAD]).float()[..., None]  # (B, K, 1)
         err = (pred - batch[ACTION]).abs() * keep
         loss = err.sum() / (keep.sum() * pred.shape[-1]).clamp(min=1.0)
-        return loss, {"l1": float(loss.detach())}
+        parts = {"l1": float(loss.detach())}
+        if located is not None and TARGET in batch:
+            locate = (located - batch[TARGET]).abs().mean()
+            parts["locate"] = float(locate.detach())
+            loss = loss + model.cfg.locate_weight * locate
+        return loss, parts
 
     @torch.no_grad()
     def act_chunk(self, model: BuiltinVLA, obs: Mapping[str, np.ndarray], instructions: Sequence[str]) -> np.ndarray:

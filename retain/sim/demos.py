@@ -8,7 +8,7 @@ from typing import Sequence
 from registry.errors import invalid, invalid_state
 from retain.data.lerobot import Episode
 from retain.sim.batch import TabletopBatch
-from retain.sim.world import WorldConfig
+from retain.sim.world import WorldConfig, instructed_targets
 
 FPS = 10.0          # recorded frame rate of a demo (one frame per env step)
 _MAX_ROUNDS = 8     # extra rounds allowed to top up when some expert episodes fail
@@ -54,7 +54,7 @@ def _round_seed(seed: int, round_: int, stream: int = 0) -> int:
 
 def _run(batch: TabletopBatch, noise: float, rng: np.random.Generator) -> list[Episode]:
     obs = batch.reset()
-    images, states, actions = [], [], []
+    images, states, actions, targets = [], [], [], []
     live_masks = []
     while not batch.done.all():
         act = batch.expert_actions()
@@ -62,16 +62,17 @@ def _run(batch: TabletopBatch, noise: float, rng: np.random.Generator) -> list[E
         images.append(obs["image"])
         states.append(obs["state"])
         actions.append(act)
+        targets.append(instructed_targets(batch.world))
         executed = act if noise == 0 else np.clip(act + rng.normal(0.0, noise, act.shape), -1, 1).astype(np.float32)
         obs, _, _ = batch.step(executed)
     if not images:
         return []
     live = np.stack(live_masks, 1)       # (n, T)
-    imgs, st, ac = np.stack(images, 1), np.stack(states, 1), np.stack(actions, 1)
+    imgs, st, ac, tg = np.stack(images, 1), np.stack(states, 1), np.stack(actions, 1), np.stack(targets, 1)
     episodes = []
     for i in np.nonzero(batch.success)[0]:
         t = int(live[i].sum())
         if t == 0:   # solved before any action: nothing to imitate
             continue
-        episodes.append(Episode(imgs[i, :t], st[i, :t], ac[i, :t], batch.instructions[i]))
+        episodes.append(Episode(imgs[i, :t], st[i, :t], ac[i, :t], batch.instructions[i], tg[i, :t]))
     return episodes

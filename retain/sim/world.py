@@ -147,6 +147,12 @@ def destinations(w: WorldState) -> np.ndarray:
     return np.where((w.b >= 0)[..., None], _gather(w.pos, w.b), w.goal)
 
 
+def instructed_targets(w: WorldState) -> np.ndarray:
+    """(n, 4) float32: table x, y of the first named thing and of its destination. Privileged
+    simulator state: pretraining may supervise on it, a policy never observes it."""
+    return np.concatenate([_gather(w.pos, w.a)[:, 0], destinations(w)[:, 0]], axis=1).astype(np.float32)
+
+
 def placement(w: WorldState) -> tuple[np.ndarray, np.ndarray]:
     """For PLACE tasks: (a_ok (n, P), b_ok (n, P)): thing i rests on some destination, destination
     j holds some thing. Unused pairs count as satisfied."""
