@@ -232,7 +232,9 @@ def _ddp_module(model):
             except AttributeError:
                 return getattr(self.module, name)
 
-    return _Transparent(model)
+    # Parameters a loss may leave out (the built-in VLA's pretraining-only locate head gets no
+    # gradient from demos without targets) must not stall the gradient sync.
+    return _Transparent(model, find_unused_parameters=True)
 
 
 def _worker(spec_path: str) -> None:

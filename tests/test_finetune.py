@@ -80,3 +80,18 @@ def test_ddp_with_two_processes_keeps_ranks_in_sync(parent, tmp_path):
     with open_checkpoint(a.checkpoint) as ca, open_checkpoint(parent) as cp:
         moved = [n for n in ca.names if not np.array_equal(ca.array(n), cp.array(n))]
     assert moved, "the distributed finetune changed no weight"
+
+
+@pytest.mark.slow
+def test_ddp_finetunes_a_base_with_a_pretraining_only_head(tmp_path):
+    """The default base's locate head gets no gradient from demos (they carry no targets); DDP
+    must still sync the rest and leave the head as it was."""
+    from retain.policies import get_policy
+
+    config = {"policy": "builtin-vla", "policy_config": {**tiny_config()["policy_config"], "vision_film": True, "locate_weight": 1.0}}
+    adapter = get_policy("builtin-vla")
+    parent = adapter.save(adapter.build(config["policy_config"], seed=0), tmp_path / "v0")
+    res = finetune(parent, config, synthetic_frames(), FinetuneRecipe(steps=4, batch_size=8, seed=1, threads=1, nproc=2), tmp_path / "ddp")
+    with open_checkpoint(res.checkpoint) as ca, open_checkpoint(parent) as cp:
+        moved = {n for n in ca.names if not np.array_equal(ca.array(n), cp.array(n))}
+    assert moved and not any(n.startswith("vision.locate.") for n in moved)

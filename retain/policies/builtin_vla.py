@@ -220,9 +220,9 @@ class VisionEncoder(nn.Module):
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device), indexing="ij")
         return torch.stack([xs, ys])  # (2, h, w)
 
-    def forward(self, images: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Vision tokens, and the located (thing x, y, destination x, y) (B, 4) when the encoder has
-        a locate head. `words` (B, D) is the instruction's mean word embedding (used by FiLM)."""
+    def forward(self, images: torch.Tensor, words: torch.Tensor, locate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vision tokens, and with `locate` the located (thing x, y, destination x, y) (B, 4) when the
+        encoder has a locate head. `words` (B, D) is the instruction's mean word embedding (FiLM's input)."""
         x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
         B, _, H, W = x.shape
         x = torch.cat([x, self._coords(H, W, x.device).expand(B, -1, -1, -1)], dim=1)  # (B, 5, H, W)
@@ -234,7 +234,7 @@ class VisionEncoder(nn.Module):
                 scale, shift = film[i](words).chunk(2, dim=-1)  # each (B, C)
                 x = x * (1 + scale[..., None, None]) + shift[..., None, None]
             first = x if first is None else first  # (B, C, H/2, W/2)
-        located = self.locate(torch.cat([x.flatten(1), words], dim=1)) if hasattr(self, "locate") else None
+        located = self.locate(torch.cat([x.flatten(1), words], dim=1)) if locate and hasattr(self, "locate") else None
         tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, G*G, D)
         if self.n_keypoints:
             logits = self.keypoint_maps(first)  # (B, P, h, w)
@@ -303,15 +303,14 @@ class BuiltinVLA(nn.Module):
         self.language = LanguageBackbone(cfg)
         self.action = ActionExpert(cfg)
 
-    def forward(self, images, state, tokens, token_mask) -> torch.Tensor:
-        """Predicted action chunk (B, K, A) for images (B, H, W, 3) uint8, state (B, S), tokens (B, L)."""
-        return self.forward_located(images, state, tokens, token_mask)[0]
-
-    def forward_located(self, images, state, tokens, token_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The action chunk and the locate head's (B, 4) output (None without the head)."""
-        vision, located = self.vision(images, self.language.mean_word(tokens, token_mask))
+    def forward(self, images, state, tokens, token_mask, located: bool = False):
+        """Predicted action chunk (B, K, A) for images (B, H, W, 3) uint8, state (B, S), tokens (B, L);
+        with `located`, also the locate head's (B, 4) output (None without the head). One forward
+        for both, so a DistributedDataParallel wrapper syncs the gradients of each."""
+        vision, where = self.vision(images, self.language.mean_word(tokens, token_mask), locate=located)
         ctx, mask = self.language(vision, tokens, token_mask)
-        return self.action(state, ctx, mask), located
+        actions = self.action(state, ctx, mask)
+        return (actions, where) if located else actions
 
     def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = tokenizer.tokenize(instructions, self.cfg.vocab_size, self.cfg.max_words)
@@ -351,12 +350,15 @@ class BuiltinVLAAdapter:
         """L1 between the predicted and demonstrated chunks, ignoring steps past an episode's end;
         plus `locate_weight` x the locate head's L1 when the batch carries TARGET positions."""
         tokens, mask = model.tokenize(batch[INSTRUCTION])
-        pred, located = model.forward_located(batch[IMAGE], batch[STATE], tokens, mask)  # (B, K, A), (B, 4)
+        if TARGET in batch:
+            pred, located = model(batch[IMAGE], batch[STATE], tokens, mask, located=True)  # (B, K, A), (B, 4)
+        else:
+            pred, located = model(batch[IMAGE], batch[STATE], tokens, mask), None
         keep = (~batch[ACTION_IS_PAD]).float()[..., None]  # (B, K, 1)
         err = (pred - batch[ACTION]).abs() * keep
         loss = err.sum() / (keep.sum() * pred.shape[-1]).clamp(min=1.0)
         parts = {"l1": float(loss.detach())}
-        if located is not None and TARGET in batch:
+        if located is not None:
             locate = (located - batch[TARGET]).abs().mean()
             parts["locate"] = float(locate.detach())
             loss = loss + model.cfg.locate_weight * locate
