@@ -11,6 +11,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from registry.records import MODE_MAX
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -98,7 +100,7 @@ class LearnRunRow(Base):
     result_id: Mapped[Optional[int]] = mapped_column(ForeignKey("versions.id"), nullable=True)
     demo_set_id: Mapped[Optional[int]] = mapped_column(ForeignKey("demo_sets.id"), nullable=True)
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    mode: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)  # recipe["mode"], for lineage (migration 0003)
+    mode: Mapped[Optional[str]] = mapped_column(String(MODE_MAX), nullable=True)  # recipe["mode"], for lineage (migration 0003)
     delta: Mapped[Optional[str]] = mapped_column(String(SHA), ForeignKey("folders.sha256"), nullable=True)
     alpha: Mapped[Any] = mapped_column(JSON, nullable=False)  # a float or {modality: float}
     sweep: Mapped[list] = mapped_column(JSON, default=list)

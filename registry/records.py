@@ -49,6 +49,9 @@ class Score:
     created_at: dt.datetime
 
 
+MODE_MAX = 32  # longest finetune mode learn_runs.mode holds
+
+
 @dataclasses.dataclass(frozen=True)
 class NewLearnRun:
     """The lineage edge a `learn` commit records beside its new version."""
@@ -65,9 +68,9 @@ class NewLearnRun:
     @property
     def mode(self) -> Optional[str]:
         """How the skill was finetuned (task-ft | co-ft | external), as the recipe says: stored in
-        learn_runs.mode so `lineage` need not decode recipes. None unless a string of <= 32 chars."""
+        learn_runs.mode so `lineage` need not decode recipes. None unless a string of <= MODE_MAX chars."""
         mode = self.recipe.get("mode")
-        return mode if isinstance(mode, str) and len(mode) <= 32 else None
+        return mode if isinstance(mode, str) and len(mode) <= MODE_MAX else None
 
 
 @dataclasses.dataclass(frozen=True)
