@@ -35,16 +35,39 @@ def base_group() -> None:
 @click.option("--name", default=None, help="A label for this base (letters, digits, . _ -).")
 @click.option("--ref", default="main", show_default=True, help="The ref that moves to the new version.")
 @click.option("--message", "-m", default=None, help="Why this base is imported.")
+@click.option("--config", "config_path", default=None, type=click.Path(path_type=str),
+              help='JSON file naming the policy, e.g. {"policy": "builtin-vla", "policy_config": {...}}; '
+                   "needed to eval, finetune or learn on this base here.")
 @json_option
 @click.pass_context
-def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, message: str | None, as_json: bool) -> None:
+def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, message: str | None,
+                    config_path: str | None, as_json: bool) -> None:
     """Import a safetensors file or sharded folder as a new base version at the head of a ref.
 
-    Example: retain base import ./pi0_base --name pi0
+    Example: retain base import ./pi0_base --name pi0 --config pi0.json
     """
+    config = _policy_config_file(config_path) if config_path else None
     with registry_from_ctx(ctx) as reg:
-        v = reg.import_base(path, name=name, ref=ref, message=message)
+        v = reg.import_base(path, name=name, ref=ref, message=message, config=config)
     emit(v, as_json, lambda v: f"{v.name} imported from {path} ({v.weight_hash}); {ref} -> {v.name}")
+
+
+def _policy_config_file(path: str) -> dict:
+    """The JSON object in `path`; a missing, unreadable or non-object file is one INVALID line."""
+    import json
+    from pathlib import Path
+
+    from registry.errors import invalid
+
+    try:
+        config = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise invalid(f"cannot read --config {path}: {e.strerror or e}; pass a JSON file") from None
+    except ValueError as e:
+        raise invalid(f"--config {path} is not valid JSON ({e}); fix the file") from None
+    if not isinstance(config, dict) or not isinstance(config.get("policy"), str):
+        raise invalid(f'--config {path} must be a JSON object with a "policy" name, e.g. {{"policy": "builtin-vla", "policy_config": {{}}}}')
+    return config
 
 
 @click.command("lineage")

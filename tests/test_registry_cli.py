@@ -183,3 +183,27 @@ def test_verify_reports_corruption_with_nonzero_exit(populated, cli):
     r = cli("verify")
     assert r.exit_code == Code.CORRUPT.value and f"problem: blob {blob} is corrupt" in r.output
     assert "Traceback" not in r.output and r.output.strip().splitlines()[-1].startswith("Error: verify found")
+
+
+def test_base_import_records_the_policy_config_file(registry, make_checkpoint, cli, tmp_path):
+    cfg = tmp_path / "policy.json"
+    cfg.write_text(json.dumps({"policy": "builtin-vla", "policy_config": {"max_words": 12}}))
+    r = cli("base", "import", str(make_checkpoint("base.safetensors", seed=0)), "--config", str(cfg), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(cli("show", "v0", "--json").output)["version"]["config"]["policy_config"] == {"max_words": 12}
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "cannot read --config"),
+    ("{not json", "is not valid JSON"),
+    ('["builtin-vla"]', 'must be a JSON object with a "policy" name'),
+    ('{"policy_config": {}}', 'must be a JSON object with a "policy" name'),
+])
+def test_base_import_refuses_a_bad_config_file(populated, make_checkpoint, cli, tmp_path, content, fragment):
+    cfg = tmp_path / "policy.json"
+    if content is not None:
+        cfg.write_text(content)
+    before = snapshot(populated)
+    assert_one_line_error(cli("base", "import", str(make_checkpoint("b2.safetensors", seed=1)), "--config", str(cfg)),
+                          Code.INVALID_VALUE, fragment)
+    assert snapshot(populated) == before

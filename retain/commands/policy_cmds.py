@@ -103,7 +103,7 @@ def _load_version(reg, v):
     from retain.finetune import policy_of
 
     if not (v.config or {}).get("policy"):
-        raise invalid(f"version {v.name} records no policy in its config; import it with --config naming the policy")
+        raise invalid(f"version {v.name} records no policy in its config; import it with `retain base import PATH --config FILE` naming the policy")
     adapter, policy_config = policy_of(v.config)
     with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp:
         path = reg.checkout(v.name, Path(tmp) / "weights")
