@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_seed = 10_000 + seed
         for skill in args.skills:
             t = time.perf_counter()
-            demos = collect_frames([skill], "id", args.demos, seed=1_000 + seed)
+            demos = collect_frames([skill], "id", args.demos, seed=1_000 + seed, image_size=policy_config.get("image_size"))
             timings["collect"] += time.perf_counter() - t
             t = time.perf_counter()
             model = adapter.load(base_dir, policy_config)

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     model = adapter.load(base_dir, config)
     rows = []
     for setting in args.settings:
-        frames = collect_frames(list(sim.PRETRAIN_TASKS), setting, args.episodes, args.seed)
+        frames = collect_frames(list(sim.PRETRAIN_TASKS), setting, args.episodes, args.seed, image_size=model.cfg.image_size)
         rows.append({"setting": setting, "frames": len(frames), **measure(model, adapter, frames, model.cfg.chunk)})
     print(json.dumps({"base": str(base_dir), "results": rows}, indent=2))
     print(f"\n{'setting':<12}{'frames':>8}{'l1':>9}{'l1 shuffled':>13}{'image gain':>12}{'action change':>15}")

@@ -111,7 +111,9 @@ def _rollout(model, adapter: PolicyAdapter, tasks: list[str], setting: str, seed
     """Run every episode to its end; returns success (n,) bool."""
     from retain import sim
 
-    batch = sim.TabletopBatch(tasks, setting, len(tasks), seed)
+    # render what the policy was built to see; adapters without a config get the default size
+    image_size = getattr(getattr(model, "cfg", None), "image_size", None)
+    batch = sim.TabletopBatch(tasks, setting, len(tasks), seed, image_size=image_size)
     obs = batch.reset()
     instructions = list(batch.instructions)
     n = len(tasks)

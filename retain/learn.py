@@ -249,7 +249,7 @@ def pretraining_frames(base_recipe: Optional[dict], episodes: int):
     if base_recipe is None:
         raise invalid("co-ft needs the base's pretraining data, but this lineage's base records no data recipe; use --mode task-ft")
     return collect_frames(list(sim.PRETRAIN_TASKS), base_recipe["setting"], episodes, int(base_recipe["seed"]),
-                          float(base_recipe.get("noise", 0.0)))
+                          float(base_recipe.get("noise", 0.0)), (base_recipe.get("policy_config") or {}).get("image_size"))
 
 
 # ---------------------------------------------------------------------------------------- pieces

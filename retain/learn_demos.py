@@ -35,7 +35,7 @@ def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 5
         check_builtin(task)
         folder = work / "demos"
         say(f"collecting {episodes} expert demos of {task} (setting id, seed {seed})")
-        collect_builtin_demos(task, episodes, seed, folder)
+        collect_builtin_demos(task, episodes, seed, folder, image_size=(expect or {}).get("image_shape", (None,))[0])
         source = f"builtin-expert:{task}:id:n={episodes}:seed={seed}"
     else:
         folder = _local_copy(demos, work / "demos")
@@ -52,12 +52,13 @@ def check_builtin(task: str) -> None:
         raise invalid(f"unknown task {task!r} and no --demos; pass --demos PATH (a LeRobot folder or URL) or use one of {', '.join(sim_skills())}")
 
 
-def collect_builtin_demos(task: str, episodes: int, seed: int, dest: Path) -> Path:
-    """The built-in scripted expert's demos of `task` in the narrow ID setting, as a LeRobot folder."""
+def collect_builtin_demos(task: str, episodes: int, seed: int, dest: Path, image_size: Optional[int] = None) -> Path:
+    """The built-in scripted expert's demos of `task` in the narrow ID setting, as a LeRobot folder,
+    rendered at the policy's `image_size` (None: the simulator's default)."""
     from retain.data.lerobot import write_dataset
     from retain.sim.demos import FPS, collect_episodes
 
-    eps = collect_episodes(task, episodes, "id", seed)
+    eps = collect_episodes(task, episodes, "id", seed, image_size=image_size)
     recipe = {"source": "retain-sim-expert", "task": task, "setting": "id", "seed": seed, "episodes": episodes}
     write_dataset(dest, eps, FPS, extra_info={"retain_recipe": recipe})
     return dest

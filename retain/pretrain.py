@@ -105,14 +105,16 @@ class PretrainResult:
     collect_seconds: float
 
 
-def collect_frames(tasks: list[str], setting: str, episodes: int, seed: int, noise: float = 0.0) -> DemoFrames:
+def collect_frames(tasks: list[str], setting: str, episodes: int, seed: int, noise: float = 0.0,
+                   image_size: int | None = None) -> DemoFrames:
     """`episodes` successful expert episodes cycling over `tasks` (the simulator's collector), as
     training frames. `noise` perturbs the executed actions but not the recorded ones (DART), so
-    the demos show recoveries from the small mistakes a cloned policy makes."""
+    the demos show recoveries from the small mistakes a cloned policy makes. `image_size` renders
+    for a policy that sees another size than the simulator's default (None: the default)."""
     from retain.sim.demos import collect_episodes
     from retain.train import frames_from_episodes
 
-    return frames_from_episodes(collect_episodes(list(tasks), episodes, setting, seed, noise=noise))
+    return frames_from_episodes(collect_episodes(list(tasks), episodes, setting, seed, noise=noise, image_size=image_size))
 
 
 def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> PretrainResult:
@@ -123,7 +125,8 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
 
     adapter = get_policy(recipe.policy)
     t0 = time.perf_counter()
-    data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise)
+    data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
+                          recipe.policy_config.get("image_size"))
     collect_s = time.perf_counter() - t0
     if len(data) == 0:
         raise invalid("the experts produced no successful pretraining episode; check the simulator")

@@ -170,3 +170,22 @@ def test_learn_and_replay_on_postgresql(postgres_url, tmp_path):
         assert reg.verify().ok
     finally:
         reg.close()
+
+
+def test_a_base_that_sees_another_image_size_gets_demos_and_rollouts_rendered_at_it(tmp_path):
+    from learn_support import TINY
+
+    from registry.api import Registry
+    from retain.policies import get_policy
+
+    adapter = get_policy("builtin-vla")
+    small = {**TINY, "image_size": 16}
+    base = adapter.save(adapter.build(small, seed=0), tmp_path / "base16")
+    reg = Registry.open(home=str(tmp_path / "home"), create=True)
+    reg.import_base(base, name="sees-16px", config={"policy": "builtin-vla", "policy_config": small})
+    res = learn(reg, "plates", fast_options(alpha="0.5"))
+    assert {(s.skill, s.split) for s in res.scores} >= {("plates", "id"), (None, "generalist")}
+    run = reg.learn_run_for(res.version.name)
+    back = reg.fetch_demo_set(run.demo_set_id, tmp_path / "back")
+    info = json.loads((back / "meta" / "info.json").read_text())
+    assert [16, 16, 3] in [f.get("shape") for f in info["features"].values()]
