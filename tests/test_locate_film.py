@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from retain.policies import get_policy
-from retain.policies.adapter import TARGET
+from retain.policies.adapter import IMAGE, INSTRUCTION, STATE, TARGET
 from retain.pretrain import collect_frames
 from retain.sim.demos import collect_episodes
 from retain.train import _Sampler, concat_frames, train_bc
@@ -67,3 +67,40 @@ def test_targets_are_all_or_nothing_when_frames_are_combined():
     user_like = dataclasses.replace(sim_frames, target=None)  # a LeRobot dataset has no targets
     assert concat_frames([sim_frames, sim_frames]).target is not None
     assert concat_frames([sim_frames, user_like]).target is None
+
+
+def test_heatmap_locate_head_learns_and_feeding_it_changes_the_actions():
+    frames = collect_frames(["reach-object", "put-in-box"], "pretrain", 16, seed=2)
+    batch = _Sampler(frames, chunk=4, targets=True).batch(np.arange(len(frames)))
+    cfg = {**TINY, "vision_film": True, "locate_weight": 1.0, "locate_heatmap": True}
+    before = ADAPTER.build(cfg, seed=0)
+    trained = ADAPTER.build(cfg, seed=0)
+    train_bc(trained, ADAPTER, frames, 120, 3e-3, 32, seed=0, threads=1, targets=True)
+    with torch.no_grad():
+        assert ADAPTER.loss(trained, batch)[1]["locate"] < 0.7 * ADAPTER.loss(before, batch)[1]["locate"]
+
+    fed = ADAPTER.build({**cfg, "locate_feeds_action": True}, seed=0)
+    tokens, mask = fed.tokenize(batch[INSTRUCTION])
+    args = (batch[IMAGE], batch[STATE], tokens, mask)
+    with torch.no_grad():
+        acted = fed(*args)
+        fed.vision.locate.to_table.bias += 0.5  # move where it thinks things are
+        assert not torch.allclose(acted, fed(*args))
+
+
+def test_a_fed_locate_head_learns_from_the_action_loss_alone_when_finetuning():
+    frames = collect_frames(["reach-object"], "id", 8, seed=3)
+    cfg = {**TINY, "vision_film": True, "locate_weight": 1.0, "locate_heatmap": True, "locate_feeds_action": True}
+    before = ADAPTER.build(cfg, seed=0)
+    tuned = ADAPTER.build(cfg, seed=0)
+    train_bc(tuned, ADAPTER, frames, 5, 3e-3, 16, seed=0, threads=1)  # no TARGET: as a user's demos
+    assert not torch.equal(tuned.vision.locate.heat.weight, before.vision.locate.heat.weight)
+
+
+def test_locate_options_without_the_head_are_refused_in_one_line():
+    import pytest
+
+    from registry.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="locate_weight > 0"):
+        ADAPTER.build({**TINY, "locate_feeds_action": True})

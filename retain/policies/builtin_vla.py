@@ -88,6 +88,16 @@ class VLAConfig:
     (simulator pretraining): a head on the encoder's last map regresses where the instructed thing
     and its destination are. 0 builds no head. It gives the encoder a direct localisation signal,
     which behaviour cloning alone was found to deliver too slowly at this scale."""
+    locate_heatmap: bool = False
+    """Locate by a spatial softmax over an instruction-conditioned heat map on the 8 x 8 conv map
+    (one map for the thing, one for its destination) instead of an MLP over the flattened last
+    map: translation-equivariant, so where a thing is transfers across the table (a probe on 20 k
+    pretraining frames: thing error 0.088 vs 0.097, within 0.1 for 54% vs 45% of frames)."""
+    locate_feeds_action: bool = False
+    """Hand the located (thing, destination) positions to the action expert's state token, so
+    moving to what the words name is a function of four numbers it is given rather than something
+    it must read out of attention. The head then runs on every forward pass and, when finetuning
+    has no TARGET positions, learns only through the action loss."""
 
     def __post_init__(self) -> None:
         ratio = self.image_size // max(self.vision_grid, 1)
@@ -104,6 +114,8 @@ class VLAConfig:
             raise invalid(f"vocab_size {self.vocab_size} is too small; use at least 16 (4096 is the default)")
         if self.locate_weight < 0:
             raise invalid(f"locate_weight must be >= 0, got {self.locate_weight}")
+        if (self.locate_heatmap or self.locate_feeds_action) and not self.locate_weight:
+            raise invalid("locate_heatmap and locate_feeds_action need the locate head; set locate_weight > 0 (5.0 is the default base's)")
         if self.vision_keypoints < 0:
             raise invalid(f"vision_keypoints must be >= 0, got {self.vision_keypoints}")
         for name in ("state_dim", "action_dim", "chunk", "max_words", "vision_channels", "language_layers", "action_layers", "mlp_ratio"):
@@ -212,7 +224,10 @@ class VisionEncoder(nn.Module):
             for f in self.film:  # start as the identity: (1 + 0) * x + 0
                 nn.init.zeros_(f.weight)
                 nn.init.zeros_(f.bias)
-        if cfg.locate_weight:
+        self.heat_level = max(len(convs) - 1 - int(math.log2(max(8 // cfg.vision_grid, 1))), 0)
+        if cfg.locate_weight and cfg.locate_heatmap:
+            self.locate = HeatmapLocator(cfg.vision_channels, cfg.d_model)
+        elif cfg.locate_weight:
             self.locate = nn.Sequential(nn.Linear(cfg.vision_channels * cfg.vision_grid**2 + cfg.d_model, 256), nn.GELU(), nn.Linear(256, 4))
 
     @staticmethod
@@ -226,7 +241,7 @@ class VisionEncoder(nn.Module):
         x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
         B, _, H, W = x.shape
         x = torch.cat([x, self._coords(H, W, x.device).expand(B, -1, -1, -1)], dim=1)  # (B, 5, H, W)
-        first = None
+        first = heat_map = None
         film = getattr(self, "film", None)
         for i, conv in enumerate(self.convs):
             x = conv(x)
@@ -234,7 +249,13 @@ class VisionEncoder(nn.Module):
                 scale, shift = film[i](words).chunk(2, dim=-1)  # each (B, C)
                 x = x * (1 + scale[..., None, None]) + shift[..., None, None]
             first = x if first is None else first  # (B, C, H/2, W/2)
-        located = self.locate(torch.cat([x.flatten(1), words], dim=1)) if locate and hasattr(self, "locate") else None
+            heat_map = x if i == self.heat_level else heat_map
+        located = None
+        if locate and hasattr(self, "locate"):
+            if isinstance(self.locate, HeatmapLocator):
+                located = self.locate(heat_map, words)
+            else:
+                located = self.locate(torch.cat([x.flatten(1), words], dim=1))
         tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, G*G, D)
         if self.n_keypoints:
             logits = self.keypoint_maps(first)  # (B, P, h, w)
@@ -244,6 +265,33 @@ class VisionEncoder(nn.Module):
             xy = attn @ grid.T  # (B, P, 2) expected position of each feature
             tokens = torch.cat([tokens, self.keypoint_in(xy)], dim=1)  # (B, G*G + P, D)
         return tokens + self.pos, located
+
+
+class HeatmapLocator(nn.Module):
+    """(B, C, h, w) conv map + (B, D) words -> (B, 4) table x, y of the thing and its destination.
+
+    Two instruction-conditioned heat maps, each reduced to its expected image position (spatial
+    softmax), then one affine map to table units that may also shift by the words (a push's
+    destination is an empty spot beside the thing, not something to point at)."""
+
+    def __init__(self, channels: int, d_words: int):
+        super().__init__()
+        self.refine = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.film = nn.Linear(d_words, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.heat = nn.Conv2d(channels, 2, 1)
+        self.to_table = nn.Linear(4 + d_words, 4)
+
+    def forward(self, x: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.refine(x))
+        scale, shift = self.film(words).chunk(2, dim=-1)
+        y = y * (1 + scale[..., None, None]) + shift[..., None, None]
+        logits = self.heat(y)  # (B, 2, h, w)
+        h, w = logits.shape[-2:]
+        grid = VisionEncoder._coords(h, w, x.device).flatten(1)  # (2, h*w)
+        xy = (logits.flatten(2).softmax(-1) @ grid.T).flatten(1)  # (B, 4) image x, y of each map
+        return self.to_table(torch.cat([xy, words], dim=1))
 
 
 class LanguageBackbone(nn.Module):
@@ -279,6 +327,8 @@ class ActionExpert(nn.Module):
     def __init__(self, cfg: VLAConfig):
         super().__init__()
         self.state_in = nn.Linear(cfg.state_dim, cfg.d_action)
+        if cfg.locate_feeds_action:
+            self.located_in = nn.Linear(4, cfg.d_action)
         self.queries = nn.Parameter(torch.zeros(1, cfg.chunk, cfg.d_action))
         nn.init.normal_(self.queries, std=0.02)
         self.blocks = nn.ModuleList(
@@ -287,9 +337,13 @@ class ActionExpert(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_action)
         self.head = nn.Linear(cfg.d_action, cfg.action_dim)
 
-    def forward(self, state: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, state: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor,
+                located: torch.Tensor | None = None) -> torch.Tensor:
         B = state.shape[0]
-        x = torch.cat([self.state_in(state)[:, None], self.queries.expand(B, -1, -1)], dim=1)  # (B, 1+K, Da)
+        s = self.state_in(state)
+        if located is not None:
+            s = s + self.located_in(located)
+        x = torch.cat([s[:, None], self.queries.expand(B, -1, -1)], dim=1)  # (B, 1+K, Da)
         for block in self.blocks:
             x = block(x, None, ctx, ctx_mask)
         return self.head(self.norm(x[:, 1:]))  # (B, K, A)
@@ -307,9 +361,10 @@ class BuiltinVLA(nn.Module):
         """Predicted action chunk (B, K, A) for images (B, H, W, 3) uint8, state (B, S), tokens (B, L);
         with `located`, also the locate head's (B, 4) output (None without the head). One forward
         for both, so a DistributedDataParallel wrapper syncs the gradients of each."""
-        vision, where = self.vision(images, self.language.mean_word(tokens, token_mask), locate=located)
+        feed = self.cfg.locate_feeds_action
+        vision, where = self.vision(images, self.language.mean_word(tokens, token_mask), locate=located or feed)
         ctx, mask = self.language(vision, tokens, token_mask)
-        actions = self.action(state, ctx, mask)
+        actions = self.action(state, ctx, mask, where if feed else None)
         return (actions, where) if located else actions
 
     def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
