@@ -36,12 +36,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "vision_channels": 16, "vocab_size": 512, "chunk": 4, "execute": 2},
         "episodes": 24, "steps": 20, "lr": 1e-3, "batch_size": 16,
     },
-    # the shipped default base (<= 30 min on a 2-core CPU: 23 min measured). FiLM and the locate
-    # loss are what made it use its camera at all (benchmarks/vision_use.py); 2 threads are
-    # faster than 1 when the machine is otherwise idle (0.14 vs 0.23 s a step)
+    # the shipped default base (<= 30 min on a 2-core CPU: 24.4 min measured). FiLM and the
+    # locate loss made it use its camera at all; 64 px images (objects are a few pixels wide) and
+    # a heat-map locate head that feeds the action expert took its generalist success from 4% to
+    # 25% at the same training time (benchmarks/vision_use.py, README). 2 threads are faster than
+    # 1 when the machine is otherwise idle (0.24 s a step at 64 px)
     "default": {
-        "policy_config": {"max_words": 12, "vision_film": True, "locate_weight": 5.0},
-        "episodes": 12000, "steps": 8000, "lr": 1e-3, "batch_size": 48, "threads": 2,
+        "policy_config": {"image_size": 64, "max_words": 12, "vision_film": True, "locate_weight": 5.0,
+                          "locate_heatmap": True, "locate_feeds_action": True},
+        "episodes": 12000, "steps": 6000, "lr": 1e-3, "batch_size": 48, "threads": 2,
     },
 }
 
@@ -54,7 +57,7 @@ class PretrainRecipe:
     policy: str = POLICY
     policy_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # full, resolved config
     episodes: int = 12000  # generalist expert episodes collected (spread over all pretraining tasks)
-    steps: int = 8000
+    steps: int = 6000
     lr: float = 1e-3
     batch_size: int = 48
     seed: int = 0  # seeds data collection, initialisation and batch order

@@ -392,7 +392,7 @@ def _check_expected(d: DemoData, path, state_dim, action_dim, image_shape) -> No
                       f"convert the dataset or pick a policy with that action size")
     if image_shape is not None and tuple(d.images.shape[1:3]) != tuple(image_shape):
         raise invalid(f"{path}: images are {d.images.shape[1]}x{d.images.shape[2]}, the policy needs "
-                      f"{image_shape[0]}x{image_shape[1]}; resize the dataset or configure the policy")
+                      f"{image_shape[0]}x{image_shape[1]}; resize the dataset (simulator demos: `retain demos collect --image-size {image_shape[0]}`) or configure the policy")
 
 
 # -- a small PNG decoder, so LeRobot's image struct reads without Pillow ------------------------------
