@@ -11,6 +11,7 @@ and checks the phenomenon the testbed must show (issue 4) with the thresholds pr
 the verdict is what was measured, nothing is tuned to it.
 
     nice python benchmarks/testbed.py --seeds 0 1 2 --episodes 200 --out benchmarks/out/testbed
+    nice python benchmarks/testbed.py --mix 0.2 ...   # co-finetuning: 20% of each batch from pretraining data
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-episodes", type=int, default=200, help="episodes of the generalist suite")
     ap.add_argument("--steps", type=int, default=300, help="finetuning steps")
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--mix", type=float, default=0.0,
+                    help="co-ft: share of each finetuning batch drawn from pretraining data (0: task-ft, learn's default mode)")
+    ap.add_argument("--mix-episodes", type=int, default=200, help="co-ft: pretraining episodes regenerated for the mix (as learn)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
@@ -77,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     timings: dict[str, float] = {"collect": 0.0, "finetune": 0.0, "merge": 0.0, "evaluate": 0.0}
     gen_cache: dict[tuple[int, float], dict] = {}  # alpha 0 (the base) is the same model for every skill
+    mix = None
+    if args.mix:  # the base's own pretraining distribution, as learn's co-ft regenerates it
+        from retain import sim
+
+        pre = collect_frames(list(sim.PRETRAIN_TASKS), "pretrain", args.mix_episodes, seed=0, noise=0.1,
+                             image_size=policy_config.get("image_size"))
+        mix = (pre, args.mix)
+        print(f"co-ft: {args.mix:.0%} of every finetuning batch from {len(pre)} pretraining frames", flush=True)
 
     for seed in args.seeds:
         eval_seed = 10_000 + seed
@@ -86,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             timings["collect"] += time.perf_counter() - t
             t = time.perf_counter()
             model = adapter.load(base_dir, policy_config)
-            rep = train_bc(model, adapter, demos, args.steps, args.lr, args.batch, seed, threads=args.threads)
+            rep = train_bc(model, adapter, demos, args.steps, args.lr, args.batch, seed, mix, threads=args.threads)
             ft_dir = adapter.save(model, work / f"ft-{skill}-{seed}")
             timings["finetune"] += time.perf_counter() - t
             print(f"[seed {seed} {skill}] {demos.episodes} demos, {len(demos)} frames; finetune loss {rep.first_loss:.3f} -> {rep.final_loss:.3f} ({rep.seconds:.0f}s)", flush=True)

@@ -37,3 +37,23 @@ def test_monotone_ood_is_not_an_inverted_u():
     rows = [_row(0, 0.0, 0, [0, 0], 9), _row(0, 0.5, 5, [1, 1], 8), _row(0, 1.0, 9, [3, 3], 3)]
     summary = testbed.summarise(rows, ["plates"], alphas, ["id", *FAMS])
     assert not testbed.check(summary, ["plates"], alphas, FAMS)["plates"]["inverted_u_on_ood"]
+
+
+def test_the_testbed_runs_end_to_end_with_co_finetuning(tmp_path, capsys):
+    import json
+
+    from learn_support import TINY, save_tiny_model
+
+    base = save_tiny_model(tmp_path / "base")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(TINY))
+    out = tmp_path / "out"
+    testbed.main(["--base", str(base), "--base-config", str(cfg), "--seeds", "0", "--skills", "plates",
+                  "--alphas", "0", "1", "--demos", "2", "--episodes", "2", "--gen-episodes", "2", "--steps", "2",
+                  "--batch", "4", "--mix", "0.5", "--mix-episodes", "2", "--families", "ood:position", "--out", str(out)])
+    assert "co-ft: 50% of every finetuning batch from" in capsys.readouterr().out
+    saved = json.loads((out / "testbed.json").read_text())
+    assert saved["args"]["mix"] == 0.5
+    assert [(r["alpha"], r["id"][1], r["ood:position"][1], r["generalist"][1]) for r in saved["results"]] == [
+        (0.0, 2, 2, 2), (1.0, 2, 2, 2)]
+    assert (out / "testbed.png").stat().st_size > 0 and not (out / "work").exists()
