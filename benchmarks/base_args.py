@@ -23,3 +23,13 @@ def resolve_base(args: argparse.Namespace) -> tuple[Path, Any, dict]:
         return Path(sb.weights_dir), get_policy(sb.config["policy"]), sb.config["policy_config"]
     config = json.loads(Path(args.base_config).read_text()) if args.base_config else {}
     return Path(args.base), get_policy("builtin-vla"), config
+
+
+def base_data_recipe(args: argparse.Namespace, policy_config: dict) -> dict:
+    """The pretraining recipe co-finetuning regenerates data from: the shipped base's own, or for a
+    --base PATH (which records none) the default preset's data settings at that base's image size."""
+    from retain.pretrain import PretrainRecipe, shipped_base
+
+    if args.base == "shipped":
+        return shipped_base().recipe.to_dict()
+    return {**PretrainRecipe.preset("default").to_dict(), "policy_config": policy_config}

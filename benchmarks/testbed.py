@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from base_args import add_base_args, resolve_base  # noqa: E402
+from base_args import add_base_args, base_data_recipe, resolve_base  # noqa: E402
 from pngplot import Panel, render, write_png  # noqa: E402
 
 # What "the phenomenon holds" means here (issue 4), fixed before looking at any result.
@@ -82,11 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {"collect": 0.0, "finetune": 0.0, "merge": 0.0, "evaluate": 0.0}
     gen_cache: dict[tuple[int, float], dict] = {}  # alpha 0 (the base) is the same model for every skill
     mix = None
-    if args.mix:  # the base's own pretraining distribution, as learn's co-ft regenerates it
-        from retain import sim
+    if args.mix:  # the base's own pretraining distribution, regenerated as learn's co-ft does
+        from retain.learn import pretraining_frames
 
-        pre = collect_frames(list(sim.PRETRAIN_TASKS), "pretrain", args.mix_episodes, seed=0, noise=0.1,
-                             image_size=policy_config.get("image_size"))
+        pre = pretraining_frames(base_data_recipe(args, policy_config), args.mix_episodes)
         mix = (pre, args.mix)
         print(f"co-ft: {args.mix:.0%} of every finetuning batch from {len(pre)} pretraining frames", flush=True)
 
