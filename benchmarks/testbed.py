@@ -12,6 +12,10 @@ the verdict is what was measured, nothing is tuned to it.
 
     nice python benchmarks/testbed.py --seeds 0 1 2 --episodes 200 --out benchmarks/out/testbed
     nice python benchmarks/testbed.py --mix 0.2 ...   # co-finetuning: 20% of each batch from pretraining data
+    nice python benchmarks/testbed.py --alphas 0 vision=0.5,language=0.5,action=1 1   # per-modality merges
+
+An alpha is a number or the per-modality form every command accepts; the first must be 0 (the
+base) and the last 1 (the plain finetune), and the verdict compares the ones between with them.
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skills", nargs="+", default=["plates", "whiteboard"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--alphas", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--alphas", nargs="+", type=_alpha_arg, default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                    help="0, the merges to compare, 1; each a number or vision=..,language=..,action=..")
     ap.add_argument("--demos", type=int, default=50, help="narrow ID demos per skill")
     ap.add_argument("--episodes", type=int, default=200, help="paired episodes per skill split (ID and each OOD family)")
     ap.add_argument("--gen-episodes", type=int, default=200, help="episodes of the generalist suite")
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", nargs="*", default=None, help="OOD families to evaluate (default: all)")
     ap.add_argument("--out", default="benchmarks/out/testbed")
     args = ap.parse_args(argv)
+    if len(args.alphas) < 2 or args.alphas[0] != 0.0 or args.alphas[-1] != 1.0:
+        ap.error("--alphas must start with 0 (the base) and end with 1 (the plain finetune)")
 
     import torch
 
@@ -101,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             ft_dir = adapter.save(model, work / f"ft-{skill}-{seed}")
             timings["finetune"] += time.perf_counter() - t
             print(f"[seed {seed} {skill}] {demos.episodes} demos, {len(demos)} frames; finetune loss {rep.first_loss:.3f} -> {rep.final_loss:.3f} ({rep.seconds:.0f}s)", flush=True)
-            for alpha in args.alphas:
+            for n_alpha, alpha in enumerate(args.alphas):
                 t = time.perf_counter()
-                merged_dir = work / f"m-{skill}-{seed}-{alpha}"
+                merged_dir = work / f"m-{skill}-{seed}-{n_alpha}"
                 merge_checkpoints(base_dir, [ft_dir], [alpha], adapter.partition_preset, merged_dir, progress=False)
                 merged = adapter.load(merged_dir, policy_config)
                 timings["merge"] += time.perf_counter() - t
@@ -124,11 +131,30 @@ def main(argv: list[str] | None = None) -> int:
                 timings["evaluate"] += time.perf_counter() - t
                 results.append(row)
                 _save(out, results, vars(args), timings)
-                print("   alpha %.2f  " % alpha + "  ".join(f"{s}={row[s][0] / row[s][1]:.2f}" for s in [*settings, GENERALIST]), flush=True)
+                print(f"   alpha {_label(alpha)}  " + "  ".join(f"{s}={row[s][0] / row[s][1]:.2f}" for s in [*settings, GENERALIST]), flush=True)
                 shutil.rmtree(merged_dir)
             shutil.rmtree(ft_dir)
     shutil.rmtree(work, ignore_errors=True)
     return report(out, results, vars(args), timings)
+
+
+def _alpha_arg(text: str) -> "float | str":
+    """A uniform alpha as a float (as earlier reports recorded it), a per-modality one as its canonical string."""
+    from registry.errors import RegistryError
+    from retain.alphas import parse_alpha
+
+    try:
+        a = parse_alpha(text)
+    except RegistryError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return a.vision if a.is_uniform else str(a)
+
+
+def _label(alpha: "float | str") -> str:
+    """Short table label: 0.25, or v0.5/l0.25/a1 for a per-modality alpha."""
+    if isinstance(alpha, str):
+        return "/".join(part[0] + part.split("=")[1] for part in alpha.split(","))
+    return f"{alpha:.2f}"
 
 
 def _save(out: Path, results: list[dict], args: dict, timings: dict) -> None:
@@ -165,9 +191,11 @@ def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
     print(table(summary, skills, alphas, settings))
     print(json.dumps({"seeds": seeds, "verdict": verdict, "timings_s": data["timings_s"]}, indent=2))
     panels = []
+    uniform = all(isinstance(a, (int, float)) for a in alphas)
+    xs = [float(a) for a in alphas] if uniform else list(range(len(alphas)))  # per-modality: table order
     for skill in skills:
         series = {s: [summary[skill][str(a)][s] for a in alphas] for s in [*settings, "ood", GENERALIST]}
-        panels.append(Panel(f"{skill}: success vs alpha", list(alphas), series))
+        panels.append(Panel(f"{skill}: success vs alpha", xs, series, xlabel="ALPHA" if uniform else "ALPHA ROW OF THE TABLE"))
     write_png(out / "testbed.png", render(panels, columns=2))
     print(f"wrote {out / 'testbed.json'} and {out / 'testbed.png'}")
     return 0
@@ -202,7 +230,7 @@ def check(summary: dict, skills, alphas, families) -> dict:
     for skill in skills:
         s = summary[skill]
         base, ft = s[str(alphas[0])], s[str(alphas[-1])]
-        mids = [a for a in alphas if 0 < a < 1]
+        mids = list(alphas[1:-1])
         best = max(mids, key=lambda a: s[str(a)]["ood"]) if mids else None
         b = s[str(best)] if best is not None else None
         verdict[skill] = {
@@ -242,12 +270,13 @@ def table(summary: dict, skills, alphas, settings) -> str:
     from retain.evaluate import GENERALIST
 
     cols = [*settings, "ood", GENERALIST]
-    head = f"{'skill':<11}{'alpha':>6}  " + "".join(f"{c.replace('ood:', ''):>11}" for c in cols)
+    width = max(6, *(len(_label(a)) for a in alphas))
+    head = f"{'skill':<11}{'alpha':>{width}}  " + "".join(f"{c.replace('ood:', ''):>11}" for c in cols)
     lines = [head, "-" * len(head)]
     for skill in skills:
         for a in alphas:
             cell = summary[skill][str(a)]
-            lines.append(f"{skill:<11}{a:>6.2f}  " + "".join(f"{cell[c]:>11.3f}" for c in cols))
+            lines.append(f"{skill:<11}{_label(a):>{width}}  " + "".join(f"{cell[c]:>11.3f}" for c in cols))
     return "\n".join(lines)
 
 

@@ -39,7 +39,8 @@ def test_monotone_ood_is_not_an_inverted_u():
     assert not testbed.check(summary, ["plates"], alphas, FAMS)["plates"]["inverted_u_on_ood"]
 
 
-def test_the_testbed_runs_end_to_end_with_co_finetuning(tmp_path, capsys):
+def _run_tiny(tmp_path: Path, *options: str) -> tuple[Path, dict]:
+    """The whole script on a tiny base, one seed, plates, a couple of episodes; (out dir, its JSON)."""
     import json
 
     from learn_support import TINY, save_tiny_model
@@ -48,12 +49,34 @@ def test_the_testbed_runs_end_to_end_with_co_finetuning(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(TINY))
     out = tmp_path / "out"
-    testbed.main(["--base", str(base), "--base-config", str(cfg), "--seeds", "0", "--skills", "plates",
-                  "--alphas", "0", "1", "--demos", "2", "--episodes", "2", "--gen-episodes", "2", "--steps", "2",
-                  "--batch", "4", "--mix", "0.5", "--mix-episodes", "2", "--families", "ood:position", "--out", str(out)])
+    testbed.main(["--base", str(base), "--base-config", str(cfg), "--seeds", "0", "--skills", "plates", "--demos", "2",
+                  "--episodes", "2", "--gen-episodes", "2", "--steps", "2", "--batch", "4",
+                  "--families", "ood:position", "--out", str(out), *options])
+    return out, json.loads((out / "testbed.json").read_text())
+
+
+def test_the_testbed_runs_end_to_end_with_co_finetuning(tmp_path, capsys):
+    out, saved = _run_tiny(tmp_path, "--alphas", "0", "1", "--mix", "0.5", "--mix-episodes", "2")
     assert "co-ft: 50% of every finetuning batch from" in capsys.readouterr().out
-    saved = json.loads((out / "testbed.json").read_text())
     assert saved["args"]["mix"] == 0.5
     assert [(r["alpha"], r["id"][1], r["ood:position"][1], r["generalist"][1]) for r in saved["results"]] == [
         (0.0, 2, 2, 2), (1.0, 2, 2, 2)]
     assert (out / "testbed.png").stat().st_size > 0 and not (out / "work").exists()
+
+
+def test_a_per_modality_alpha_is_merged_reported_and_compared_as_a_middle_alpha(tmp_path, capsys):
+    _, saved = _run_tiny(tmp_path, "--alphas", "0", "vision=0.5,language=0.25,action=1", "1")
+    assert "v0.5/l0.25/a1" in capsys.readouterr().out
+    assert [r["alpha"] for r in saved["results"]] == [0.0, "vision=0.5,language=0.25,action=1", 1.0]
+    assert saved["verdict"]["plates"]["best_mid_alpha"] == "vision=0.5,language=0.25,action=1"
+
+
+def test_alphas_that_do_not_run_from_base_to_finetune_or_do_not_parse_are_refused_in_one_line(capsys):
+    import pytest
+
+    for alphas, says in ((["0.5", "1"], "must start with 0"), (["0", "vision=0.5", "1"], "missing language, action")):
+        with pytest.raises(SystemExit) as e:
+            testbed.main(["--alphas", *alphas])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
