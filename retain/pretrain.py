@@ -169,6 +169,14 @@ def shipped_base() -> ShippedBase:
     return ShippedBase(SHIPPED_BASE, manifest["config"], PretrainRecipe.from_dict(manifest["recipe"]), actual, manifest.get("metrics", {}))
 
 
+def shipped_image_size() -> int:
+    """The image side the shipped default base sees: what demos are collected at unless told otherwise."""
+    try:
+        return int(json.loads(SHIPPED_MANIFEST.read_text())["config"]["policy_config"]["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise corrupt(f"the shipped base's manifest {SHIPPED_MANIFEST} is missing or damaged; reinstall the package") from None
+
+
 def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = None) -> Path:
     """Replace retain/assets/base with `result`'s weights and record recipe, config and hash."""
     import shutil

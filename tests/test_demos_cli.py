@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cli import cli
 from retain import sim
 from retain.data import read_dataset
+from retain.pretrain import shipped_image_size
 
 
 def run(*args):
@@ -26,10 +27,11 @@ def test_collect_writes_a_readable_reproducible_dataset(tmp_path):
     a, b = read_dataset(tmp_path / "a"), read_dataset(tmp_path / "b")
     assert np.array_equal(a.images, b.images) and np.array_equal(a.action, b.action)
     assert a.num_episodes == 6 and a.num_frames == summary["frames"]
-    assert a.images.shape[1:] == (sim.IMAGE_SIZE, sim.IMAGE_SIZE, 3)
+    size = shipped_image_size()  # by default demos fit the default base
+    assert a.images.shape[1:] == (size, size, 3)
     assert a.state.shape[1] == sim.STATE_DIM and a.action.shape[1] == sim.ACTION_DIM
     assert a.info["retain_recipe"] == {"source": "retain-sim-expert", "task": "whiteboard", "setting": "id",
-                                       "seed": 3, "episodes": 6, "image_size": sim.IMAGE_SIZE, "noise": 0.0}
+                                       "seed": 3, "episodes": 6, "image_size": size, "noise": 0.0}
     c = run("demos", "collect", "whiteboard", "-n", "6", "--seed", "4", "-o", str(tmp_path / "c"))
     assert c.exit_code == 0
     assert not np.array_equal(read_dataset(tmp_path / "c").images[:5], a.images[:5])

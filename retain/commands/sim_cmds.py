@@ -16,7 +16,8 @@ def demos_group() -> None:
 @click.option("-n", "--episodes", "n", type=int, default=50, show_default=True, help="Successful episodes to record.")
 @click.option("--setting", default="id", show_default=True, help="Where the scenes come from (see `demos tasks`).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scenes; same seed, same dataset.")
-@click.option("--image-size", type=int, default=None, help="Image side in pixels (default: the simulator's).")
+@click.option("--image-size", type=int, default=None,
+              help="Image side in pixels (default: what the shipped default base sees, 64).")
 @click.option("--noise", type=float, default=0.0, show_default=True,
               help="Std of noise added to executed (not recorded) actions, so demos show recoveries.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="New dataset folder to write.")
@@ -32,6 +33,7 @@ def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | No
     from registry.errors import already_exists, invalid, not_found
     from retain import sim
     from retain.data.lerobot import write_dataset
+    from retain.pretrain import shipped_image_size
     from retain.sim.demos import FPS, collect_episodes
 
     if n < 1:
@@ -42,7 +44,9 @@ def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | No
         raise already_exists(f"output path {output} already exists; choose a new path or remove it first")
     if not Path(output).parent.exists():
         raise not_found(f"folder {Path(output).parent} does not exist; create it first")
-    if image_size is not None and not 8 <= image_size <= 256:
+    if image_size is None:
+        image_size = shipped_image_size()
+    if not 8 <= image_size <= 256:
         raise invalid(f"--image-size must be in [8, 256], got {image_size}")
     if not 0.0 <= noise <= 1.0:
         raise invalid(f"--noise must be in [0, 1], got {noise}")
