@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def add_base_args(ap: argparse.ArgumentParser) -> None:
@@ -18,11 +19,35 @@ def resolve_base(args: argparse.Namespace) -> tuple[Path, Any, dict]:
     from retain.policies import get_policy
     from retain.pretrain import shipped_base
 
+    from registry.errors import invalid, not_found
+
     if args.base == "shipped":
         sb = shipped_base()
         return Path(sb.weights_dir), get_policy(sb.config["policy"]), sb.config["policy_config"]
-    config = json.loads(Path(args.base_config).read_text()) if args.base_config else {}
+    if not Path(args.base).exists():
+        raise not_found(f"--base {args.base} does not exist; give a builtin-vla safetensors folder or 'shipped'")
+    config: Any = {}
+    if args.base_config:
+        try:
+            config = json.loads(Path(args.base_config).read_text())
+        except OSError as e:
+            raise not_found(f"cannot read --base-config {args.base_config} ({e.strerror}); give the base's policy_config JSON file") from None
+        except ValueError as e:
+            raise invalid(f"--base-config {args.base_config} is not JSON ({e}); give the base's policy_config as a JSON object") from None
+        if not isinstance(config, dict):
+            raise invalid(f"--base-config {args.base_config} holds a {type(config).__name__}, not a JSON object of policy_config fields")
     return Path(args.base), get_policy("builtin-vla"), config
+
+
+def run_cleanly(main: Callable[[], int]) -> int:
+    """Run a benchmark's main; a RegistryError (bad input) becomes one line on stderr and its exit status."""
+    from registry.errors import RegistryError
+
+    try:
+        return main()
+    except RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def base_data_recipe(args: argparse.Namespace, policy_config: dict) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from base_args import add_base_args, base_data_recipe, resolve_base  # noqa: E402
+from base_args import add_base_args, base_data_recipe, resolve_base, run_cleanly  # noqa: E402
 from pngplot import Panel, render, write_png  # noqa: E402
 
 # What "the phenomenon holds" means here (issue 4), fixed before looking at any result.
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.alphas) < 2 or args.alphas[0] != 0.0 or args.alphas[-1] != 1.0:
         ap.error("--alphas must start with 0 (the base) and end with 1 (the plain finetune)")
+    if not 0.0 <= args.mix < 1.0:
+        ap.error(f"--mix {args.mix} must be in [0, 1): the share of each finetuning batch from pretraining data")
 
     import torch
 
@@ -281,4 +283,4 @@ def table(summary: dict, skills, alphas, settings) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cleanly(main))

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from base_args import add_base_args, resolve_base  # noqa: E402
+from base_args import add_base_args, resolve_base, run_cleanly  # noqa: E402
 
 
 def measure(model, adapter, frames, chunk: int, batch: int = 256) -> dict[str, float]:
@@ -86,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cleanly(main))

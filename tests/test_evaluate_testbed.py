@@ -80,3 +80,20 @@ def test_alphas_that_do_not_run_from_base_to_finetune_or_do_not_parse_are_refuse
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err
+
+
+def test_a_missing_base_or_a_broken_base_config_is_one_line_and_a_non_zero_exit(tmp_path):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "testbed.py"
+    (tmp_path / "base").mkdir()
+    (tmp_path / "cfg.json").write_text("{not json")
+    cases = ((["--base", str(tmp_path / "nope")], "does not exist"),
+             (["--base", str(tmp_path / "base"), "--base-config", str(tmp_path / "cfg.json")], "is not JSON"),
+             (["--base", str(tmp_path / "base"), "--base-config", str(tmp_path / "none.json")], "cannot read --base-config"),
+             (["--mix", "1.5"], "must be in [0, 1)"))
+    for options, says in cases:
+        r = subprocess.run([sys.executable, str(script), *options, "--out", str(tmp_path / "out")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (options, r.stderr)
+        assert says in r.stderr.strip().splitlines()[-1]  # argparse puts its usage above the one line
