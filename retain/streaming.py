@@ -14,6 +14,7 @@ import os
 import torch
 
 from registry.checkpoint import DTYPE_SIZES, TensorSpec
+from registry.errors import corrupt
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -73,7 +74,8 @@ class FileReader:
         while got < len(view):
             n = os.preadv(fd, [view[got:]], offset + got)
             if n == 0:
-                raise EOFError(f"{spec.file} ended while reading tensor {spec.name!r}; the file was truncated while in use")
+                raise corrupt(f"{spec.file} ended while reading tensor {spec.name!r}: it was truncated while in use; "
+                              f"let whatever writes it finish, then run again")
             got += n
 
     def prefetch(self, spec: TensorSpec, start_elem: int, n_elems: int) -> None:

@@ -223,3 +223,20 @@ def test_many_small_blocks_through_the_reader_and_writer_threads(tmp_path, monke
                           max_shard_bytes=3000, chunk_elems=5)
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.partial-*"))
     assert not [t.name for t in threading.enumerate() if t.name.startswith("merge-")]  # reader and writer joined
+
+
+def test_a_file_truncated_while_being_read_is_a_one_line_corrupt_error(tmp_path):
+    from retain.streaming import FileReader
+
+    pre, _ = _model(torch.float32, seed=12)
+    path = tmp_path / "pre.safetensors"
+    write(path, pre)
+    with open_checkpoint(path) as ckpt, FileReader() as reader:
+        spec = ckpt.specs["language.embed.weight"]
+        os_size = path.stat().st_size
+        with open(path, "r+b") as f:  # another process cuts the file after its header was checked
+            f.truncate(spec.offset + 100)
+        out = torch.empty(spec.numel * 4, dtype=torch.uint8)
+        with pytest.raises(RegistryError, match="truncated while in use") as e:
+            reader.read_into(spec, 0, out)
+    assert e.value.exit_code == 7 and "\n" not in str(e.value) and os_size > spec.offset + 100
