@@ -38,7 +38,7 @@ from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
 from retain.learn_demos import Demos, check_builtin, expected_shapes, load_demos
 from retain.learn_scoring import GENERALIST, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
-from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy
+from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy, tie_warning
 
 DEFAULT_VALIDATION = "ood:position"
 Say = Callable[[str], None]
@@ -325,6 +325,9 @@ def choose_alpha(
     finally:
         if bar is not None:
             bar.close()
+    warning = tie_warning(sel, opts.val_family)
+    if warning:
+        _stderr(warning)  # even under --quiet: it says the recorded alpha rests on no evidence
     return alpha_to_json(sel.alpha), sel, cands, rows
 
 

@@ -42,6 +42,15 @@ class Selection:
     sweep: list[dict[str, Any]]  # [{"alpha": a, "score": s}, ...]
 
 
+def tie_warning(selection: Selection, family: str) -> str | None:
+    """A one-line warning when every candidate scored the same: the pick is then the tie-break, not evidence."""
+    scores = {p["score"] for p in selection.sweep}
+    if len(selection.sweep) < 2 or len(scores) != 1:
+        return None
+    return (f"warning: every alpha candidate scored {scores.pop():.2f} on {family}, so alpha {alpha_key(selection.alpha)} "
+            f"is only the tie-break toward the parent; score more episodes (-n), another --val-family, or pass --alpha")
+
+
 def check_grid(grid: Sequence[float], extrapolate: bool = False) -> tuple[float, ...]:
     """Validate an alpha grid: non-empty, finite, inside [0, 1] unless extrapolating."""
     values = tuple(float(g) for g in grid)

@@ -134,3 +134,12 @@ def test_the_command_modules_and_the_api_import_no_torch():
     code = ("import sys, retain.commands.learn_cmds, retain.api, retain.select, retain.external_eval; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_learn_warns_when_the_alpha_sweep_saw_no_difference(home):
+    reg, h = home
+    r = run(h, "learn", "plates", *FAST_CLI, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    sweep = json.loads(r.stdout)["sweep"]
+    assert len(sweep) == 3 and len({json.dumps(s["scores"]["ood:position"]["rate"]) for s in sweep}) == 1  # a tiny untrained policy solves nothing
+    assert "warning: every alpha candidate scored 0.00 on ood:position, so alpha 0.25 is only the tie-break" in r.stderr

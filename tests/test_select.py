@@ -86,3 +86,14 @@ def test_unknown_strategy_lists_the_known_ones():
 def test_non_finite_score_is_refused():
     with pytest.raises(RegistryError, match="finite"):
         get_strategy("grid").choose(lambda a: float("nan"), grid=[0.5])
+
+
+def test_a_sweep_where_every_candidate_ties_is_flagged_as_no_evidence():
+    from retain.select import tie_warning
+
+    flat = get_strategy("grid").choose(lambda a: 0.0, grid=[0.25, 0.5, 0.75])
+    msg = tie_warning(flat, "ood:position")
+    assert msg.startswith("warning: every alpha candidate scored 0.00 on ood:position, so alpha 0.25 is only the tie-break")
+    assert "\n" not in msg
+    assert tie_warning(get_strategy("grid").choose(peaked(0.5), grid=[0.25, 0.5, 0.75]), "ood:position") is None
+    assert tie_warning(get_strategy("grid").choose(lambda a: 0.0, grid=[0.5]), "ood:position") is None  # one candidate: no search
