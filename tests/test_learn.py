@@ -22,8 +22,8 @@ def chain(tmp_path_factory):
     """plates then whiteboard learned on a tiny base; shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("learn")
     reg = tiny_registry(root)
-    plates = learn(reg, "plates", fast_options())
-    white = learn(reg, "whiteboard", fast_options(strategy="language", compare_finetuned=True))
+    plates = learn(reg, "plates", fast_options(strategy="grid"))  # whiteboard takes the default, language
+    white = learn(reg, "whiteboard", fast_options(compare_finetuned=True))
     yield reg, plates, white, root
     reg.close()
 
@@ -79,7 +79,7 @@ def test_stored_delta_rebuilds_the_finetune_and_the_merge_rebuilds_the_version(c
     assert reg.verify().ok
 
 
-def test_language_strategy_and_finetuned_comparison_are_recorded(chain):
+def test_the_default_language_strategy_and_finetuned_comparison_are_recorded(chain):
     reg, _, white, _ = chain
     assert white.version.parent == "v1"
     assert white.alpha["vision"] == 1.0 and white.alpha["action"] == 1.0

@@ -142,4 +142,5 @@ def test_learn_warns_when_the_alpha_sweep_saw_no_difference(home):
     assert r.exit_code == 0, r.output
     sweep = json.loads(r.stdout)["sweep"]
     assert len(sweep) == 3 and len({json.dumps(s["scores"]["ood:position"]["rate"]) for s in sweep}) == 1  # a tiny untrained policy solves nothing
-    assert "warning: every alpha candidate scored 0.00 on ood:position, so alpha 0.25 is only the tie-break" in r.stderr
+    assert ("warning: every alpha candidate scored 0.00 on ood:position, so alpha action=1,language=0.25,vision=1 "
+            "is only the tie-break toward the parent") in r.stderr

@@ -115,8 +115,9 @@ def _learn_json(res) -> dict:
 @click.option("--mix", type=float, default=None, help="co-ft: share of pretraining data per batch, in [0, 1) (default 0.2).")
 @click.option("--alpha", default="auto", show_default=True, help="auto, 0.5, or vision=1,language=0.8,action=1.")
 @click.option("--alpha-grid", default="0.25,0.5,0.75", show_default=True, help="Candidates for --alpha auto.")
-@click.option("--alpha-strategy", "strategy", type=click.Choice(["grid", "language", "coordinate"]), default="grid", show_default=True,
-              help="auto: one alpha; language alpha with vision = action = 1; or a coordinate search per modality.")
+@click.option("--alpha-strategy", "strategy", type=click.Choice(["language", "grid", "coordinate"]), default="language",
+              show_default=True, help="auto: the language alpha with vision = action = 1 (as the paper recommends); "
+                                      "one alpha for every modality; or a coordinate search per modality.")
 @click.option("--val-family", default=None, help="The ONE OOD family alpha is chosen on (default ood:position).")
 @click.option("--steps", type=int, default=None, help="Finetune steps.")
 @click.option("--lr", type=float, default=None, help="Finetune learning rate.")
