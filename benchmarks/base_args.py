@@ -16,10 +16,9 @@ def add_base_args(ap: argparse.ArgumentParser) -> None:
 
 def resolve_base(args: argparse.Namespace) -> tuple[Path, Any, dict]:
     """(weights folder, policy adapter, policy_config) named by the parsed options."""
+    from registry.errors import invalid, not_found
     from retain.policies import get_policy
     from retain.pretrain import shipped_base
-
-    from registry.errors import invalid, not_found
 
     if args.base == "shipped":
         sb = shipped_base()
