@@ -155,13 +155,25 @@ class ShippedBase:
     metrics: dict[str, Any]
 
 
+def _shipped_manifest() -> dict[str, Any]:
+    """The shipped base's recorded config, recipe and hash; a missing or damaged file is one clear error."""
+    try:
+        manifest = json.loads(SHIPPED_MANIFEST.read_text())
+        complete = {"recipe", "weight_hash"} <= manifest.keys() and isinstance(manifest["config"]["policy_config"]["image_size"], int)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        complete = False
+    if not complete:
+        raise corrupt(f"the shipped base's manifest {SHIPPED_MANIFEST} is missing or damaged; reinstall the package")
+    return manifest
+
+
 def shipped_base() -> ShippedBase:
     """The default base that ships in retain/assets, checked against its recorded hash."""
     from registry.checkpoint import open_checkpoint, weight_hash
 
-    if not SHIPPED_MANIFEST.exists() or not SHIPPED_BASE.exists():
+    if not SHIPPED_BASE.exists():
         raise corrupt(f"the shipped base is missing from {ASSETS}; reinstall the package or run `retain pretrain`")
-    manifest = json.loads(SHIPPED_MANIFEST.read_text())
+    manifest = _shipped_manifest()
     with open_checkpoint(SHIPPED_BASE) as ckpt:
         actual = weight_hash(ckpt)
     if actual != manifest["weight_hash"]:
@@ -171,10 +183,7 @@ def shipped_base() -> ShippedBase:
 
 def shipped_image_size() -> int:
     """The image side the shipped default base sees: what demos are collected at unless told otherwise."""
-    try:
-        return int(json.loads(SHIPPED_MANIFEST.read_text())["config"]["policy_config"]["image_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise corrupt(f"the shipped base's manifest {SHIPPED_MANIFEST} is missing or damaged; reinstall the package") from None
+    return int(_shipped_manifest()["config"]["policy_config"]["image_size"])
 
 
 def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = None) -> Path:

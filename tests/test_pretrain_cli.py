@@ -103,3 +103,17 @@ def test_bad_input_is_one_clear_line(run, args, message):
     assert res.exit_code != 0
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.output
+
+
+def test_a_damaged_shipped_manifest_is_one_corrupt_line_for_every_reader(tmp_path, monkeypatch):
+    import retain.pretrain as pretrain_mod
+    from registry.errors import RegistryError
+    from retain.pretrain import shipped_image_size
+
+    for text in ("{not json", json.dumps({"recipe": {}, "weight_hash": "x", "config": {"policy_config": {}}})):
+        (tmp_path / "base.json").write_text(text)
+        monkeypatch.setattr(pretrain_mod, "SHIPPED_MANIFEST", tmp_path / "base.json")
+        for read in (shipped_base, shipped_image_size):
+            with pytest.raises(RegistryError, match="manifest .* is missing or damaged; reinstall the package") as e:
+                read()
+            assert e.value.exit_code == 7
