@@ -65,6 +65,13 @@ class PretrainRecipe:
     # base uses 2 (fastest on an idle 2-core machine), 1 suits a machine shared with other jobs
     setting: str = "pretrain"  # simulator setting the demos come from
     noise: float = 0.1  # DART noise on executed expert actions while collecting (recorded actions stay clean)
+    # DAgger stage (off at 0 episodes): roll the trained policy out, label its states with the
+    # expert's chunks (retain/dagger.py), then train `dagger_steps` more with `dagger_share` of
+    # each batch from those states and the rest from the expert demos
+    dagger_episodes: int = 0
+    dagger_steps: int = 0
+    dagger_lr: float = 3e-4
+    dagger_share: float = 0.5
     recipe_version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -76,6 +83,11 @@ class PretrainRecipe:
             raise invalid(f"--seed must be >= 0, got {self.seed}")
         if self.threads < 1:
             raise invalid(f"threads must be at least 1, got {self.threads}")
+        if self.dagger_episodes < 0 or (self.dagger_episodes > 0) != (self.dagger_steps > 0):
+            raise invalid(f"--dagger-episodes ({self.dagger_episodes}) and --dagger-steps ({self.dagger_steps}) "
+                          "go together: both positive for a DAgger stage, both 0 for none")
+        if not 0.0 < self.dagger_share < 1.0 or self.dagger_lr <= 0:
+            raise invalid(f"dagger_share must be in (0, 1) and dagger_lr positive, got {self.dagger_share} and {self.dagger_lr}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PretrainRecipe":
@@ -137,8 +149,20 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
         model = adapter.build(recipe.policy_config, seed=recipe.seed)
     report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
                       threads=recipe.threads, progress=progress, targets=True)
+    frames = len(data)
+    if recipe.dagger_episodes:
+        from retain.dagger import relabelled_frames
+
+        t0 = time.perf_counter()
+        with deterministic_torch(recipe.threads):
+            visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.setting, recipe.dagger_episodes,
+                                        seed=recipe.seed + 1)
+        collect_s += time.perf_counter() - t0
+        report = train_bc(model, adapter, data, recipe.dagger_steps, recipe.dagger_lr, recipe.batch_size, recipe.seed + 1,
+                          mix=(visited, recipe.dagger_share), threads=recipe.threads, progress=progress, targets=True)
+        frames += len(visited)
     adapter.save(model, dest)
-    return PretrainResult(Path(dest), recipe, report, len(data), collect_s)
+    return PretrainResult(Path(dest), recipe, report, frames, collect_s)
 
 
 def version_config(recipe: PretrainRecipe) -> dict[str, Any]:

@@ -155,6 +155,53 @@ class _Sampler:
         return out
 
 
+@dataclasses.dataclass
+class ChunkFrames:
+    """Frames that carry their own action chunk (N, K, A) instead of reading it off the next
+    frames of an episode: states a policy visited, each labelled with the expert's chunk from it."""
+
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    state: np.ndarray  # float32 (N, S)
+    chunks: np.ndarray  # float32 (N, K, A)
+    pad: np.ndarray  # bool (N, K): past the task's end
+    instructions: list[str]  # (N,)
+    target: Optional[np.ndarray] = None  # float32 (N, 4) privileged positions
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class _ChunkSampler:
+    def __init__(self, data: ChunkFrames, chunk: int, targets: bool = False):
+        if len(data) == 0:
+            raise invalid("no relabelled frames to train on")
+        if data.chunks.shape[1] != chunk:
+            raise invalid(f"relabelled chunks hold {data.chunks.shape[1]} actions but the policy predicts {chunk}")
+        self.data = data
+        self.targets = targets and data.target is not None
+
+    def batch(self, idx: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        d = self.data
+        out = {
+            IMAGE: torch.from_numpy(d.images[idx]),
+            STATE: torch.from_numpy(d.state[idx]),
+            INSTRUCTION: [d.instructions[i] for i in idx],
+            ACTION: torch.from_numpy(d.chunks[idx]),
+            ACTION_IS_PAD: torch.from_numpy(d.pad[idx]),
+        }
+        if self.targets:
+            out[TARGET] = torch.from_numpy(d.target[idx])
+        return out
+
+
+def _sampler(data: Any, chunk: int, targets: bool) -> "_Sampler | _ChunkSampler":
+    if isinstance(data, ChunkFrames):
+        return _ChunkSampler(data, chunk, targets)
+    return _Sampler(frames_from(data), chunk, targets)
+
+
 def _merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -215,8 +262,9 @@ def train_bc(
     Args:
         data_sources: demo frames (one or a list; DemoFrames or the simulator's DemoData).
         steps, lr, batch_size, seed: the usual; AdamW with warm-up and cosine decay.
-        mix: optional `(pretrain_frames, ratio)`: that fraction of each batch comes from the
-            pretraining data (co-finetuning); None trains on `data_sources` alone.
+        mix: optional `(frames, ratio)`: that fraction of each batch comes from `frames` (the
+            pretraining data when co-finetuning, relabelled policy states in pretraining's DAgger
+            stage: DemoFrames or ChunkFrames); None trains on `data_sources` alone.
         threads: torch threads; part of the recipe because it can change float rounding.
         targets: hand the data's privileged TARGET positions to the loss (pretraining on
             simulator demos); finetuning leaves them out, as a real robot's demos have none.
@@ -234,7 +282,7 @@ def train_bc(
         if not 0.0 <= ratio < 1.0:
             raise invalid(f"co-training mix ratio {ratio} must be in [0, 1); it is the share of pretraining data per batch")
         n_mix = int(round(ratio * batch_size))
-        other = _Sampler(frames_from(mix_data), chunk) if n_mix else None
+        other = _sampler(mix_data, chunk, targets) if n_mix else None
     warmup = max(1, min(100, steps // 10)) if warmup is None else warmup
 
     with deterministic_torch(threads):

@@ -38,6 +38,15 @@ def test_tiny_pretrain_is_deterministic(tmp_path):
     assert a.frames > 0 and a.report.steps == recipe.steps
 
 
+def test_a_dagger_stage_trains_on_the_policys_own_states_and_replays_to_the_same_bytes(tmp_path):
+    plain = pretrain(PretrainRecipe.preset("tiny", seed=3), tmp_path / "plain")
+    recipe = PretrainRecipe.preset("tiny", seed=3, dagger_episodes=6, dagger_steps=4)
+    a = pretrain(recipe, tmp_path / "a")
+    b = pretrain(PretrainRecipe.from_dict(recipe.to_dict()), tmp_path / "b")
+    assert _hash(a.weights_dir) == _hash(b.weights_dir) != _hash(plain.weights_dir)
+    assert a.frames > plain.frames and a.report.steps == 4
+
+
 def test_shipped_base_matches_its_recorded_hash():
     manifest = json.loads(SHIPPED_MANIFEST.read_text())
     base = shipped_base()  # raises if the bytes differ from the recorded hash
@@ -96,6 +105,7 @@ def test_pretrain_shipped_commits_the_shipped_base_with_its_recipe(run):
         (["pretrain", "--config", "tiny", "--episodes", "0"], "--episodes must be at least 1"),
         (["pretrain", "--config", "tiny", "--steps", "-3"], "--steps must be at least 1"),
         (["pretrain", "--shipped", "--steps", "10"], "--shipped takes the recorded recipe as it is"),
+        (["pretrain", "--config", "tiny", "--dagger-episodes", "5"], "--dagger-episodes (5) and --dagger-steps (0) go together"),
     ],
 )
 def test_bad_input_is_one_clear_line(run, args, message):

@@ -279,3 +279,24 @@ def test_custom_settings_and_world_constants_need_no_code_changes():
         st._SETTINGS.pop("ood:test-wide")
         sim.SETTINGS.remove("ood:test-wide")
         sim.OOD_FAMILIES.remove("ood:test-wide")
+
+
+@pytest.mark.parametrize("task", ["put-in-bowl", "open-drawer", "whiteboard"])
+def test_expert_chunk_is_what_the_expert_then_does_and_leaves_the_batch_where_it_was(task):
+    batch = sim.TabletopBatch(task, "pretrain" if task in sim.PRETRAIN_TASKS else "id", 5, seed=4)
+    batch.reset()
+    for _ in range(7):  # mid-episode, some way into the motion
+        batch.step(batch.expert_actions())
+    before = batch.observe()
+    labels, pad = batch.expert_chunk(12)
+    after = batch.observe()
+    assert np.array_equal(before["image"], after["image"]) and np.array_equal(before["state"], after["state"])
+    done_at = np.full(5, 12)
+    for i in range(12):
+        live = ~batch.done
+        expert = batch.expert_actions()
+        assert np.array_equal(labels[live, i], expert[live]) and not pad[live, i].any()
+        batch.step(expert)
+        done_at[batch.success & (done_at == 12)] = i + 1
+    for e in range(5):
+        assert pad[e, done_at[e]:].all()

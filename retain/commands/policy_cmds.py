@@ -20,13 +20,16 @@ SPLITS = ("id", "ood", "generalist", "all")
 @click.option("--episodes", type=int, default=None, help="Generalist expert episodes to collect (default: the preset's).")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds collection, initialisation and batch order.")
+@click.option("--dagger-episodes", type=int, default=None, help="DAgger stage: policy episodes whose states the expert relabels (default: the preset's).")
+@click.option("--dagger-steps", type=int, default=None, help="DAgger stage: training steps on expert demos plus relabelled states.")
 @click.option("--ref", default="main", show_default=True, help="Ref the new base version goes on.")
 @click.option("-m", "--message", default=None, help="Message recorded with the version.")
 @click.option("--shipped", is_flag=True, help="Commit the shipped default base (hash-checked) instead of training it again.")
 @json_option
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, steps: int | None, seed: int,
-                 ref: str, message: str | None, shipped: bool, as_json: bool) -> None:
+                 dagger_episodes: int | None, dagger_steps: int | None, ref: str, message: str | None, shipped: bool,
+                 as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
     commit it as a base version (how=pretrain) with its recipe.
 
@@ -35,11 +38,13 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
     Example: retain pretrain --config tiny --episodes 40 --steps 50 --seed 1
     """
     if shipped:
-        _commit_shipped_base(ctx, ref, message, as_json, changed=[episodes, steps, seed or None, config_name != "default" or None])
+        _commit_shipped_base(ctx, ref, message, as_json, changed=[episodes, steps, seed or None, dagger_episodes, dagger_steps,
+                                                                 config_name != "default" or None])
         return
     from retain.pretrain import PretrainRecipe, pretrain, version_config
 
-    recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed)  # validates first
+    recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed, dagger_episodes=dagger_episodes,
+                                   dagger_steps=dagger_steps)  # validates first
     with registry_from_ctx(ctx) as reg:
         with tempfile.TemporaryDirectory(prefix="retain-pretrain-") as tmp:
             result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json)
@@ -59,7 +64,7 @@ def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, as_j
     from retain.pretrain import shipped_base
 
     if any(c is not None for c in changed):
-        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed, or drop --shipped to train")
+        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--dagger-*, or drop --shipped to train")
     base = shipped_base()  # checked against the hash recorded beside it
     with registry_from_ctx(ctx) as reg:
         version = reg.import_base(base.weights_dir, ref=ref, how="pretrain", config=base.config,

@@ -116,6 +116,23 @@ class TabletopBatch:
         """The scripted expert's next action for every episode (n, ACTION_DIM) float32."""
         return _expert(self._live_world(), self.config)
 
+    def expert_chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The expert's next `k` actions from every episode's current state, played out on a copy
+        of the world (this batch does not move): actions (n, k, ACTION_DIM) and a pad mask (n, k),
+        True once the task is achieved. These are the labels for relabelling states a policy
+        visits (DAgger); the expert's reactions along the policy's own path would be a chunk the
+        expert never makes (a grasp the policy skipped never shows up in it)."""
+        w = self._live_world().copy()
+        going = ~success(w)
+        actions = np.zeros((self.n, k, ACTION_DIM), np.float32)
+        pad = np.zeros((self.n, k), bool)
+        for i in range(k):
+            actions[:, i] = _expert(w, self.config)
+            pad[:, i] = ~going
+            step_physics(w, actions[:, i], going, self.config)
+            going &= ~success(w)
+        return actions, pad
+
     # -- observation ---------------------------------------------------------------------------
     def observe(self) -> dict[str, np.ndarray]:
         """The current observation of every episode (renders all of them)."""
