@@ -50,8 +50,8 @@ def relabelled_frames(model, adapter: PolicyAdapter, tasks: Sequence[str], setti
             if t % execute == 0:
                 planned[idx] = adapter.act_chunk(model, {"image": obs["image"][idx], "state": obs["state"][idx]},
                                                  [instructions[i] for i in idx])
-            labels, pad = batch.expert_chunk(k)
-            parts.append((obs["image"][idx], obs["state"][idx], labels[idx], pad[idx],
+            labels, pad = batch.expert_chunk(k, idx)
+            parts.append((obs["image"][idx], obs["state"][idx], labels, pad,
                           [instructions[i] for i in idx], instructed_targets(batch.world)[idx]))
             obs, _, done = batch.step(np.where(live[:, None], planned[:, t % execute], 0.0).astype(np.float32))
             live &= ~np.asarray(done, bool)

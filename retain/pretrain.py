@@ -158,8 +158,10 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
             visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.setting, recipe.dagger_episodes,
                                         seed=recipe.seed + 1)
         collect_s += time.perf_counter() - t0
-        report = train_bc(model, adapter, data, recipe.dagger_steps, recipe.dagger_lr, recipe.batch_size, recipe.seed + 1,
+        second = train_bc(model, adapter, data, recipe.dagger_steps, recipe.dagger_lr, recipe.batch_size, recipe.seed + 1,
                           mix=(visited, recipe.dagger_share), threads=recipe.threads, progress=progress, targets=True)
+        report = TrainReport(report.steps + second.steps, report.seconds + second.seconds, report.first_loss,
+                             second.final_loss, report.losses + second.losses)
         frames += len(visited)
     adapter.save(model, dest)
     return PretrainResult(Path(dest), recipe, report, frames, collect_s)

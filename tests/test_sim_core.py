@@ -300,3 +300,10 @@ def test_expert_chunk_is_what_the_expert_then_does_and_leaves_the_batch_where_it
         done_at[batch.success & (done_at == 12)] = i + 1
     for e in range(5):
         assert pad[e, done_at[e]:].all()
+    some = np.array([3, 1])
+    again = sim.TabletopBatch(task, batch.setting, 5, seed=4)
+    again.reset()
+    for _ in range(7):
+        again.step(again.expert_actions())
+    sub_labels, sub_pad = again.expert_chunk(12, some)
+    assert np.array_equal(sub_labels, labels[some]) and np.array_equal(sub_pad, pad[some])

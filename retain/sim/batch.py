@@ -116,16 +116,18 @@ class TabletopBatch:
         """The scripted expert's next action for every episode (n, ACTION_DIM) float32."""
         return _expert(self._live_world(), self.config)
 
-    def expert_chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The expert's next `k` actions from every episode's current state, played out on a copy
-        of the world (this batch does not move): actions (n, k, ACTION_DIM) and a pad mask (n, k),
-        True once the task is achieved. These are the labels for relabelling states a policy
-        visits (DAgger); the expert's reactions along the policy's own path would be a chunk the
-        expert never makes (a grasp the policy skipped never shows up in it)."""
-        w = self._live_world().copy()
+    def expert_chunk(self, k: int, episodes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The expert's next `k` actions from the current state of `episodes` (indices, default
+        all), played out on a copy of the world (this batch does not move): actions
+        (len, k, ACTION_DIM) and a pad mask (len, k), True once the task is achieved. These are
+        the labels for relabelling states a policy visits (DAgger); the expert's reactions along
+        the policy's own path would be a chunk the expert never makes (a grasp the policy skipped
+        never shows up in it)."""
+        w = self._live_world()
+        w = w.copy() if episodes is None else w.subset(np.asarray(episodes))
         going = ~success(w)
-        actions = np.zeros((self.n, k, ACTION_DIM), np.float32)
-        pad = np.zeros((self.n, k), bool)
+        actions = np.zeros((w.n, k, ACTION_DIM), np.float32)
+        pad = np.zeros((w.n, k), bool)
         for i in range(k):
             actions[:, i] = _expert(w, self.config)
             pad[:, i] = ~going
