@@ -140,19 +140,25 @@ class _Sampler:
         self.chunk_idx, self.chunk_pad = chunk_targets(data.episode_index, chunk)
 
     def batch(self, idx: np.ndarray) -> dict[str, Any]:
-        import torch
-
         d = self.data
-        out = {
-            IMAGE: torch.from_numpy(d.images[idx]),
-            STATE: torch.from_numpy(d.state[idx]),
-            INSTRUCTION: [d.tasks[t] for t in d.task_index[idx]],
-            ACTION: torch.from_numpy(d.action[self.chunk_idx[idx]]),
-            ACTION_IS_PAD: torch.from_numpy(self.chunk_pad[idx]),
-        }
-        if self.targets:
-            out[TARGET] = torch.from_numpy(d.target[idx])
-        return out
+        return _batch(d, idx, [d.tasks[t] for t in d.task_index[idx]], d.action[self.chunk_idx[idx]],
+                      self.chunk_pad[idx], self.targets)
+
+
+def _batch(d: Any, idx: np.ndarray, instructions: list[str], chunks: np.ndarray, pad: np.ndarray, targets: bool) -> dict[str, Any]:
+    """The loss's batch: frames `idx` of `d` (images, state, target) with their action chunks."""
+    import torch
+
+    out = {
+        IMAGE: torch.from_numpy(d.images[idx]),
+        STATE: torch.from_numpy(d.state[idx]),
+        INSTRUCTION: instructions,
+        ACTION: torch.from_numpy(chunks),
+        ACTION_IS_PAD: torch.from_numpy(pad),
+    }
+    if targets:
+        out[TARGET] = torch.from_numpy(d.target[idx])
+    return out
 
 
 @dataclasses.dataclass
@@ -181,19 +187,8 @@ class _ChunkSampler:
         self.targets = targets and data.target is not None
 
     def batch(self, idx: np.ndarray) -> dict[str, Any]:
-        import torch
-
         d = self.data
-        out = {
-            IMAGE: torch.from_numpy(d.images[idx]),
-            STATE: torch.from_numpy(d.state[idx]),
-            INSTRUCTION: [d.instructions[i] for i in idx],
-            ACTION: torch.from_numpy(d.chunks[idx]),
-            ACTION_IS_PAD: torch.from_numpy(d.pad[idx]),
-        }
-        if self.targets:
-            out[TARGET] = torch.from_numpy(d.target[idx])
-        return out
+        return _batch(d, idx, [d.instructions[i] for i in idx], d.chunks[idx], d.pad[idx], self.targets)
 
 
 def _sampler(data: Any, chunk: int, targets: bool) -> "_Sampler | _ChunkSampler":

@@ -123,8 +123,7 @@ class TabletopBatch:
         the labels for relabelling states a policy visits (DAgger); the expert's reactions along
         the policy's own path would be a chunk the expert never makes (a grasp the policy skipped
         never shows up in it)."""
-        w = self._live_world()
-        w = w.copy() if episodes is None else w.subset(np.asarray(episodes))
+        w = self._live_world().subset(np.arange(self.n) if episodes is None else np.asarray(episodes))
         going = ~success(w)
         actions = np.zeros((w.n, k, ACTION_DIM), np.float32)
         pad = np.zeros((w.n, k), bool)
