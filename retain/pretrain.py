@@ -83,7 +83,7 @@ class PretrainRecipe:
             raise invalid(f"--seed must be >= 0, got {self.seed}")
         if self.threads < 1:
             raise invalid(f"threads must be at least 1, got {self.threads}")
-        if self.dagger_episodes < 0 or (self.dagger_episodes > 0) != (self.dagger_steps > 0):
+        if min(self.dagger_episodes, self.dagger_steps) < 0 or (self.dagger_episodes > 0) != (self.dagger_steps > 0):
             raise invalid(f"--dagger-episodes ({self.dagger_episodes}) and --dagger-steps ({self.dagger_steps}) "
                           "go together: both positive for a DAgger stage, both 0 for none")
         if not 0.0 < self.dagger_share < 1.0 or self.dagger_lr <= 0:

@@ -106,6 +106,7 @@ def test_pretrain_shipped_commits_the_shipped_base_with_its_recipe(run):
         (["pretrain", "--config", "tiny", "--steps", "-3"], "--steps must be at least 1"),
         (["pretrain", "--shipped", "--steps", "10"], "--shipped takes the recorded recipe as it is"),
         (["pretrain", "--config", "tiny", "--dagger-episodes", "5"], "--dagger-episodes (5) and --dagger-steps (0) go together"),
+        (["pretrain", "--config", "tiny", "--dagger-steps", "-2"], "--dagger-episodes (0) and --dagger-steps (-2) go together"),
     ],
 )
 def test_bad_input_is_one_clear_line(run, args, message):

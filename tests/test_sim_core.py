@@ -281,12 +281,18 @@ def test_custom_settings_and_world_constants_need_no_code_changes():
         sim.OOD_FAMILIES.remove("ood:test-wide")
 
 
-@pytest.mark.parametrize("task", ["put-in-bowl", "open-drawer", "whiteboard"])
-def test_expert_chunk_is_what_the_expert_then_does_and_leaves_the_batch_where_it_was(task):
+def _mid_episode(task: str) -> "sim.TabletopBatch":
+    """5 episodes of `task` some way into the expert's motion."""
     batch = sim.TabletopBatch(task, "pretrain" if task in sim.PRETRAIN_TASKS else "id", 5, seed=4)
     batch.reset()
-    for _ in range(7):  # mid-episode, some way into the motion
+    for _ in range(7):
         batch.step(batch.expert_actions())
+    return batch
+
+
+@pytest.mark.parametrize("task", ["put-in-bowl", "open-drawer", "whiteboard"])
+def test_expert_chunk_is_what_the_expert_then_does_and_leaves_the_batch_where_it_was(task):
+    batch = _mid_episode(task)
     before = batch.observe()
     labels, pad = batch.expert_chunk(12)
     after = batch.observe()
@@ -301,9 +307,5 @@ def test_expert_chunk_is_what_the_expert_then_does_and_leaves_the_batch_where_it
     for e in range(5):
         assert pad[e, done_at[e]:].all()
     some = np.array([3, 1])
-    again = sim.TabletopBatch(task, batch.setting, 5, seed=4)
-    again.reset()
-    for _ in range(7):
-        again.step(again.expert_actions())
-    sub_labels, sub_pad = again.expert_chunk(12, some)
+    sub_labels, sub_pad = _mid_episode(task).expert_chunk(12, some)
     assert np.array_equal(sub_labels, labels[some]) and np.array_equal(sub_pad, pad[some])
