@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -167,12 +166,6 @@ def _load_frames(path: Path):
         return DemoFrames(z["images"], z["state"], z["action"], z["episode_index"], z["task_index"], [str(t) for t in z["tasks"]])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mix, progress: bool) -> FinetuneResult:
     with tempfile.TemporaryDirectory(prefix="retain-ddp-") as tmp:
         work = Path(tmp)
@@ -183,8 +176,10 @@ def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mi
                 "progress": progress}
         (work / "spec.json").write_text(json.dumps(spec))
         cmd = [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={recipe.nproc}", "--nnodes=1",
-            "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "retain.finetune", str(work / "spec.json"),
+            # --standalone: the rendezvous store binds a port of its own choosing, so no other process
+            # can take it between our picking a free port and torchrun binding it
+            sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={recipe.nproc}", "--standalone",
+            "-m", "retain.finetune", str(work / "spec.json"),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(recipe.threads), "PYTHONPATH": _pythonpath()}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
