@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from registry import db, reader, refs
 from registry.config import Locations, redact, require_registry_file, resolve_locations
-from registry.errors import RegistryError, corrupt, invalid, invalid_state, not_found, unavailable
+from registry.errors import RegistryError, already_exists, corrupt, invalid, invalid_state, not_found, unavailable
 from registry.models import (
     Blob, DemoSetRow, Folder, FolderFile, LearnRunRow, ScoreRow, SkillRow, VersionRow, utcnow,
 )
@@ -308,7 +308,7 @@ class Registry(reader.Queries):
 
         dest = Path(dest_dir)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise invalid(f"output {dest} already exists and is not empty; choose a new folder")
+            raise already_exists(f"output {dest} already exists and is not empty; choose a new folder")
         v = self.resolve(version)
         part = dest.with_name(f".{dest.name}.export-{uuid.uuid4().hex[:8]}")
         try:

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from registry.errors import corrupt, invalid, not_found
+from registry.errors import already_exists, corrupt, invalid, not_found
 
 INDEX_SUFFIX = ".safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -326,7 +326,7 @@ class CheckpointWriter:
     ):
         self.dest = Path(dest)
         if self.dest.exists():
-            raise invalid(f"output {self.dest} already exists; choose a new path or remove it first")
+            raise already_exists(f"output {self.dest} already exists; choose a new path or remove it first")
         if not self.dest.parent.exists():
             raise not_found(f"output folder {self.dest.parent} does not exist; create it first")
         self.shards = shard_layout(specs, max_shard_bytes)

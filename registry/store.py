@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
-from registry.errors import corrupt, invalid, not_found, unavailable
+from registry.errors import already_exists, corrupt, invalid, not_found, unavailable
 
 CHUNK = 1 << 22
 
@@ -154,7 +154,7 @@ class BlobStore:
         """Rebuild a stored folder at `dest` (which must not exist); published by one rename."""
         dest = Path(dest)
         if dest.exists():
-            raise invalid(f"output {dest} already exists; choose a new path or remove it first")
+            raise already_exists(f"output {dest} already exists; choose a new path or remove it first")
         if not dest.parent.exists():
             raise not_found(f"output folder {dest.parent} does not exist; create it first")
         part = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")

@@ -53,7 +53,7 @@ from registry.checkpoint import (
     bytes_are_finite,
     open_checkpoint,
 )
-from registry.errors import RegistryError, invalid
+from registry.errors import RegistryError, already_exists, invalid
 from retain.alphas import MODALITIES, Alpha, as_alpha
 from retain.partitions import PartitionMap, get_partition_map
 from retain.streaming import (
@@ -155,7 +155,7 @@ def merge_checkpoints(
         raise invalid("a per-modality alpha needs a partition map; pass --preset NAME or --rules FILE")
     dest = Path(dest)
     if dest.exists():
-        raise invalid(f"output {dest} already exists; choose a new path or remove it first")
+        raise already_exists(f"output {dest} already exists; choose a new path or remove it first")
 
     pre_ck = open_checkpoint(pre)
     ft_cks = [open_checkpoint(f) for f in finetuned]

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from registry.errors import RegistryError, invalid, invalid_state, not_found
+from registry.errors import RegistryError, already_exists, invalid, invalid_state, not_found
 from registry.records import LearnRun, NewLearnRun, Version
 from retain.learn import (
     LearnOptions,
@@ -246,7 +246,7 @@ def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: s
     if branch:
         check_plain_name("branch", branch)
         if registry.head(branch) is not None:
-            raise invalid(f"branch {branch!r} already exists; pass a new --branch name")
+            raise already_exists(f"branch {branch!r} already exists; pass a new --branch name")
         return branch
     base = f"replay-{'-'.join(tasks)}-from-{start}"
     name, n = base, 2

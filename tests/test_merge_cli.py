@@ -124,7 +124,7 @@ def test_existing_output_is_refused(ckpts):
     d, _, _ = ckpts
     (d / "out").mkdir()
     r = run("merge", d / "pre.safetensors", d / "ft.safetensors", "--alpha", "0.5", "-o", d / "out")
-    assert r.exit_code == 4 and "already exists" in r.output
+    assert r.exit_code == 3 and "already exists" in r.output
 
 
 def test_partitions_text_and_json(ckpts):

@@ -83,6 +83,14 @@ def test_unknown_version(populated, cli):
     assert snapshot(populated) == before
 
 
+def test_export_into_a_folder_that_holds_files_is_refused(populated, cli, tmp_path):
+    dest = tmp_path / "taken"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    assert_one_line_error(cli("export", "v0", "-o", str(dest)), Code.ALREADY_EXISTS, f"output {dest} already exists")
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+
+
 def test_unknown_ref(populated, cli):
     before = snapshot(populated)
     assert_one_line_error(cli("show", "nosuchref"), Code.NOT_FOUND, "'nosuchref' is neither a version", "(refs: main)")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_chec
 
 import numpy as np
 
-from registry.errors import invalid, not_found
+from registry.errors import already_exists, invalid, not_found
 
 if TYPE_CHECKING:  # torch stays out of import time
     import torch
@@ -72,7 +72,7 @@ def save_state_dict(model: "torch.nn.Module", dest: str | Path, metadata: Mappin
 
     dest = Path(dest)
     if dest.exists():
-        raise invalid(f"output {dest} already exists; choose a new path or remove it first")
+        raise already_exists(f"output {dest} already exists; choose a new path or remove it first")
     if not dest.parent.exists():
         raise not_found(f"output folder {dest.parent} does not exist; create it first")
     tensors = {k: v.detach().float().contiguous().clone() for k, v in model.state_dict().items()}
