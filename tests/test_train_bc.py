@@ -93,3 +93,35 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(99, 100, 1.0, 10) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_training_without_the_nan_fill_of_new_memory_gives_the_same_bytes(tmp_path, monkeypatch):
+    """deterministic_torch skips deterministic mode's NaN fill of fresh tensors for speed; a kernel
+    that read memory before writing it would make the two runs differ."""
+    import contextlib
+
+    import torch.utils.deterministic as det
+
+    import retain.train as train
+
+    adapter = get_policy("builtin-vla")
+    data = synthetic_frames(4, 10, seed=0)
+
+    def run(name: str) -> str:
+        model = adapter.build({**TINY, "locate_weight": 1.0, "vision_film": True}, seed=0)
+        train_bc(model, adapter, data, steps=6, lr=1e-3, batch_size=8, seed=3, threads=1)
+        return _hash(model, adapter, tmp_path, name)
+
+    assert det.fill_uninitialized_memory
+    fast = run("fast")
+    assert det.fill_uninitialized_memory  # restored on the way out
+    plain = train.deterministic_torch
+
+    @contextlib.contextmanager
+    def filling(threads):
+        with plain(threads):
+            det.fill_uninitialized_memory = True
+            yield
+
+    monkeypatch.setattr(train, "deterministic_torch", filling)
+    assert run("filled") == fast
