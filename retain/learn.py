@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
 from retain.learn_demos import Demos, check_builtin, expected_shapes, load_demos
 from retain.learn_scoring import GENERALIST, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
+from retain.provenance import code_version, runtime
 from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy, tie_warning
 
 DEFAULT_VALIDATION = "ood:position"
@@ -195,27 +194,6 @@ class _Timer:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The package version, plus the git commit (and '+dirty') when running from a checkout."""
-    from importlib import metadata
-
-    try:
-        version = metadata.version("retain-registry")
-    except metadata.PackageNotFoundError:
-        version = "0+unknown"
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
-        if sha.returncode == 0 and sha.stdout.strip():
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "retain", "registry"],
-                                   capture_output=True, text=True, timeout=5)
-            return f"{version}+git.{sha.stdout.strip()}" + (".dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return version
 
 
 def require_head(registry, ref: str) -> Version:
@@ -553,11 +531,11 @@ def learn(
 def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: Version, *, finetuned: Optional[str] = None,
                  finetuned_hash: Optional[str] = None) -> dict[str, Any]:
     """What the version and its learn run record: every option (flat, so `show` reads well and
-    `LearnOptions.from_recipe` rebuilds them for replay), the demos, the parent and the code version."""
+    `LearnOptions.from_recipe` rebuilds them for replay), the demos, the parent, the code version and the numeric runtime."""
     recipe: dict[str, Any] = {
         "skill": task, **opts.record(),
         "demos": {"source": demos.source, "episodes": demos.episodes, "frames": len(demos.frames)} if demos else None,
-        "parent": parent.name, "code_version": code_version(), "finetune_recipe_version": RECIPE_VERSION,
+        "parent": parent.name, "code_version": code_version(), "runtime": runtime(), "finetune_recipe_version": RECIPE_VERSION,
     }
     if finetuned:
         recipe.update({"mode": "external", "finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})

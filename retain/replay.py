@@ -34,10 +34,10 @@ from retain.learn import (
     alpha_spec,
     _quiet,
     _stderr,
-    code_version,
     pretraining_recipe,
     run_step,
 )
+from retain.provenance import code_version, runtime, runtime_changes
 from retain.select import alpha_key
 
 Say = Callable[[str], None]
@@ -82,6 +82,7 @@ class StepCheck:
     seconds: float
     recorded_code: str = ""  # code version the step was recorded with
     code: str = ""  # code version of this replay
+    runtime_changes: str = ""  # e.g. "numpy 2.3.1 -> 2.4.6": the numeric runtime since the record
 
     @property
     def reproduced(self) -> bool:
@@ -89,8 +90,12 @@ class StepCheck:
 
     @property
     def code_note(self) -> str:
-        same = not self.recorded_code or self.recorded_code == self.code
-        return "" if same else f" (recorded with code {self.recorded_code}, replayed with {self.code})"
+        """Why bytes may differ: other code or another numeric runtime than the record's ('' if neither)."""
+        notes = [] if not self.recorded_code or self.recorded_code == self.code else [
+            f"recorded with code {self.recorded_code}, replayed with {self.code}"]
+        if self.runtime_changes:
+            notes.append(f"runtime since the record: {self.runtime_changes}")
+        return f" ({'; '.join(notes)})" if notes else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +309,7 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
         merge_diff = weight_diff(out.merged, registry.checkout(s.version.name, work / "recorded-merged"))
     return StepCheck(s.skill, s.version.name, s.parent.name, ft_state, ft_hash, recorded_ft_hash, ft_diff, merged_hash,
                      s.version.weight_hash, merge_diff, s.run.alpha, round(time.perf_counter() - t0, 3),
-                     s.run.recipe.get("code_version", ""), code_version())
+                     s.run.recipe.get("code_version", ""), code_version(), runtime_changes(s.run.recipe.get("runtime")))
 
 
 def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
@@ -332,7 +337,7 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
                         parent_dir=parent_dir)
         write_delta(parent_dir, step.finetuned, step_work / "newdelta")
         recipe = {**s.run.recipe, **({} if external else opts.record()), "alpha": requested, "parent": parent.name,
-                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version()}
+                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(), "runtime": runtime()}
         timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
         run = NewLearnRun(skill=s.skill, demo_set_id=s.run.demo_set_id, recipe=recipe, delta_dir=str(step_work / "newdelta"),
                           alpha=step.alpha, sweep=step.sweep, timings=timings)

@@ -76,6 +76,9 @@ def test_pretrain_then_eval_records_scores(run):
     res = run("show", version, "--json")
     shown = json.loads(res.output)
     assert "pretrain" in json.dumps(shown) and '"episodes": 12' in json.dumps(shown)
+    from retain.provenance import runtime
+
+    assert shown["version"]["recipe"]["runtime"] == runtime()  # what the bytes also depend on
     res = run("eval", version, "--skill", "plates", "--split", "ood:position", "-n", "3", "--json")
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)["scores"]

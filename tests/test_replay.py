@@ -1,6 +1,7 @@
 """`replay`: re-running recorded chains bit for bit, and rebuilding them with a change on a branch."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from cli import cli as root_cli
 from learn_support import fast_options, registry_state, save_tiny_model, tiny_registry
 from registry.errors import RegistryError
 from retain.learn import learn
+from retain.provenance import runtime, runtime_changes
 from retain.replay import ReplayResult, StepCheck, ensure_reproduced, replay, weight_diff
 
 
@@ -112,6 +114,25 @@ def test_a_step_that_differs_is_reported_as_an_error(tmp_path):
         ensure_reproduced(res)
     assert "the finetune differs" in str(e.value) and diff.worst in str(e.value)
     assert "recorded with code 0.1.0+git.aaa, replayed with 0.1.0+git.bbb" in str(e.value)
+    same_code = dataclasses.replace(check, code="0.1.0+git.aaa", runtime_changes="numpy 2.3.1 -> 2.4.6, cpu AVX512 -> AVX2")
+    with pytest.raises(RegistryError) as e:
+        ensure_reproduced(ReplayResult(["plates"], "v0", False, {}, [same_code], None, []))
+    assert str(e.value).endswith("(runtime since the record: numpy 2.3.1 -> 2.4.6, cpu AVX512 -> AVX2)")
+
+
+def test_runtime_changes_names_what_differs_from_the_record():
+    now = {"python": "3.11.7", "torch": "2.13.0+cpu", "numpy": "2.4.6", "cpu": "AVX2"}
+    assert runtime_changes({**now, "numpy": "2.3.1", "cpu": "AVX512"}, now) == "cpu AVX512 -> AVX2, numpy 2.3.1 -> 2.4.6"
+    assert runtime_changes(now, now) == ""
+    assert runtime_changes(None, now) == ""  # recorded before runtimes were recorded: nothing to compare
+    assert set(runtime()) == set(now) and runtime()["torch"].startswith("2.")
+
+
+def test_learn_and_replay_record_the_runtime(chain):
+    reg, root = chain
+    assert reg.learn_run_for("v2").recipe["runtime"] == runtime()
+    assert cli(root, "replay", "whiteboard", "--of", "v2", "--alpha", "0.75", "--branch", "wb-runtime", "-q").exit_code == 0
+    assert reg.learn_run_for(reg.head("wb-runtime").name).recipe["runtime"] == runtime()
 
 
 def test_rebasing_onto_a_policy_the_demos_do_not_fit_is_one_line(chain):

@@ -42,6 +42,7 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
                                                                  config_name != "default" or None])
         return
     from retain.pretrain import PretrainRecipe, pretrain, version_config
+    from retain.provenance import code_version, runtime
 
     recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed, dagger_episodes=dagger_episodes,
                                    dagger_steps=dagger_steps)  # validates first
@@ -50,7 +51,8 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
             result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json)
             version = reg.import_base(
                 result.weights_dir, ref=ref, how="pretrain", config=version_config(recipe),
-                recipe={"source": "retain pretrain", **recipe.to_dict(), "frames": result.frames, "final_loss": result.report.final_loss},
+                recipe={"source": "retain pretrain", **recipe.to_dict(), "frames": result.frames, "final_loss": result.report.final_loss,
+                        "code_version": code_version(), "runtime": runtime()},
                 message=message or f"pretrain {config_name}: {recipe.episodes} episodes, {recipe.steps} steps, seed {seed}",
             )
     out = {"version": version.name, "weight_hash": version.weight_hash, "frames": result.frames,

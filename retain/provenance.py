@@ -1,0 +1,55 @@
+"""What besides a recipe decides a run's bytes: our code's version and the numeric runtime.
+
+The same recipe, code and seed give the same weights bit for bit only on the same arithmetic:
+torch and numpy releases change kernels and the simulator's float paths, and torch dispatches
+its CPU kernels by instruction set (AVX2, AVX512, ...), whose sums round differently. Recording
+all of it beside every learn run lets a replay that differs say which of these changed, instead
+of leaving the user to guess.
+"""
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version, plus the git commit (and '+dirty') when running from a checkout."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("retain-registry")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode == 0 and sha.stdout.strip():
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "retain", "registry"],
+                                   capture_output=True, text=True, timeout=5)
+            return f"{version}+git.{sha.stdout.strip()}" + (".dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+@functools.lru_cache(maxsize=1)
+def runtime() -> dict[str, str]:
+    """The numeric runtime: Python, torch, numpy, and the CPU instruction set torch dispatches to."""
+    import numpy
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "cpu": torch.backends.cpu.get_cpu_capability()}
+
+
+def runtime_changes(recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None = None) -> str:
+    """'numpy 2.3.1 -> 2.4.6, cpu AVX512 -> AVX2': what differs from a recorded runtime ('' when
+    nothing does, or when the record predates runtimes being recorded)."""
+    if not recorded:
+        return ""
+    current = runtime() if current is None else current
+    return ", ".join(f"{k} {recorded[k]} -> {current.get(k, '?')}" for k in sorted(recorded) if recorded[k] != current.get(k))
