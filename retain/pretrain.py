@@ -207,6 +207,18 @@ def shipped_base() -> ShippedBase:
     return ShippedBase(SHIPPED_BASE, manifest["config"], PretrainRecipe.from_dict(manifest["recipe"]), actual, manifest.get("metrics", {}))
 
 
+def check_note(recorded_runtime: dict[str, Any] | None) -> str:
+    """Why a retrained base can differ from the shipped one: the runtimes' differences, or that the
+    shipped base records none (bases shipped before runtimes were recorded)."""
+    from retain.provenance import runtime, runtime_changes
+
+    if not recorded_runtime:
+        return (f"the shipped base records no runtime, so what differs cannot be named; this is {runtime()}. The same recipe "
+                "gives other bytes under another torch, numpy or CPU instruction set (ATEN_CPU_CAPABILITY)")
+    changes = runtime_changes(recorded_runtime)
+    return f"runtime since the shipped base was made: {changes}" if changes else "same runtime as the shipped base's: the recipe or code changed"
+
+
 def shipped_image_size() -> int:
     """The image side the shipped default base sees: what demos are collected at unless told otherwise."""
     return int(_shipped_manifest()["config"]["policy_config"]["image_size"])
@@ -224,9 +236,12 @@ def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = 
     (src,) = resolve_files(result.weights_dir)
     shutil.copyfile(src, SHIPPED_BASE)
     SHIPPED_BASE.chmod(0o644)
+    from retain.provenance import runtime
+
     manifest = {
         "config": version_config(result.recipe),
         "recipe": result.recipe.to_dict(),
+        "runtime": runtime(),  # the bytes depend on it too: a --check elsewhere can say what differs
         "weight_hash": digest,
         "metrics": {"frames": result.frames, "final_loss": result.report.final_loss,
                     "train_seconds": round(result.report.seconds, 1), "collect_seconds": round(result.collect_seconds, 1),
@@ -249,5 +264,7 @@ if __name__ == "__main__":  # regenerate the shipped base: python -m retain.pret
                 got = weight_hash(ckpt)
             shipped = shipped_base().weight_hash  # hashes the shipped file: once
             print(f"reproduced {got}; shipped {shipped}; {'MATCH' if got == shipped else 'DIFFERENT'}")
+            if got != shipped:
+                print(check_note(_shipped_manifest().get("runtime")))
         else:
             print(f"wrote {write_shipped_base(res)}")

@@ -131,3 +131,19 @@ def test_a_damaged_shipped_manifest_is_one_corrupt_line_for_every_reader(tmp_pat
             with pytest.raises(RegistryError, match="manifest .* is missing or damaged; reinstall the package") as e:
                 read()
             assert e.value.exit_code == 7
+
+
+def test_a_written_base_records_its_runtime_and_a_check_names_what_changed(tmp_path, monkeypatch):
+    import retain.pretrain as pretrain_mod
+    from retain.pretrain import check_note, write_shipped_base
+    from retain.provenance import runtime
+
+    monkeypatch.setattr(pretrain_mod, "ASSETS", tmp_path)
+    monkeypatch.setattr(pretrain_mod, "SHIPPED_BASE", tmp_path / "base.safetensors")
+    monkeypatch.setattr(pretrain_mod, "SHIPPED_MANIFEST", tmp_path / "base.json")
+    write_shipped_base(pretrain(PretrainRecipe.preset("tiny", seed=2), tmp_path / "made"))
+    manifest = json.loads((tmp_path / "base.json").read_text())
+    assert manifest["runtime"] == runtime() and shipped_base().weight_hash == manifest["weight_hash"]
+    assert check_note(manifest["runtime"]) == "same runtime as the shipped base's: the recipe or code changed"
+    assert check_note({**runtime(), "cpu": "AVX512"}) == f"runtime since the shipped base was made: cpu AVX512 -> {runtime()['cpu']}"
+    assert check_note(None).startswith("the shipped base records no runtime, so what differs cannot be named")
