@@ -11,7 +11,6 @@ the ratio is the figure to read. Both end with the same weight hash (checked and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -29,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=3, help="blocks per variant, alternating")
     args = ap.parse_args(argv)
 
-    import torch.utils.deterministic as det
-
     import retain.train as train
     from registry.checkpoint import open_checkpoint, weight_hash
     from retain import sim
@@ -40,19 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     base = shipped_base()
     adapter, config = get_policy(base.config["policy"]), base.config["policy_config"]
     data = collect_frames(list(sim.PRETRAIN_TASKS), "pretrain", 100, seed=0, noise=0.1, image_size=config["image_size"])
-    plain = train.deterministic_torch
-
-    @contextlib.contextmanager
-    def filling(threads: int):
-        with plain(threads):
-            det.fill_uninitialized_memory = True
-            yield
-
     seconds: dict[str, list[float]] = {"default": [], "nan_fill": []}
     hashes: dict[str, str] = {}
     for block in range(args.blocks):
         for name in seconds:
-            train.deterministic_torch = filling if name == "nan_fill" else plain
+            train.FILL_NEW_MEMORY = name == "nan_fill"
             model = adapter.load(base.weights_dir, config)
             train.train_bc(model, adapter, data, 2, 3e-4, args.batch, 1, threads=args.threads, targets=True)  # warm-up
             model = adapter.load(base.weights_dir, config)
@@ -63,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory() as tmp:
                     with open_checkpoint(adapter.save(model, Path(tmp) / "w")) as ckpt:
                         hashes[name] = weight_hash(ckpt)
-    train.deterministic_torch = plain
+    train.FILL_NEW_MEMORY = False
     best = {k: min(v) for k, v in seconds.items()}
     report = {"threads": args.threads, "batch": args.batch, "steps_per_block": args.steps,
               "seconds_per_step": {k: [round(x, 4) for x in v] for k, v in seconds.items()},

@@ -212,20 +212,24 @@ class TrainReport:
     losses: list[float]  # one per `log_every` steps (the mean since the previous)
 
 
+FILL_NEW_MEMORY = False  # torch's NaN fill of new tensors inside deterministic_torch (True: torch's default)
+
+
 @contextlib.contextmanager
 def deterministic_torch(threads: int) -> Iterator[None]:
     """Fixed thread count and deterministic kernels for the duration; restores the old settings.
 
     Deterministic mode also fills every new tensor's memory with NaN by default, a debugging aid
-    that cost about 8% of a training step here (1,250 fills a step) and changes no result: every
-    kernel writes its output before anything reads it. It stays off while we train."""
+    that changes no result (every kernel writes its output before anything reads it) and costs
+    time: 1,250 fills a default-config step, 8% of self CPU time under the profiler, 2-6% of wall
+    time (benchmarks/train_step.py). It stays off unless FILL_NEW_MEMORY says otherwise."""
     import torch
     import torch.utils.deterministic as det
 
     old = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    det.fill_uninitialized_memory = False
+    det.fill_uninitialized_memory = FILL_NEW_MEMORY
     try:
         yield
     finally:

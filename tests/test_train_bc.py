@@ -98,8 +98,6 @@ def test_lr_schedule_warms_up_then_decays():
 def test_training_without_the_nan_fill_of_new_memory_gives_the_same_bytes(tmp_path, monkeypatch):
     """deterministic_torch skips deterministic mode's NaN fill of fresh tensors for speed; a kernel
     that read memory before writing it would make the two runs differ."""
-    import contextlib
-
     import torch.utils.deterministic as det
 
     import retain.train as train
@@ -115,13 +113,5 @@ def test_training_without_the_nan_fill_of_new_memory_gives_the_same_bytes(tmp_pa
     assert det.fill_uninitialized_memory
     fast = run("fast")
     assert det.fill_uninitialized_memory  # restored on the way out
-    plain = train.deterministic_torch
-
-    @contextlib.contextmanager
-    def filling(threads):
-        with plain(threads):
-            det.fill_uninitialized_memory = True
-            yield
-
-    monkeypatch.setattr(train, "deterministic_torch", filling)
+    monkeypatch.setattr(train, "FILL_NEW_MEMORY", True)
     assert run("filled") == fast
