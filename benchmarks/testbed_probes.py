@@ -1,0 +1,113 @@
+"""benchmarks/testbed.py with probe skills and families that test why the testbed shows no inverted U.
+
+Each probe changes one thing about the shipped skills, so its numbers say which ingredient matters.
+They are experiments, not product skills: `retain learn` does not know them.
+
+Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the words grounded):
+- plates-swap: plates, with the plate trading places with a familiar block and the rack with the
+  decoy bowl at random.
+- reach-crate: "move to the crate": a new word for a known object (the box), the box, bowl and
+  tray shuffled among three slots.
+- place-crate: "put the red cube in the crate": the same new word, with pretraining's placing motion.
+
+Families: the OOD families with ranges inside the base's pretraining ones (the paper's OOD
+scenes are scenes its base was pretrained on): ood:background-in, ood:distractor-in,
+ood:viewpoint-in, ood:language-in (pretraining paraphrases; ood:position already lies inside).
+
+    nice python benchmarks/testbed_probes.py --skills place-crate --seeds 0 1 --episodes 100 --gen-episodes 100 \\
+        --families ood:position ood:background ood:distractor ood:viewpoint ood:language --alphas 0 0.5 0.75 0.875 1
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from retain.sim import tasks as _tasks  # noqa: E402
+from retain.sim.scene import FIXTURE_LOOKS, SceneBuilder  # noqa: E402
+from retain.sim.settings import get_setting, register_setting  # noqa: E402
+from retain.sim.world import Kind  # noqa: E402
+
+RECEPTACLES = (Kind.BOX, Kind.BOWL, Kind.TRAY)
+RECEPTACLE_SLOTS = [(-0.4, 0.4), (0.45, -0.35), (0.4, 0.4)]
+
+
+def shuffle_slots(sb: SceneBuilder, groups: list[list[int]]) -> None:
+    """In the narrow layout, permute the positions within each group of slots, per episode."""
+    if sb.setting.layout != "nominal":
+        return  # elsewhere positions are drawn anywhere already
+    w, rows = sb.w, np.arange(sb.m)
+    for group in groups:
+        perm = np.argsort(sb.rng.random((sb.m, len(group))), axis=1)
+        pos = w.pos[:, group].copy()
+        for i, k in enumerate(group):
+            w.pos[:, k] = pos[rows, perm[:, i]]
+
+
+def _plates_swap(sb: SceneBuilder) -> None:
+    c1, c2, shape = _tasks._look(sb, _tasks.PLATE_LOOKS)
+    plate = sb.add(Kind.PLATE, 0.12, c1, c2, nominal=(-0.45, 0.35), movable=True, shape=shape)
+    rack = sb.add(Kind.RACK, 0.17, (0.33, 0.33, 0.36), (0.85, 0.85, 0.85), nominal=(0.4, -0.35))
+    block, = sb.blocks(1, nominal=[(-0.45, -0.35)])
+    bowl = sb.fixture(Kind.BOWL, nominal=(0.45, 0.4))
+    sb.distractors()
+    sb.layout()
+    shuffle_slots(sb, [[plate, block], [rack, bowl]])
+    sb.words.update(a=np.full(sb.m, "plate"), b=np.full(sb.m, "rack"))
+    sb.pair(0, plate, rack, tol=0.1)
+
+
+def _receptacles(sb: SceneBuilder) -> list[int]:
+    """The box (called "crate"), bowl and tray, shuffled among three slots in the narrow layout."""
+    slots = [sb.fixture(k, nominal=p) for k, p in zip(RECEPTACLES, RECEPTACLE_SLOTS)]
+    sb.distractors(exclude=RECEPTACLES)
+    sb.layout()
+    shuffle_slots(sb, [slots])
+    return slots
+
+
+def _reach_crate(sb: SceneBuilder) -> None:
+    box = _receptacles(sb)[0]
+    sb.words["a"] = np.full(sb.m, "crate")
+    sb.pair(0, box, tol=0.08)
+
+
+def _place_crate(sb: SceneBuilder) -> None:
+    a, = sb.blocks(1, nominal=[(-0.45, -0.35)])
+    box = _receptacles(sb)[0]
+    sb.words.update(a=sb.words["block0"], b=np.full(sb.m, "crate"))
+    sb.pair(0, a, box, tol=FIXTURE_LOOKS[Kind.BOX][2] * 0.7)
+
+
+PROBES = {"plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
+          "place-crate": ("put-in-box", _place_crate)}
+
+
+def register() -> None:
+    """Add the probe skills and the in-support families to the simulator (this process only)."""
+    for name, (like, build) in PROBES.items():
+        if name not in _tasks.TASKS:
+            _tasks.TASKS[name] = dataclasses.replace(_tasks.TASKS[like], name=name, build=build, skill=True)
+            _tasks.SKILLS.append(name)
+    ID = get_setting("id")
+    pre = get_setting("pretrain")
+    for s in [
+        dataclasses.replace(ID, name="ood:background-in", backgrounds=(1, 2), brightness=pre.brightness, tint=pre.tint),
+        dataclasses.replace(ID, name="ood:distractor-in", distractors=(1, pre.distractors[1]), fixture_distractors=(1, pre.fixture_distractors[1])),
+        dataclasses.replace(ID, name="ood:viewpoint-in", camera_shift=pre.camera_shift, camera_zoom=pre.camera_zoom,
+                            camera_rot=pre.camera_rot, camera_shear=pre.camera_shear),
+        dataclasses.replace(ID, name="ood:language-in", phrasing="train"),
+    ]:
+        register_setting(s, replace=True)
+
+
+if __name__ == "__main__":
+    register()
+    import testbed
+
+    sys.exit(testbed.main(sys.argv[1:]))

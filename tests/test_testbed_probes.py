@@ -1,0 +1,55 @@
+"""The testbed probes (benchmarks/testbed_probes.py): shuffled ID slots really move things between
+slots, only in the narrow layout, and every probe skill has an expert that succeeds."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import testbed_probes  # noqa: E402
+
+from retain.sim.scene import SceneBuilder  # noqa: E402
+from retain.sim.settings import get_setting  # noqa: E402
+from retain.sim.world import WorldConfig  # noqa: E402
+
+
+def _three_fixtures(setting: str, m: int = 64) -> tuple[SceneBuilder, list[int], np.ndarray]:
+    sb = SceneBuilder(np.random.default_rng(0), get_setting(setting), WorldConfig(), m)
+    slots = [sb.fixture(k, nominal=p) for k, p in zip(testbed_probes.RECEPTACLES, testbed_probes.RECEPTACLE_SLOTS)]
+    sb.layout()
+    return sb, slots, sb.w.pos[:, slots].copy()
+
+
+def test_narrow_layout_permutes_positions_within_the_group():
+    sb, slots, before = _three_fixtures("id")
+    testbed_probes.shuffle_slots(sb, [slots])
+    after = sb.w.pos[:, slots]
+    assert np.allclose(np.sort(after, axis=1), np.sort(before, axis=1))  # the same three places per episode
+    moved = (np.abs(after - before).sum(axis=(1, 2)) > 0).mean()
+    assert 0.6 < moved < 0.95  # 5 of 6 permutations move something
+
+
+def test_broad_layouts_are_left_alone():
+    sb, slots, before = _three_fixtures("ood:position")
+    testbed_probes.shuffle_slots(sb, [slots])
+    assert np.array_equal(sb.w.pos[:, slots], before)
+
+
+@pytest.mark.parametrize("skill", sorted(testbed_probes.PROBES))
+def test_every_probe_skill_has_a_working_expert(skill):
+    from retain.pretrain import collect_frames
+
+    testbed_probes.register()
+    frames = collect_frames([skill], "id", 6, seed=1)
+    assert frames.episodes == 6 and len(frames) >= 6 * 2  # six successes, each a few steps at least
+
+
+def test_in_support_families_stay_inside_the_pretraining_ranges():
+    testbed_probes.register()
+    pre = get_setting("pretrain")
+    view = get_setting("ood:viewpoint-in")
+    assert (view.camera_rot, view.camera_shift) == (pre.camera_rot, pre.camera_shift)
+    assert set(get_setting("ood:background-in").backgrounds) <= set(pre.backgrounds)
+    assert get_setting("ood:distractor-in").distractors[1] <= pre.distractors[1]
