@@ -13,6 +13,7 @@ Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the wo
 Families: the OOD families with ranges inside the base's pretraining ones (the paper's OOD
 scenes are scenes its base was pretrained on): ood:background-in, ood:distractor-in,
 ood:viewpoint-in, ood:language-in (pretraining paraphrases; ood:position already lies inside).
+Registering them adds them to the default OOD families of this process, so pass --families.
 
     nice python benchmarks/testbed_probes.py --skills place-crate --seeds 0 1 --episodes 100 --gen-episodes 100 \\
         --families ood:position ood:background ood:distractor ood:viewpoint ood:language --alphas 0 0.5 0.75 0.875 1
