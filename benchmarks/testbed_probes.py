@@ -9,6 +9,7 @@ Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the wo
 - reach-crate: "move to the crate": a new word for a known object (the box), the box, bowl and
   tray shuffled among three slots.
 - place-crate: "put the red cube in the crate": the same new word, with pretraining's placing motion.
+- place-crate-5: place-crate with two coloured mats as further decoys (five places to guess from).
 
 Families: the OOD families with ranges inside the base's pretraining ones (the paper's OOD
 scenes are scenes its base was pretrained on): ood:background-in, ood:distractor-in,
@@ -63,10 +64,16 @@ def _plates_swap(sb: SceneBuilder) -> None:
     sb.pair(0, plate, rack, tol=0.1)
 
 
-def _receptacles(sb: SceneBuilder) -> list[int]:
-    """The box (called "crate"), bowl and tray, shuffled among three slots in the narrow layout."""
+MAT_SLOTS = [(0.0, 0.0), (0.05, -0.55)]
+
+
+def _receptacles(sb: SceneBuilder, mats: int = 0) -> list[int]:
+    """The box (called "crate"), bowl and tray, and `mats` coloured mats as further decoys,
+    shuffled among their slots in the narrow layout."""
     slots = [sb.fixture(k, nominal=p) for k, p in zip(RECEPTACLES, RECEPTACLE_SLOTS)]
-    sb.distractors(exclude=RECEPTACLES)
+    if mats:
+        slots += sb.colored(Kind.MAT, mats, nominal=MAT_SLOTS[:mats], word="color")
+    sb.distractors(exclude=RECEPTACLES + ((Kind.MAT,) if mats else ()))
     sb.layout()
     shuffle_slots(sb, [slots])
     return slots
@@ -78,15 +85,17 @@ def _reach_crate(sb: SceneBuilder) -> None:
     sb.pair(0, box, tol=0.08)
 
 
-def _place_crate(sb: SceneBuilder) -> None:
-    a, = sb.blocks(1, nominal=[(-0.45, -0.35)])
-    box = _receptacles(sb)[0]
-    sb.words.update(a=sb.words["block0"], b=np.full(sb.m, "crate"))
-    sb.pair(0, a, box, tol=FIXTURE_LOOKS[Kind.BOX][2] * 0.7)
+def _place_crate(mats: int):
+    def build(sb: SceneBuilder) -> None:
+        a, = sb.blocks(1, nominal=[(-0.45, -0.35)])
+        box = _receptacles(sb, mats)[0]
+        sb.words.update(a=sb.words["block0"], b=np.full(sb.m, "crate"))
+        sb.pair(0, a, box, tol=FIXTURE_LOOKS[Kind.BOX][2] * 0.7)
+    return build
 
 
 PROBES = {"plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
-          "place-crate": ("put-in-box", _place_crate)}
+          "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2))}
 
 
 def register() -> None:
