@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -207,11 +208,19 @@ def _pythonpath() -> str:
     return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
+_EXCEPTION_LINE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b(:|$)")
+
+
 def _last_error(text: Optional[str]) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if "Error" in ln or "error" in ln:
-            return ln[:300]
+    """The line that names why a torchrun job failed: the last exception a worker raised, with the
+    exit code torchrun reports. torchrun's own summary ("error_file: <N/A>", ChildFailedError) ends
+    the output but names nothing, so it is passed over."""
+    lines = [" ".join(ln.split()) for ln in (text or "").splitlines() if ln.strip()]
+    raised = [ln for ln in lines if _EXCEPTION_LINE.search(ln) and "ChildFailedError" not in ln and not ln.startswith("error_file")]
+    code = next((ln for ln in reversed(lines) if ln.startswith("exitcode")), None)
+    parts = [p for p in (raised[-1] if raised else None, code) if p]
+    if parts:
+        return "; ".join(parts)[:300]
     return lines[-1][:300] if lines else "no output"
 
 

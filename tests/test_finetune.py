@@ -95,3 +95,32 @@ def test_ddp_finetunes_a_base_with_a_pretraining_only_head(tmp_path):
     with open_checkpoint(res.checkpoint) as ca, open_checkpoint(parent) as cp:
         moved = {n for n in ca.names if not np.array_equal(ca.array(n), cp.array(n))}
     assert moved and not any(n.startswith("vision.locate.") for n in moved)
+
+
+TORCHRUN_FAILURE = """[rank1]: Traceback (most recent call last):
+[rank1]:   File "retain/finetune.py", line 240, in _worker
+[rank1]: RuntimeError: Connection reset by peer
+E1201 11:00:00.000000 42 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1) local_rank: 1 (pid: 43) of binary: python
+Traceback (most recent call last):
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+retain.finetune FAILED
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-01_11:00:00
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 43)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================
+"""
+
+
+def test_a_failed_torchrun_is_reported_by_the_workers_exception_not_torchruns_summary():
+    from retain.finetune import _last_error
+
+    assert _last_error(TORCHRUN_FAILURE) == "[rank1]: RuntimeError: Connection reset by peer; exitcode : 1 (pid: 43)"
+    killed = "Root Cause (first observed failure):\n  exitcode  : -9 (pid: 7)\n  error_file: <N/A>\n"
+    assert _last_error(killed) == "exitcode : -9 (pid: 7)"  # a rank killed by a signal raises nothing
+    assert _last_error("") == "no output"
