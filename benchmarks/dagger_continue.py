@@ -40,21 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         raise already_exists(f"--out {out} already exists; choose a new folder")
 
     from retain import sim
-    from retain.dagger import relabelled_frames
-    from retain.pretrain import PretrainRecipe, collect_frames
-    from retain.train import deterministic_torch, train_bc
+    from retain.pretrain import PretrainRecipe, collect_frames, dagger_stage
 
     base_dir, adapter, config = resolve_base(args)
     recipe = PretrainRecipe.from_dict(base_data_recipe(args, config))
     t0 = time.perf_counter()
     demos = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
                            config.get("image_size"))
-    model = adapter.load(base_dir, config)
-    with deterministic_torch(args.threads):
-        visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.setting, args.episodes, seed=recipe.seed + 1)
     collect_s = time.perf_counter() - t0
-    rep = train_bc(model, adapter, demos, args.steps, args.lr, recipe.batch_size, recipe.seed + 1,
-                   mix=(visited, args.share), threads=args.threads, targets=True)
+    model = adapter.load(base_dir, config)
+    visited, relabel_s, rep = dagger_stage(model, adapter, demos, recipe, args.episodes, args.steps, args.lr, args.share, args.threads)
+    collect_s += relabel_s
     partial = out.with_name(f".{out.name}.partial")  # renamed into place whole, so a kill leaves no --out
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "control": collect_frames(list(sim.PRETRAIN_TASKS), "pretrain", args.control_episodes, seed=2_000 + args.seed, image_size=size),
     }
     rows = []
+    base_score = None
     work = Path(tempfile.mkdtemp(prefix="merge_path-"))
     try:
         for name, frames in sources.items():
@@ -86,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             row = {"data": name, "frames": len(frames), "loss": [rep.first_loss, rep.final_loss],
                    "moved": relative_moves(pre, model.state_dict(), modality_of), "generalist": {}}
             for alpha in args.alphas:
+                if alpha == 0.0 and base_score is not None:  # alpha 0 is the base whatever it was finetuned on
+                    row["generalist"][str(alpha)] = base_score
+                    continue
                 merged_dir = work / f"m-{name}-{alpha}"
                 merge_checkpoints(base_dir, [ft_dir], [alpha], adapter.partition_preset, merged_dir, progress=False)
                 r = evaluate(adapter.load(merged_dir, config), adapter, GENERALIST, GENERALIST, args.episodes, 10_000 + args.seed)
                 row["generalist"][str(alpha)] = [r.successes, r.episodes]
+                base_score = row["generalist"][str(alpha)] if alpha == 0.0 else base_score
                 shutil.rmtree(merged_dir)
             rows.append(row)
             print(f"[{name}] loss {rep.first_loss:.3f} -> {rep.final_loss:.3f}; " + "  ".join(

@@ -151,20 +151,33 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
                       threads=recipe.threads, progress=progress, targets=True)
     frames = len(data)
     if recipe.dagger_episodes:
-        from retain.dagger import relabelled_frames
-
-        t0 = time.perf_counter()
-        with deterministic_torch(recipe.threads):
-            visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.setting, recipe.dagger_episodes,
-                                        seed=recipe.seed + 1)
-        collect_s += time.perf_counter() - t0
-        second = train_bc(model, adapter, data, recipe.dagger_steps, recipe.dagger_lr, recipe.batch_size, recipe.seed + 1,
-                          mix=(visited, recipe.dagger_share), threads=recipe.threads, progress=progress, targets=True)
+        visited, relabel_s, second = dagger_stage(model, adapter, data, recipe, recipe.dagger_episodes, recipe.dagger_steps,
+                                                  recipe.dagger_lr, recipe.dagger_share, recipe.threads, progress)
+        collect_s += relabel_s
         report = TrainReport(report.steps + second.steps, report.seconds + second.seconds, report.first_loss,
                              second.final_loss, report.losses + second.losses)
         frames += len(visited)
     adapter.save(model, dest)
     return PretrainResult(Path(dest), recipe, report, frames, collect_s)
+
+
+def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, episodes: int, steps: int, lr: float,
+                 share: float, threads: int, progress: bool = False) -> tuple[Any, float, TrainReport]:
+    """Pretraining's DAgger stage on a trained `model`, in place: roll it out on the pretraining tasks
+    for `episodes`, have the expert relabel every state it visits, then train `steps` more on `demos`
+    with `share` of each batch from the relabelled states. Seeds and batch size come from `recipe`.
+    Returns (relabelled frames, seconds spent rolling out and relabelling, the training report)."""
+    from retain import sim
+    from retain.dagger import relabelled_frames
+    from retain.train import deterministic_torch, train_bc
+
+    t0 = time.perf_counter()
+    with deterministic_torch(threads):
+        visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.setting, episodes, seed=recipe.seed + 1)
+    relabel_s = time.perf_counter() - t0
+    report = train_bc(model, adapter, demos, steps, lr, recipe.batch_size, recipe.seed + 1, mix=(visited, share),
+                      threads=threads, progress=progress, targets=True)
+    return visited, relabel_s, report
 
 
 def version_config(recipe: PretrainRecipe) -> dict[str, Any]:
