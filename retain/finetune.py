@@ -208,7 +208,8 @@ def _pythonpath() -> str:
     return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
-_EXCEPTION_LINE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b(:|$)")
+# a Python exception line, or what a C++ abort (gloo, SIGABRT) prints: "what():  <reason>"
+_EXCEPTION_LINE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b(:|$)|\bwhat\(\):")
 
 
 def _last_error(text: Optional[str]) -> str:

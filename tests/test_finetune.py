@@ -124,3 +124,13 @@ def test_a_failed_torchrun_is_reported_by_the_workers_exception_not_torchruns_su
     killed = "Root Cause (first observed failure):\n  exitcode  : -9 (pid: 7)\n  error_file: <N/A>\n"
     assert _last_error(killed) == "exitcode : -9 (pid: 7)"  # a rank killed by a signal raises nothing
     assert _last_error("") == "no output"
+
+
+def test_a_rank_aborted_in_cpp_is_reported_by_the_abort_reason():
+    from retain.finetune import _last_error
+
+    aborted = ("terminate called after throwing an instance of 'gloo::IoException'\n"
+               "  what():  [gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500\n"
+               "Root Cause (first observed failure):\n  exitcode  : -6 (pid: 24255)\n  error_file: <N/A>\n")
+    assert _last_error(aborted) == ("what(): [gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500; "
+                                    "exitcode : -6 (pid: 24255)")
