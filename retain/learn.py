@@ -368,7 +368,10 @@ def run_step(
         say(f"finetuning {parent.name} on {skill} ({recipe.mode}, {recipe.steps} steps, lr {recipe.lr:g}, seed {recipe.seed}"
             + (f", {recipe.nproc} processes" if recipe.nproc > 1 else "") + ")")
         with timer("finetune"):
-            ft_dir = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=bars).checkpoint
+            ft = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=bars)
+        if ft.warning:
+            say(f"warning: {ft.warning}")
+        ft_dir = ft.checkpoint
     with timer("select"):
         chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=alpha_spec(alpha_override))
         alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, bars, say)
