@@ -38,12 +38,35 @@ def code_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def runtime() -> dict[str, str]:
-    """The numeric runtime: Python, torch, numpy, and the CPU instruction set torch dispatches to."""
+    """The numeric runtime: Python, torch, numpy, the CPU instruction set torch dispatches to, and
+    the CPU model (two AVX512 machines of different models gave one DAgger stage different bytes:
+    the math libraries pick kernels by model, not only by instruction set)."""
     import numpy
     import torch
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "cpu": torch.backends.cpu.get_cpu_capability()}
+            "cpu": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()}
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """'GenuineIntel 6/207' (vendor, family/model) from /proc/cpuinfo; virtual machines often
+    report only a generic model name, the numbers still tell CPUs apart. Elsewhere, the platform's name."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    if "vendor_id" in fields and "cpu family" in fields and "model" in fields:
+        return f"{fields['vendor_id']} {fields['cpu family']}/{fields['model']}"
+    return fields.get("model name") or fields.get("CPU part") or platform.processor() or platform.machine()
 
 
 def runtime_changes(recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None = None) -> str:

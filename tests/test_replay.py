@@ -125,7 +125,19 @@ def test_runtime_changes_names_what_differs_from_the_record():
     assert runtime_changes({**now, "numpy": "2.3.1", "cpu": "AVX512"}, now) == "cpu AVX512 -> AVX2, numpy 2.3.1 -> 2.4.6"
     assert runtime_changes(now, now) == ""
     assert runtime_changes(None, now) == ""  # recorded before runtimes were recorded: nothing to compare
-    assert set(runtime()) == set(now) and runtime()["torch"].startswith("2.")
+    assert set(runtime()) == set(now) | {"cpu_model"} and runtime()["torch"].startswith("2.")
+    older = {**now, "cpu_model": "GenuineIntel 6/85"}  # same instruction set, another CPU model
+    assert runtime_changes(older, {**now, "cpu_model": "GenuineIntel 6/207"}) == "cpu_model GenuineIntel 6/85 -> GenuineIntel 6/207"
+    assert runtime_changes(now, {**now, "cpu_model": "GenuineIntel 6/207"}) == ""  # a record without the model names none
+
+
+def test_cpu_model_is_vendor_family_and_model_of_the_first_processor():
+    from retain.provenance import cpu_model
+
+    intel = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+             "model name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\nmodel\t\t: 1\n")
+    assert cpu_model(intel) == "GenuineIntel 6/207"
+    assert cpu_model("processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n") == "0xd0c"  # ARM names its part
 
 
 def test_learn_and_replay_record_the_runtime(chain):
