@@ -227,7 +227,7 @@ def check_note(recorded_runtime: dict[str, Any] | None) -> str:
 
     if not recorded_runtime:
         return (f"the shipped base records no runtime, so what differs cannot be named; this is {runtime()}. The same recipe "
-                "gives other bytes under another torch, numpy or CPU instruction set (ATEN_CPU_CAPABILITY)")
+                "gives other bytes under another torch, numpy, CPU instruction set (ATEN_CPU_CAPABILITY) or CPU model")
     changes = runtime_changes(recorded_runtime)
     return f"runtime since the shipped base was made: {changes}" if changes else "same runtime as the shipped base's: the recipe or code changed"
 
