@@ -11,6 +11,7 @@ relabel every visited state (retain/dagger.py), and trains on demos plus relabel
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", type=float, default=0.5, help="share of each batch from relabelled states")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="new folder: weights/ and policy_config.json")
+    ap.add_argument("--setting", default=None,
+                    help="draw the demos and rollouts from this setting instead of the base's (e.g. a probe's pretrain-clutter)")
     add_base_args(ap)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -41,9 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from retain import sim
     from retain.pretrain import PretrainRecipe, collect_frames, dagger_stage
+    from retain.sim.settings import get_setting
 
     base_dir, adapter, config = resolve_base(args)
     recipe = PretrainRecipe.from_dict(base_data_recipe(args, config))
+    if args.setting:
+        import testbed_probes
+
+        testbed_probes.register()
+        recipe = dataclasses.replace(recipe, setting=get_setting(args.setting).name)
     t0 = time.perf_counter()
     demos = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
                            config.get("image_size"))
@@ -57,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter.save(model, partial / "weights")
     (partial / "policy_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     partial.rename(out)
-    summary = {"base": args.base, "demo_frames": len(demos), "relabelled_frames": len(visited), "collect_s": round(collect_s, 1),
+    summary = {"base": args.base, "setting": recipe.setting, "demo_frames": len(demos), "relabelled_frames": len(visited), "collect_s": round(collect_s, 1),
                "train_s": round(rep.seconds, 1), "final_loss": rep.final_loss, "out": str(out)}
     print(json.dumps(summary, indent=2))
     print(f"\nwrote {out}/weights: {len(visited)} relabelled frames, {args.steps} steps, {collect_s + rep.seconds:.0f} s")

@@ -10,6 +10,9 @@ Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the wo
   tray shuffled among three slots.
 - place-crate: "put the red cube in the crate": the same new word, with pretraining's placing motion.
 - place-crate-5: place-crate with two coloured mats as further decoys (five places to guess from).
+- place-box-5: place-crate-5 named with the word pretraining uses ("box"), the control: what the
+  base's own placing reaches in that scene, so a finetune's ID on place-crate-5 can be read
+  against it (grounding the new word vs the base's motor skill).
 
 Families: the OOD families with ranges inside the base's pretraining ones (the paper's OOD
 scenes are scenes its base was pretrained on): ood:background-in, ood:distractor-in,
@@ -85,17 +88,18 @@ def _reach_crate(sb: SceneBuilder) -> None:
     sb.pair(0, box, tol=0.08)
 
 
-def _place_crate(mats: int):
+def _place_crate(mats: int, word: str = "crate"):
     def build(sb: SceneBuilder) -> None:
         a, = sb.blocks(1, nominal=[(-0.45, -0.35)])
         box = _receptacles(sb, mats)[0]
-        sb.words.update(a=sb.words["block0"], b=np.full(sb.m, "crate"))
+        sb.words.update(a=sb.words["block0"], b=np.full(sb.m, word))
         sb.pair(0, a, box, tol=FIXTURE_LOOKS[Kind.BOX][2] * 0.7)
     return build
 
 
 PROBES = {"plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
-          "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2))}
+          "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2)),
+          "place-box-5": ("put-in-box", _place_crate(2, "box"))}
 
 
 def register() -> None:
@@ -112,6 +116,10 @@ def register() -> None:
         dataclasses.replace(ID, name="ood:viewpoint-in", camera_shift=pre.camera_shift, camera_zoom=pre.camera_zoom,
                             camera_rot=pre.camera_rot, camera_shear=pre.camera_shear),
         dataclasses.replace(ID, name="ood:language-in", phrasing="train"),
+        # pretraining where placing means picking the named receptacle among up to three others
+        # (the pretrain setting shows at most one), for benchmarks/dagger_continue.py --setting
+        dataclasses.replace(pre, name="pretrain-clutter", description="pretraining with 1-3 extra receptacles in every scene",
+                            fixture_distractors=(1, 3)),
     ]:
         register_setting(s, replace=True)
 

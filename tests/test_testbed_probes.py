@@ -53,3 +53,17 @@ def test_in_support_families_stay_inside_the_pretraining_ranges():
     assert (view.camera_rot, view.camera_shift) == (pre.camera_rot, pre.camera_shift)
     assert set(get_setting("ood:background-in").backgrounds) <= set(pre.backgrounds)
     assert get_setting("ood:distractor-in").distractors[1] <= pre.distractors[1]
+
+
+def test_the_clutter_pretraining_setting_adds_receptacles_and_changes_nothing_else():
+    import dataclasses
+
+    from retain.pretrain import collect_frames
+
+    testbed_probes.register()
+    pre, clutter = get_setting("pretrain"), get_setting("pretrain-clutter")
+    assert clutter.fixture_distractors == (1, 3) and pre.fixture_distractors[1] < 3
+    same = {f.name for f in dataclasses.fields(pre)} - {"name", "description", "fixture_distractors"}
+    assert all(getattr(pre, f) == getattr(clutter, f) for f in same)
+    frames = collect_frames(["put-in-box"], "pretrain-clutter", 4, seed=1)  # the experts still succeed in it
+    assert frames.episodes == 4
