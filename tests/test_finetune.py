@@ -106,15 +106,17 @@ def test_a_rank_that_aborts_after_the_weights_are_saved_and_checked_does_not_fai
     assert clean.warning == ""
     monkeypatch.setenv("RETAIN_DDP_ABORT", "after-result")
     late = finetune(parent, tiny_config(), synthetic_frames(), recipe, tmp_path / "late")
-    assert "after the finetune was saved and checked" in late.warning and "exitcode : -6" in late.warning
+    assert "after the finetune was saved and checked" in late.warning
     assert _hash(late.checkpoint) == _hash(clean.checkpoint)
 
 
 @pytest.mark.slow
-def test_a_rank_that_aborts_before_the_check_fails_the_finetune_with_its_exit_code(parent, tmp_path, monkeypatch):
+def test_a_rank_that_aborts_before_the_check_fails_the_finetune_and_writes_nothing(parent, tmp_path, monkeypatch):
     monkeypatch.setenv("RETAIN_DDP_ABORT", "before-result")
     recipe = FinetuneRecipe(steps=4, batch_size=8, seed=1, threads=1, nproc=2)
-    with pytest.raises(RegistryError, match=r"failed: .*exitcode : -6.*try --nproc-per-node 1"):
+    # which rank's failure torchrun reports first is a race: the aborted one (exitcode -6) or its
+    # peer's "Connection reset by peer"; either way one line that names it and the way out
+    with pytest.raises(RegistryError, match=r"^the distributed finetune \(2 processes\) failed: \S.*; try --nproc-per-node 1$"):
         finetune(parent, tiny_config(), synthetic_frames(), recipe, tmp_path / "early")
     assert not (tmp_path / "early").exists()
 
