@@ -10,6 +10,8 @@ Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the wo
   tray shuffled among three slots.
 - place-crate: "put the red cube in the crate": the same new word, with pretraining's placing motion.
 - place-crate-5: place-crate with two coloured mats as further decoys (five places to guess from).
+- place-toy-crate: "put the toy in the crate", the toy being the one ball among three blocks: two
+  new words for known things, so guessing both right is one chance in nine.
 - place-box-5: place-crate-5 named with the word pretraining uses ("box"), the control: what the
   base's own placing reaches in that scene, so a finetune's ID on place-crate-5 can be read
   against it (grounding the new word vs the base's motor skill).
@@ -97,9 +99,28 @@ def _place_crate(mats: int, word: str = "crate"):
     return build
 
 
+TOY_SLOTS = [(-0.45, -0.35), (-0.05, -0.5), (-0.65, 0.0)]
+
+
+def _place_toy_crate(sb: SceneBuilder) -> None:
+    """"put the toy in the crate": two new words for known things, the toy being the one ball
+    among three blocks (a shape pretraining names "ball"), the crate the box beside the bowl and
+    tray; blocks and receptacles shuffled among their slots in ID."""
+    blocks = sb.blocks(len(TOY_SLOTS), nominal=TOY_SLOTS)
+    box = _receptacles(sb)[0]
+    w = sb.w
+    for k in range(sb.count):  # decoy blocks and distractor blocks alike: any other ball becomes a diamond
+        other_ball = (w.kind[:, k] == Kind.BLOCK) & (w.shape[:, k] == 1)
+        w.shape[:, k] = np.where(other_ball, 3, w.shape[:, k])
+    w.shape[:, blocks[0]] = 1  # the toy
+    shuffle_slots(sb, [blocks])
+    sb.words.update(a=np.full(sb.m, "toy"), b=np.full(sb.m, "crate"))
+    sb.pair(0, blocks[0], box, tol=FIXTURE_LOOKS[Kind.BOX][2] * 0.7)
+
+
 PROBES = {"plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
           "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2)),
-          "place-box-5": ("put-in-box", _place_crate(2, "box"))}
+          "place-box-5": ("put-in-box", _place_crate(2, "box")), "place-toy-crate": ("put-in-box", _place_toy_crate)}
 
 
 def register() -> None:
