@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import testbed_probes
     import torch
 
-    from retain.evaluate import check_task, evaluate
+    from retain.evaluate import check_task, evaluate_splits
     from retain.sim.settings import get_setting
 
     testbed_probes.register()
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     model = adapter.load(str(weights), config)
     out: dict[str, dict[str, float]] = {}
     for skill in args.skills:
-        out[skill] = {s: round(100 * evaluate(model, adapter, skill, s, episodes=args.episodes, seed=args.seed).rate, 1)
-                      for s in args.splits}
+        results = evaluate_splits(model, adapter, skill, args.splits, args.episodes, args.seed)
+        out[skill] = {r.setting: round(100 * r.rate, 1) for r in results}
         print(f"{skill:>16}  " + "  ".join(f"{s}={v:.1f}" for s, v in out[skill].items()), flush=True)
     print(json.dumps(out))
     return 0
