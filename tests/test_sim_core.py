@@ -1,6 +1,7 @@
 """The simulator's contract, experts, settings and determinism, through the public API."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
@@ -162,6 +163,45 @@ def test_pretraining_never_shows_the_new_skills_objects():
     words = " ".join(b.instructions)
     for noun in ("plate", "rack", "pot", "stove", "mug", "basket", "board", "wipe", "marks"):
         assert f" {noun}" not in f" {words}"
+
+
+def test_clutter_pretraining_shows_the_skills_things_but_never_names_them():
+    """pretrain-clutter: the skills' things appear as distractors, never named or acted on, and
+    every placing scene holds at least one fixture besides the named receptacle."""
+    things = {int(k) for k in (Kind.PLATE, Kind.RACK, Kind.POT, Kind.STOVE, Kind.MUG, Kind.BASKET)}
+    b = sim.TabletopBatch(sim.PRETRAIN_TASKS, "pretrain-clutter", n=len(sim.PRETRAIN_TASKS) * 20, seed=9)
+    b.reset()
+    w = b.world
+    assert things <= set(np.unique(w.kind).tolist()) and Kind.BOARD not in w.kind
+    rows = np.arange(w.n)[:, None]
+    roles = np.concatenate([w.a, w.b], axis=1)
+    assert not np.isin(w.kind[rows, np.maximum(roles, 0)][roles >= 0], list(things)).any()
+    words = f" {' '.join(b.instructions)} "
+    assert not [noun for noun in ("plate", "rack", "pot", "stove", "mug", "basket") if f" {noun}" in words]
+    places = [i for i, t in enumerate(b.task_names) if t == "put-in-bowl"]
+    fixtures = (w.kind[places] >= Kind.BOWL) & (w.kind[places] != Kind.PLATE) & (w.kind[places] != Kind.POT) & (w.kind[places] != Kind.MUG)
+    assert fixtures.sum(axis=1).min() >= 2
+
+
+def _scene_digest(tasks, setting: str) -> str:
+    b = sim.TabletopBatch(tasks, setting, n=len(tasks) * 4, seed=2)
+    b.reset()
+    w, h = b.world, hashlib.sha256()
+    for arr in (w.kind, w.pos, w.size, w.color, w.color2, w.shape, w.a, w.b, w.goal, w.tol):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update("\n".join(b.instructions).encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("tasks, setting, digest", [
+    (sim.PRETRAIN_TASKS, "pretrain", "14053952bb214dfa"),
+    (sim.SKILLS, "id", "87793d8f71860141"),
+    (sim.SKILLS, "ood:distractor", "e1b0dcea5300ae0c"),
+])
+def test_scenes_are_drawn_as_when_the_shipped_base_was_made(tasks, setting, digest):
+    """Digests recorded before pretrain-clutter's skill things existed: settings without them take
+    no extra random draws, so the shipped base's recipe and every recorded demo still replay."""
+    assert _scene_digest(tasks, setting) == digest
 
 
 def test_physics_grasp_needs_a_low_gripper_and_wipe_needs_a_stroke():

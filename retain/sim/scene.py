@@ -27,7 +27,18 @@ FIXTURE_LOOKS: dict[Kind, tuple[tuple[float, float, float], tuple[float, float, 
     Kind.TRAY: ((0.82, 0.82, 0.82), (0.4, 0.4, 0.42), 0.15),
     Kind.MAT: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.13),
     Kind.BUTTON: ((0.5, 0.5, 0.5), (0.25, 0.25, 0.27), 0.075),
+    Kind.RACK: ((0.33, 0.33, 0.36), (0.85, 0.85, 0.85), 0.17),
+    Kind.STOVE: ((0.15, 0.15, 0.17), (0.9, 0.3, 0.1), 0.17),
+    Kind.BASKET: ((0.55, 0.35, 0.15), (0.78, 0.58, 0.32), 0.2),
 }
+# the skills' loose things in their ID looks, as (primary, secondary, size)
+LOOSE_LOOKS: dict[Kind, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
+    Kind.PLATE: ((0.97, 0.97, 0.97), (0.78, 0.78, 0.84), 0.12),
+    Kind.POT: ((0.6, 0.6, 0.65), (0.3, 0.3, 0.33), 0.11),
+    Kind.MUG: ((0.95, 0.95, 0.95), (0.5, 0.35, 0.25), 0.07),
+}
+FIXTURE_POOL = (Kind.BOWL, Kind.BOX, Kind.TRAY, Kind.MAT, Kind.BUTTON)
+SKILL_FIXTURES = (Kind.RACK, Kind.STOVE, Kind.BASKET)
 # how much wider than `size` an entity's footprint is, for non-overlapping layouts
 _FOOTPRINT = {Kind.BOX: 1.42, Kind.TRAY: 1.42, Kind.MAT: 1.42, Kind.BASKET: 1.42, Kind.STOVE: 1.42,
               Kind.LID: 1.42, Kind.RACK: 1.2, Kind.BOARD: 1.25, Kind.POT: 1.7, Kind.MUG: 1.5,
@@ -104,27 +115,42 @@ class SceneBuilder:
         return slots
 
     def distractors(self, exclude: tuple[Kind, ...] = ()) -> None:
-        """The setting's extra loose blocks and receptacles (never of a kind the task names)."""
+        """The setting's extra loose things and receptacles (never of a kind the task names).
+
+        With `setting.skill_things`, a third of the loose ones are the skills' plates, pots and
+        mugs and the receptacles may be their racks, stoves and baskets: seen, never named."""
         lo, hi = self.setting.distractors
         count = self.rng.integers(lo, hi + 1, self.m)
+        loose = [k for k in LOOSE_LOOKS if k not in exclude]
         for i in range(hi):
             combo = self._fresh_combos()
             size = 0.085 if self.setting.variants == "id" else self.rng.uniform(0.07, 0.1, self.m)
-            self.add(Kind.BLOCK, size, _rgb(combo // 4), movable=True, shape=combo % 4, active=count > i)
-        pool = [k for k in (Kind.BOWL, Kind.BOX, Kind.TRAY, Kind.MAT, Kind.BUTTON) if k not in exclude]
+            k = self.add(Kind.BLOCK, size, _rgb(combo // 4), movable=True, shape=combo % 4, active=count > i)
+            if self.setting.skill_things and loose:
+                thing = np.where(self.rng.random(self.m) < 1 / 3, np.array(loose)[self.rng.integers(0, len(loose), self.m)], 0)
+                self._recolour(k, thing, (count > i) & (thing > 0), LOOSE_LOOKS)
+        pool = [k for k in FIXTURE_POOL + (SKILL_FIXTURES if self.setting.skill_things else ()) if k not in exclude]
         lo, hi = self.setting.fixture_distractors
         count = self.rng.integers(lo, hi + 1, self.m)
         for i in range(hi):
             kinds = np.array(pool)[self.rng.integers(0, len(pool), self.m)]
             colour = _rgb(self.rng.integers(0, len(COLOR_NAMES), self.m))
             k = self.fixture(Kind.BOWL, active=count > i)
-            for kind in np.unique(kinds):
+            self._recolour(k, kinds, count > i, FIXTURE_LOOKS)
+            for kind in (Kind.MAT, Kind.BUTTON):  # these come in any colour
                 sel = (kinds == kind) & (count > i)
-                c1, c2, size = FIXTURE_LOOKS[Kind(int(kind))]
-                self.w.kind[sel, k] = int(kind)
-                self.w.size[sel, k] = size
-                self.w.color[sel, k] = colour[sel] if kind in (Kind.MAT, Kind.BUTTON) else c1
-                self.w.color2[sel, k] = c2
+                self.w.color[sel, k] = colour[sel]
+
+    def _recolour(self, k: int, kinds: np.ndarray, active: np.ndarray, looks: dict) -> None:
+        """Turn slot k into kinds[e] (drawn with its look from `looks`) where active[e]."""
+        for kind in np.unique(kinds[active]):
+            sel = (kinds == kind) & active
+            c1, c2, size = looks[Kind(int(kind))]
+            self.w.kind[sel, k] = int(kind)
+            self.w.size[sel, k] = size
+            self.w.color[sel, k] = c1
+            self.w.color2[sel, k] = c2
+            self.w.shape[sel, k] = 0
 
     # -- layout ----------------------------------------------------------------------------
     def layout(self) -> None:

@@ -32,6 +32,7 @@ class Setting:
     camera_shear: float = 0.0           # max shear (+-), a cheap stand-in for tilt
     variants: str = "id"                # appearance of a skill's objects: "id", "ood" or "all"
     phrasing: str = "canonical"         # instructions: "canonical", "train" (pretraining pool), "heldout"
+    skill_things: bool = False          # distractors may be the skills' things (plate, rack, ...), unnamed
 
     def __post_init__(self) -> None:
         if self.layout not in ("nominal", "anywhere"):
@@ -74,6 +75,11 @@ _SETTINGS: dict[str, Setting] = {
         dataclasses.replace(ID, name="ood:language", description="paraphrased instructions never used in ID demos",
                             phrasing="heldout"),
         Setting("pretrain", "broad variation of every kind: the pretraining data distribution", **_BROAD),
+        # every placing scene holds 1-3 fixtures besides the named receptacle, so a base must pick
+        # a receptacle by its name; the skills' things appear too, never named (a base that has
+        # seen a rack only has to learn its word, as the crate probes' base had seen the box)
+        Setting("pretrain-clutter", "pretraining among 1-3 extra receptacles and the skills' things, unnamed",
+                **dict(_BROAD, fixture_distractors=(1, 3), skill_things=True)),
         Setting("generalist", "the generalist suite: pretraining tasks under the same broad variation", **_BROAD),
     ]
 }

@@ -1,6 +1,7 @@
 """Task definitions: scene builders, success families, and instruction templates.
 
-Pretraining tasks only ever show blocks, bowls, boxes, trays, mats, buttons, a drawer and a lid.
+Pretraining tasks only ever name blocks, bowls, boxes, trays, mats, buttons, a drawer and a lid
+(the pretrain-clutter setting also shows the skills' things as unnamed distractors).
 The new skills bring objects and words the pretraining never shows (plate, rack, board, marks,
 pot, stove, mug, basket), but reuse its motions: pick-and-place and low strokes. Each skill scene
 also holds a familiar receptacle as a decoy (WorldConfig.skill_decoys), so a policy must ground
@@ -17,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from registry.errors import invalid
-from retain.sim.scene import COLORS, FIXTURE_LOOKS, FIXTURE_NAMES, SceneBuilder
+from retain.sim.scene import COLORS, FIXTURE_LOOKS, FIXTURE_NAMES, LOOSE_LOOKS, SceneBuilder
 from retain.sim.world import Behaviour, Kind
 
 PLACE_IN = ("put the {a} in the {b}", "place the {a} into the {b}", "move the {a} to the {b}",
@@ -216,15 +217,20 @@ class Look:
     shape: int = 0
 
 
-# variant 0 is the ID look; the others are the ood:object family's unseen instances
-PLATE_LOOKS = [Look((0.97, 0.97, 0.97), (0.78, 0.78, 0.84)), Look((0.6, 0.75, 1.0), (0.3, 0.45, 0.85)),
+def _id_look(kind: Kind) -> Look:
+    return Look(*LOOSE_LOOKS[kind][:2])
+
+
+# variant 0 is the ID look (the one pretrain-clutter's distractors wear); the others are the
+# ood:object family's unseen instances
+PLATE_LOOKS = [_id_look(Kind.PLATE), Look((0.6, 0.75, 1.0), (0.3, 0.45, 0.85)),
                Look((1.0, 0.9, 0.5), (0.85, 0.7, 0.2)), Look((0.97, 0.97, 0.97), (0.78, 0.78, 0.84), 1),
                Look((1.0, 0.75, 0.85), (0.85, 0.45, 0.6), 1)]
 MARK_LOOKS = [Look((0.1, 0.1, 0.15), (0.1, 0.1, 0.15)), Look((0.85, 0.1, 0.1), (0.85, 0.1, 0.1)),
               Look((0.1, 0.2, 0.85), (0.1, 0.2, 0.85)), Look((0.1, 0.6, 0.2), (0.1, 0.6, 0.2))]
-POT_LOOKS = [Look((0.6, 0.6, 0.65), (0.3, 0.3, 0.33)), Look((0.75, 0.2, 0.15), (0.4, 0.1, 0.08)),
+POT_LOOKS = [_id_look(Kind.POT), Look((0.75, 0.2, 0.15), (0.4, 0.1, 0.08)),
              Look((0.2, 0.2, 0.22), (0.45, 0.45, 0.45)), Look((0.8, 0.5, 0.3), (0.5, 0.3, 0.15))]
-MUG_LOOKS = [Look((0.95, 0.95, 0.95), (0.5, 0.35, 0.25)), Look((0.85, 0.15, 0.15), (0.5, 0.35, 0.25)),
+MUG_LOOKS = [_id_look(Kind.MUG), Look((0.85, 0.15, 0.15), (0.5, 0.35, 0.25)),
              Look((0.15, 0.3, 0.9), (0.5, 0.35, 0.25)), Look((0.95, 0.85, 0.1), (0.5, 0.35, 0.25))]
 # items: ID is one fixed trio (red ball, yellow triangle, green cube); OOD draws other colours/shapes
 ITEMS_ID = [("red", 1), ("yellow", 2), ("green", 0)]
@@ -248,7 +254,7 @@ def _decoy(sb: SceneBuilder, kind: Kind, nominal: tuple[float, float]) -> None:
 def _plates(sb: SceneBuilder) -> None:
     c1, c2, shape = _look(sb, PLATE_LOOKS)
     plate = sb.add(Kind.PLATE, 0.12, c1, c2, nominal=(-0.45, 0.35), movable=True, shape=shape)
-    rack = sb.add(Kind.RACK, 0.17, (0.33, 0.33, 0.36), (0.85, 0.85, 0.85), nominal=(0.4, -0.35))
+    rack = sb.fixture(Kind.RACK, nominal=(0.4, -0.35))
     _decoy(sb, Kind.BOWL, (0.45, 0.45))
     sb.distractors()
     sb.layout()
@@ -279,7 +285,7 @@ def _whiteboard(sb: SceneBuilder) -> None:
 def _pot(sb: SceneBuilder) -> None:
     c1, c2, _ = _look(sb, POT_LOOKS)
     pot = sb.add(Kind.POT, 0.11, c1, c2, nominal=(-0.45, -0.3), movable=True)
-    stove = sb.add(Kind.STOVE, 0.17, (0.15, 0.15, 0.17), (0.9, 0.3, 0.1), nominal=(0.4, 0.3))
+    stove = sb.fixture(Kind.STOVE, nominal=(0.4, 0.3))
     _decoy(sb, Kind.BOX, (-0.4, 0.45))
     sb.distractors()
     sb.layout()
@@ -312,7 +318,7 @@ def _items(sb: SceneBuilder) -> None:
         shapes = np.where(ood, sb.rng.integers(0, 4, sb.m), shape)
         items.append(sb.add(Kind.BLOCK, 0.075, rgb, movable=True, shape=shapes, nominal=nominal[i]))
     assert set(ITEMS_OOD_COLORS) <= set(COLOR_NAMES)
-    basket = sb.add(Kind.BASKET, 0.2, (0.55, 0.35, 0.15), (0.78, 0.58, 0.32), nominal=(0.4, 0.15))
+    basket = sb.fixture(Kind.BASKET, nominal=(0.4, 0.15))
     _decoy(sb, Kind.BOX, (0.5, -0.6))
     sb.distractors()
     sb.layout()
