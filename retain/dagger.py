@@ -25,9 +25,13 @@ _BATCH = 500  # episodes rolled out together: one forward pass per replanning st
 
 
 def relabelled_frames(model, adapter: PolicyAdapter, tasks: Sequence[str], setting: str, episodes: int, seed: int,
-                      chunk: int | None = None) -> ChunkFrames:
+                      chunk: int | None = None, roll_in: float = 0.0) -> ChunkFrames:
     """Every state of `episodes` closed-loop episodes of `model` (cycling over `tasks`), each with
-    the expert's next `chunk` actions (default: the model's chunk). Reproducible from `seed`."""
+    the expert's next `chunk` actions (default: the model's chunk). Reproducible from `seed`.
+
+    With `roll_in` > 0 the expert drives each episode for its first U[0, roll_in) share of the
+    task's step limit and the model takes over from there; only the model's states are kept. A
+    policy that rarely grasps otherwise never visits, so never learns, the states after a grasp."""
     from retain import sim
     from retain.sim.world import instructed_targets
 
@@ -44,16 +48,28 @@ def relabelled_frames(model, adapter: PolicyAdapter, tasks: Sequence[str], setti
         instructions = list(batch.instructions)
         live = ~batch.done
         planned = np.zeros((n, execute, sim.ACTION_DIM), np.float32)
+        handover = np.zeros(n, np.int64)
+        if roll_in > 0:
+            limit = np.array([sim.max_steps(name) for name in names])
+            rng = np.random.default_rng([seed, start, 1])
+            handover = (rng.random(n) * roll_in * limit).astype(np.int64)
         t = 0
         while live.any():
-            idx = np.flatnonzero(live)
-            if t % execute == 0:
-                planned[idx] = adapter.act_chunk(model, {"image": obs["image"][idx], "state": obs["state"][idx]},
-                                                 [instructions[i] for i in idx])
-            labels, pad = batch.expert_chunk(k, idx)
-            parts.append((obs["image"][idx], obs["state"][idx], labels, pad,
-                          [instructions[i] for i in idx], instructed_targets(batch.world)[idx]))
-            obs, _, done = batch.step(np.where(live[:, None], planned[:, t % execute], 0.0).astype(np.float32))
+            mine = live & (t >= handover)
+            step_in = (t - handover) % execute  # each episode replans every `execute` steps of its own
+            due = np.flatnonzero(mine & (step_in == 0))
+            if due.size:
+                planned[due] = adapter.act_chunk(model, {"image": obs["image"][due], "state": obs["state"][due]},
+                                                 [instructions[i] for i in due])
+            idx = np.flatnonzero(mine)
+            if idx.size:
+                labels, pad = batch.expert_chunk(k, idx)
+                parts.append((obs["image"][idx], obs["state"][idx], labels, pad,
+                              [instructions[i] for i in idx], instructed_targets(batch.world)[idx]))
+            act = planned[np.arange(n), step_in]
+            if roll_in > 0:
+                act = np.where(mine[:, None], act, batch.expert_actions())
+            obs, _, done = batch.step(np.where(live[:, None], act, 0.0).astype(np.float32))
             live &= ~np.asarray(done, bool)
             t += 1
     images, state, chunks, pads, words, targets = zip(*parts)

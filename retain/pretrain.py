@@ -72,6 +72,8 @@ class PretrainRecipe:
     dagger_steps: int = 0
     dagger_lr: float = 3e-4
     dagger_share: float = 0.5
+    dagger_roll_in: float = 0.0  # the expert drives each rollout's first U[0, this) of its steps
+    dagger_setting: str = ""  # the setting the stage rolls out in ("": the demos' `setting`)
     recipe_version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -88,6 +90,12 @@ class PretrainRecipe:
                           "go together: both positive for a DAgger stage, both 0 for none")
         if not 0.0 < self.dagger_share < 1.0 or self.dagger_lr <= 0:
             raise invalid(f"dagger_share must be in (0, 1) and dagger_lr positive, got {self.dagger_share} and {self.dagger_lr}")
+        if not 0.0 <= self.dagger_roll_in < 1.0:
+            raise invalid(f"--dagger-roll-in must be in [0, 1) (the share of a rollout the expert may drive first), got {self.dagger_roll_in}")
+        if self.dagger_setting:
+            from retain.sim.settings import get_setting
+
+            get_setting(self.dagger_setting)  # an unknown name fails here, not after the first stage's training
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PretrainRecipe":
@@ -173,7 +181,9 @@ def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, epis
 
     t0 = time.perf_counter()
     with deterministic_torch(threads):
-        visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.setting, episodes, seed=recipe.seed + 1)
+        visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.dagger_setting or recipe.setting,
+                                    episodes, seed=recipe.seed + 1,
+                                    roll_in=recipe.dagger_roll_in)
     relabel_s = time.perf_counter() - t0
     report = train_bc(model, adapter, demos, steps, lr, recipe.batch_size, recipe.seed + 1, mix=(visited, share),
                       threads=threads, progress=progress, targets=True)

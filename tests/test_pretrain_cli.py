@@ -110,6 +110,10 @@ def test_pretrain_shipped_commits_the_shipped_base_with_its_recipe(run):
         (["pretrain", "--shipped", "--steps", "10"], "--shipped takes the recorded recipe as it is"),
         (["pretrain", "--config", "tiny", "--dagger-episodes", "5"], "--dagger-episodes (5) and --dagger-steps (0) go together"),
         (["pretrain", "--config", "tiny", "--dagger-steps", "-2"], "--dagger-episodes (0) and --dagger-steps (-2) go together"),
+        (["pretrain", "--config", "tiny", "--dagger-roll-in", "1.5"], "--dagger-roll-in must be in [0, 1)"),
+        (["pretrain", "--config", "tiny", "--setting", "attic"], "unknown setting 'attic'"),
+        (["pretrain", "--config", "tiny", "--dagger-setting", "attic"], "unknown setting 'attic'"),
+        (["pretrain", "--shipped", "--setting", "pretrain-clutter"], "--shipped takes the recorded recipe as it is"),
     ],
 )
 def test_bad_input_is_one_clear_line(run, args, message):

@@ -22,14 +22,18 @@ SPLITS = ("id", "ood", "generalist", "all")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds collection, initialisation and batch order.")
 @click.option("--dagger-episodes", type=int, default=None, help="DAgger stage: policy episodes whose states the expert relabels (default: the preset's).")
 @click.option("--dagger-steps", type=int, default=None, help="DAgger stage: training steps on expert demos plus relabelled states.")
+@click.option("--dagger-roll-in", type=float, default=None,
+              help="DAgger stage: the expert drives each rollout's first U[0, this) share of its steps, in [0, 1).")
+@click.option("--setting", default=None, help="Simulator setting the demos come from (default: the preset's, pretrain).")
+@click.option("--dagger-setting", default=None, help="Setting the DAgger stage rolls out in (default: --setting).")
 @click.option("--ref", default="main", show_default=True, help="Ref the new base version goes on.")
 @click.option("-m", "--message", default=None, help="Message recorded with the version.")
 @click.option("--shipped", is_flag=True, help="Commit the shipped default base (hash-checked) instead of training it again.")
 @json_option
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, steps: int | None, seed: int,
-                 dagger_episodes: int | None, dagger_steps: int | None, ref: str, message: str | None, shipped: bool,
-                 as_json: bool) -> None:
+                 dagger_episodes: int | None, dagger_steps: int | None, dagger_roll_in: float | None, setting: str | None,
+                 dagger_setting: str | None, ref: str, message: str | None, shipped: bool, as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
     commit it as a base version (how=pretrain) with its recipe.
 
@@ -39,13 +43,19 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
     """
     if shipped:
         _commit_shipped_base(ctx, ref, message, as_json, changed=[episodes, steps, seed or None, dagger_episodes, dagger_steps,
+                                                                 dagger_roll_in, setting, dagger_setting,
                                                                  config_name != "default" or None])
         return
     from retain.pretrain import PretrainRecipe, pretrain, version_config
     from retain.provenance import code_version, runtime
 
+    if setting is not None:
+        from retain.sim.settings import get_setting
+
+        get_setting(setting)
     recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed, dagger_episodes=dagger_episodes,
-                                   dagger_steps=dagger_steps)  # validates first
+                                   dagger_steps=dagger_steps, dagger_roll_in=dagger_roll_in, setting=setting,
+                                   dagger_setting=dagger_setting)  # validates first
     with registry_from_ctx(ctx) as reg:
         with tempfile.TemporaryDirectory(prefix="retain-pretrain-") as tmp:
             result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json)
@@ -66,7 +76,7 @@ def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, as_j
     from retain.pretrain import shipped_base
 
     if any(c is not None for c in changed):
-        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--dagger-*, or drop --shipped to train")
+        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--setting/--dagger-*, or drop --shipped to train")
     base = shipped_base()  # checked against the hash recorded beside it
     with registry_from_ctx(ctx) as reg:
         version = reg.import_base(base.weights_dir, ref=ref, how="pretrain", config=base.config,
