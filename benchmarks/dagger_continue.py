@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--share", type=float, default=0.5, help="share of each batch from relabelled states")
+    ap.add_argument("--roll-in", type=float, default=0.0,
+                    help="the expert drives each rollout's first U[0, this) share of its steps (retain/dagger.py)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="new folder: weights/ and policy_config.json")
     ap.add_argument("--setting", default=None,
-                    help="draw the demos and rollouts from this setting instead of the base's (e.g. a probe's pretrain-clutter)")
+                    help="draw the demos and rollouts from this setting instead of the base's (e.g. pretrain-clutter, or the probes' pretrain-receptacles)")
     add_base_args(ap)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         testbed_probes.register()
         recipe = dataclasses.replace(recipe, setting=get_setting(args.setting).name)
+    recipe = dataclasses.replace(recipe, dagger_roll_in=args.roll_in)  # validates it
     t0 = time.perf_counter()
     demos = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
                            config.get("image_size"))

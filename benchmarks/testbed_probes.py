@@ -15,6 +15,10 @@ Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the wo
 - place-box-5: place-crate-5 named with the word pretraining uses ("box"), the control: what the
   base's own placing reaches in that scene, so a finetune's ID on place-crate-5 can be read
   against it (grounding the new word vs the base's motor skill).
+- plates-decoys, plates-5: "put the plate into the rack" built the crate way, for a base pretrained
+  in pretrain-clutter (which shows plates and racks, never naming them): the plate beside a decoy
+  block and the rack beside the box, bowl and tray (plates-decoys), or the plate alone and the
+  rack among those three and a mat (plates-5), each group shuffled among its slots in ID.
 
 Families: the OOD families with ranges inside the base's pretraining ones (the paper's OOD
 scenes are scenes its base was pretrained on): ood:background-in, ood:distractor-in,
@@ -118,7 +122,32 @@ def _place_toy_crate(sb: SceneBuilder) -> None:
     sb.pair(0, blocks[0], box, tol=FIXTURE_LOOKS[Kind.BOX][2] * 0.7)
 
 
-PROBES = {"plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
+PLATE_SLOTS = [(-0.45, -0.35), (-0.65, 0.0)]
+RACK_SLOTS = RECEPTACLE_SLOTS + [(0.0, -0.55), (0.0, 0.05)]
+
+
+def _plates_among(blocks: int, mats: int):
+    """"put the plate into the rack" for a base that has seen plates and racks unnamed: the plate
+    beside `blocks` decoy blocks, the rack beside the box, bowl, tray and `mats` coloured mats,
+    each group shuffled among its slots in ID, so the demos must ground both new words."""
+    def build(sb: SceneBuilder) -> None:
+        c1, c2, shape = _tasks._look(sb, _tasks.PLATE_LOOKS)
+        plate = sb.add(Kind.PLATE, 0.12, c1, c2, nominal=PLATE_SLOTS[0], movable=True, shape=shape)
+        things = [plate] + sb.blocks(blocks, nominal=PLATE_SLOTS[1:1 + blocks])
+        places = [sb.fixture(Kind.RACK, nominal=RACK_SLOTS[3])]
+        places += [sb.fixture(k, nominal=p) for k, p in zip(RECEPTACLES, RECEPTACLE_SLOTS)]
+        if mats:
+            places += sb.colored(Kind.MAT, mats, nominal=RACK_SLOTS[4:4 + mats], word="color")
+        sb.distractors(exclude=RECEPTACLES + (Kind.RACK, Kind.PLATE) + ((Kind.MAT,) if mats else ()))
+        sb.layout()
+        shuffle_slots(sb, [things, places])
+        sb.words.update(a=np.full(sb.m, "plate"), b=np.full(sb.m, "rack"))
+        sb.pair(0, plate, places[0], tol=0.1)
+    return build
+
+
+PROBES = {"plates-decoys": ("plates", _plates_among(1, 0)), "plates-5": ("plates", _plates_among(0, 1)),
+          "plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
           "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2)),
           "place-box-5": ("put-in-box", _place_crate(2, "box")), "place-toy-crate": ("put-in-box", _place_toy_crate)}
 
@@ -137,9 +166,9 @@ def register() -> None:
         dataclasses.replace(ID, name="ood:viewpoint-in", camera_shift=pre.camera_shift, camera_zoom=pre.camera_zoom,
                             camera_rot=pre.camera_rot, camera_shear=pre.camera_shear),
         dataclasses.replace(ID, name="ood:language-in", phrasing="train"),
-        # pretraining where placing means picking the named receptacle among up to three others
-        # (the pretrain setting shows at most one), for benchmarks/dagger_continue.py --setting
-        dataclasses.replace(pre, name="pretrain-clutter", description="pretraining with 1-3 extra receptacles in every scene",
+        # pretrain-clutter without the skills' things (the clutter continuations' setting in the
+        # README's figures), for benchmarks/dagger_continue.py --setting
+        dataclasses.replace(pre, name="pretrain-receptacles", description="pretraining with 1-3 extra receptacles in every scene (no skill things)",
                             fixture_distractors=(1, 3)),
     ]:
         register_setting(s, replace=True)

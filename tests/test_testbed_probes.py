@@ -55,15 +55,35 @@ def test_in_support_families_stay_inside_the_pretraining_ranges():
     assert get_setting("ood:distractor-in").distractors[1] <= pre.distractors[1]
 
 
-def test_the_clutter_pretraining_setting_adds_receptacles_and_changes_nothing_else():
+def test_the_receptacles_pretraining_setting_adds_receptacles_and_changes_nothing_else():
     import dataclasses
 
     from retain.pretrain import collect_frames
 
     testbed_probes.register()
-    pre, clutter = get_setting("pretrain"), get_setting("pretrain-clutter")
-    assert clutter.fixture_distractors == (1, 3) and pre.fixture_distractors[1] < 3
+    pre, more = get_setting("pretrain"), get_setting("pretrain-receptacles")
+    assert more.fixture_distractors == (1, 3) and pre.fixture_distractors[1] < 3
     same = {f.name for f in dataclasses.fields(pre)} - {"name", "description", "fixture_distractors"}
-    assert all(getattr(pre, f) == getattr(clutter, f) for f in same)
-    frames = collect_frames(["put-in-box"], "pretrain-clutter", 4, seed=1)  # the experts still succeed in it
+    assert all(getattr(pre, f) == getattr(more, f) for f in same)
+    # pretrain-clutter is the same plus the skills' things
+    assert dataclasses.replace(get_setting("pretrain-clutter"), name=more.name, description=more.description,
+                               skill_things=False) == more
+    frames = collect_frames(["put-in-box"], "pretrain-receptacles", 4, seed=1)  # the experts still succeed in it
     assert frames.episodes == 4
+
+
+@pytest.mark.parametrize("skill, things, places", [("plates-decoys", 2, 4), ("plates-5", 1, 5)])
+def test_plates_probes_shuffle_the_plate_and_the_rack_among_their_decoys(skill, things, places):
+    from retain import sim
+    from retain.sim.world import Kind
+
+    testbed_probes.register()
+    b = sim.TabletopBatch([skill], "id", n=64, seed=3)
+    b.reset()
+    w, rows = b.world, np.arange(64)
+    assert set(b.instructions) == {"put the plate in the rack"}
+    assert (w.kind[rows, w.a[:, 0]] == Kind.PLATE).all() and (w.kind[rows, w.b[:, 0]] == Kind.RACK).all()
+    assert ((w.kind == Kind.BLOCK).sum(1) == things - 1).all()
+    assert (np.isin(w.kind, [Kind.RACK, Kind.BOX, Kind.BOWL, Kind.TRAY, Kind.MAT]).sum(1) == places).all()
+    rack_x = w.pos[rows, w.b[:, 0], 0]
+    assert rack_x.min() < -0.2 and rack_x.max() > 0.2  # the rack does not keep one slot
