@@ -128,7 +128,7 @@ class SceneBuilder:
             k = self.add(Kind.BLOCK, size, _rgb(combo // 4), movable=True, shape=combo % 4, active=count > i)
             if self.setting.skill_things and loose:
                 thing = np.where(self.rng.random(self.m) < 1 / 3, np.array(loose)[self.rng.integers(0, len(loose), self.m)], 0)
-                self._recolour(k, thing, (count > i) & (thing > 0), LOOSE_LOOKS)
+                self._turn_into(k, thing, (count > i) & (thing > 0), LOOSE_LOOKS)
         pool = [k for k in FIXTURE_POOL + (SKILL_FIXTURES if self.setting.skill_things else ()) if k not in exclude]
         lo, hi = self.setting.fixture_distractors
         count = self.rng.integers(lo, hi + 1, self.m)
@@ -136,12 +136,12 @@ class SceneBuilder:
             kinds = np.array(pool)[self.rng.integers(0, len(pool), self.m)]
             colour = _rgb(self.rng.integers(0, len(COLOR_NAMES), self.m))
             k = self.fixture(Kind.BOWL, active=count > i)
-            self._recolour(k, kinds, count > i, FIXTURE_LOOKS)
+            self._turn_into(k, kinds, count > i, FIXTURE_LOOKS)
             for kind in (Kind.MAT, Kind.BUTTON):  # these come in any colour
                 sel = (kinds == kind) & (count > i)
                 self.w.color[sel, k] = colour[sel]
 
-    def _recolour(self, k: int, kinds: np.ndarray, active: np.ndarray, looks: dict) -> None:
+    def _turn_into(self, k: int, kinds: np.ndarray, active: np.ndarray, looks: dict) -> None:
         """Turn slot k into kinds[e] (drawn with its look from `looks`) where active[e]."""
         for kind in np.unique(kinds[active]):
             sel = (kinds == kind) & active
