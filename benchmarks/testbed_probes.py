@@ -61,9 +61,8 @@ def shuffle_slots(sb: SceneBuilder, groups: list[list[int]]) -> None:
 
 
 def _plates_swap(sb: SceneBuilder) -> None:
-    c1, c2, shape = _tasks._look(sb, _tasks.PLATE_LOOKS)
-    plate = sb.add(Kind.PLATE, 0.12, c1, c2, nominal=(-0.45, 0.35), movable=True, shape=shape)
-    rack = sb.add(Kind.RACK, 0.17, (0.33, 0.33, 0.36), (0.85, 0.85, 0.85), nominal=(0.4, -0.35))
+    plate = _tasks.add_plate(sb, (-0.45, 0.35))
+    rack = sb.fixture(Kind.RACK, nominal=(0.4, -0.35))
     block, = sb.blocks(1, nominal=[(-0.45, -0.35)])
     bowl = sb.fixture(Kind.BOWL, nominal=(0.45, 0.4))
     sb.distractors()
@@ -131,8 +130,7 @@ def _plates_among(blocks: int, mats: int):
     beside `blocks` decoy blocks, the rack beside the box, bowl, tray and `mats` coloured mats,
     each group shuffled among its slots in ID, so the demos must ground both new words."""
     def build(sb: SceneBuilder) -> None:
-        c1, c2, shape = _tasks._look(sb, _tasks.PLATE_LOOKS)
-        plate = sb.add(Kind.PLATE, 0.12, c1, c2, nominal=PLATE_SLOTS[0], movable=True, shape=shape)
+        plate = _tasks.add_plate(sb, PLATE_SLOTS[0])
         things = [plate] + sb.blocks(blocks, nominal=PLATE_SLOTS[1:1 + blocks])
         places = [sb.fixture(Kind.RACK, nominal=RACK_SLOTS[3])]
         places += [sb.fixture(k, nominal=p) for k, p in zip(RECEPTACLES, RECEPTACLE_SLOTS)]

@@ -67,7 +67,7 @@ def relabelled_frames(model, adapter: PolicyAdapter, tasks: Sequence[str], setti
                 parts.append((obs["image"][idx], obs["state"][idx], labels, pad,
                               [instructions[i] for i in idx], instructed_targets(batch.world)[idx]))
             act = planned[np.arange(n), step_in]
-            if roll_in > 0:
+            if (live & ~mine).any():  # the expert still drives some episodes
                 act = np.where(mine[:, None], act, batch.expert_actions())
             obs, _, done = batch.step(np.where(live[:, None], act, 0.0).astype(np.float32))
             live &= ~np.asarray(done, bool)

@@ -92,10 +92,10 @@ class PretrainRecipe:
             raise invalid(f"dagger_share must be in (0, 1) and dagger_lr positive, got {self.dagger_share} and {self.dagger_lr}")
         if not 0.0 <= self.dagger_roll_in < 1.0:
             raise invalid(f"--dagger-roll-in must be in [0, 1) (the share of a rollout the expert may drive first), got {self.dagger_roll_in}")
-        if self.dagger_setting:
-            from retain.sim.settings import get_setting
+        from retain.sim.settings import get_setting
 
-            get_setting(self.dagger_setting)  # an unknown name fails here, not after the first stage's training
+        for name in (self.setting, self.dagger_setting or self.setting):
+            get_setting(name)  # an unknown name fails here, not after collecting or a first stage's training
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PretrainRecipe":

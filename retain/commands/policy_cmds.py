@@ -49,10 +49,6 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
     from retain.pretrain import PretrainRecipe, pretrain, version_config
     from retain.provenance import code_version, runtime
 
-    if setting is not None:
-        from retain.sim.settings import get_setting
-
-        get_setting(setting)
     recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed, dagger_episodes=dagger_episodes,
                                    dagger_steps=dagger_steps, dagger_roll_in=dagger_roll_in, setting=setting,
                                    dagger_setting=dagger_setting)  # validates first

@@ -251,9 +251,14 @@ def _decoy(sb: SceneBuilder, kind: Kind, nominal: tuple[float, float]) -> None:
         sb.fixture(kind, nominal=nominal)
 
 
-def _plates(sb: SceneBuilder) -> None:
+def add_plate(sb: SceneBuilder, nominal: tuple[float, float]) -> int:
+    """The plate to be moved, in the looks the setting allows (plates and its probes share it)."""
     c1, c2, shape = _look(sb, PLATE_LOOKS)
-    plate = sb.add(Kind.PLATE, 0.12, c1, c2, nominal=(-0.45, 0.35), movable=True, shape=shape)
+    return sb.add(Kind.PLATE, LOOSE_LOOKS[Kind.PLATE][2], c1, c2, nominal=nominal, movable=True, shape=shape)
+
+
+def _plates(sb: SceneBuilder) -> None:
+    plate = add_plate(sb, (-0.45, 0.35))
     rack = sb.fixture(Kind.RACK, nominal=(0.4, -0.35))
     _decoy(sb, Kind.BOWL, (0.45, 0.45))
     sb.distractors()
