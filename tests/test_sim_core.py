@@ -199,12 +199,14 @@ def _scene_digest(tasks, setting: str) -> str:
 
 @pytest.mark.parametrize("tasks, setting, digest", [
     (sim.PRETRAIN_TASKS, "pretrain", "14053952bb214dfa"),
+    (sim.PRETRAIN_TASKS, "pretrain-clutter", "42f1019b4a9677dc"),  # where the shipped base's DAgger stage rolls out
     (SHIPPED_SKILLS, "id", "87793d8f71860141"),
     (SHIPPED_SKILLS, "ood:distractor", "e1b0dcea5300ae0c"),
 ])
 def test_scenes_are_drawn_as_when_the_shipped_base_was_made(tasks, setting, digest):
-    """Digests recorded before pretrain-clutter's skill things existed: settings without them take
-    no extra random draws, so the shipped base's recipe and every recorded demo still replay."""
+    """The scenes the shipped base's recipe and every recorded demo were drawn from. The first three
+    were recorded before pretrain-clutter's skill things existed (settings without them take no
+    extra random draws); a change to any of them changes what those recipes replay to."""
     assert _scene_digest(tasks, setting) == digest
 
 
