@@ -144,7 +144,21 @@ def _plates_among(blocks: int, mats: int):
     return build
 
 
-PROBES = {"plates-decoys": ("plates", _plates_among(1, 0)), "plates-5": ("plates", _plates_among(0, 1)),
+BACK = (0.0, 0.1)  # the box's back compartment, from its centre
+
+
+def _box_back(sb: SceneBuilder) -> None:
+    """put-in-box's scene and words, but the block belongs in the box's back compartment: a known
+    motion with a new detail, the block released 0.1 behind where pretraining puts it."""
+    a, = sb.blocks(1, nominal=[(-0.45, 0.35)])
+    box = sb.fixture(Kind.BOX, nominal=(0.4, -0.35))
+    sb.distractors(exclude=(Kind.BOX,))
+    sb.layout()
+    sb.words.update(a=sb.words["block0"], b=np.full(sb.m, "box"))
+    sb.pair(0, a, goal=sb.w.pos[:, box] + np.array(BACK, np.float32), tol=0.06)
+
+
+PROBES = {"box-back": ("put-in-box", _box_back), "plates-decoys": ("plates", _plates_among(1, 0)), "plates-5": ("plates", _plates_among(0, 1)),
           "plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
           "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2)),
           "place-box-5": ("put-in-box", _place_crate(2, "box")), "place-toy-crate": ("put-in-box", _place_toy_crate)}
