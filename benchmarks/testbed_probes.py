@@ -19,6 +19,8 @@ Skills (ID demos shuffle which slot holds what, so succeeding in ID needs the wo
   in pretrain-clutter (which shows plates and racks, never naming them): the plate beside a decoy
   block and the rack beside the box, bowl and tray (plates-decoys), or the plate alone and the
   rack among those three and a mat (plates-5), each group shuffled among its slots in ID.
+- box-back (no shuffling): put-in-box with the block due in the box's back compartment, 0.1 behind
+  the centre where pretraining drops it (tolerance 0.06): a known motion with a new end point.
 
 Families: the OOD families with ranges inside the base's pretraining ones (the paper's OOD
 scenes are scenes its base was pretrained on): ood:background-in, ood:distractor-in,
