@@ -160,7 +160,8 @@ def _box_back(sb: SceneBuilder) -> None:
     sb.pair(0, a, goal=sb.w.pos[:, box] + np.array(BACK, np.float32), tol=0.06)
 
 
-PROBES = {"box-back": ("put-in-box", _box_back), "plates-decoys": ("plates", _plates_among(1, 0)), "plates-5": ("plates", _plates_among(0, 1)),
+PROBES = {"box-back": ("put-in-box", _box_back),
+          "plates-decoys": ("plates", _plates_among(1, 0)), "plates-5": ("plates", _plates_among(0, 1)),
           "plates-swap": ("plates", _plates_swap), "reach-crate": ("reach-fixture", _reach_crate),
           "place-crate": ("put-in-box", _place_crate(0)), "place-crate-5": ("put-in-box", _place_crate(2)),
           "place-box-5": ("put-in-box", _place_crate(2, "box")), "place-toy-crate": ("put-in-box", _place_toy_crate)}

@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # time (benchmarks/vision_use.py, README). Cloning alone never learned to place (0%: it drifts
     # off the expert's states and lowers short of the receptacle); a DAgger stage whose rollouts
     # the expert starts, in scenes with 1-3 extra receptacles and the skills' things unnamed, made
-    # it place and pick a receptacle by name (generalist 25% -> 42%). 2 threads are faster than 1
+    # it place and pick a receptacle by name (generalist 25% -> 41%). 2 threads are faster than 1
     # when the machine is otherwise idle
     "default": {
         "policy_config": {"image_size": 64, "max_words": 12, "vision_film": True, "locate_weight": 5.0,
