@@ -15,6 +15,23 @@ from retain.sim.settings import get_setting  # noqa: E402
 from retain.sim.world import WorldConfig  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _leave_the_simulator_as_found():
+    """register() adds the probes to the process-wide task and setting tables; undo it after each
+    test, so tests that check the shipped skill list pass in any order."""
+    from retain.sim import settings, tasks
+
+    saved = dict(tasks.TASKS), list(tasks.SKILLS), dict(settings._SETTINGS), list(settings.SETTINGS), list(settings.OOD_FAMILIES)
+    yield
+    tasks.TASKS.clear()
+    tasks.TASKS.update(saved[0])
+    tasks.SKILLS[:] = saved[1]
+    settings._SETTINGS.clear()
+    settings._SETTINGS.update(saved[2])
+    settings.SETTINGS[:] = saved[3]
+    settings.OOD_FAMILIES[:] = saved[4]
+
+
 def _three_fixtures(setting: str, m: int = 64) -> tuple[SceneBuilder, list[int], np.ndarray]:
     sb = SceneBuilder(np.random.default_rng(0), get_setting(setting), WorldConfig(), m)
     slots = [sb.fixture(k, nominal=p) for k, p in zip(testbed_probes.RECEPTACLES, testbed_probes.RECEPTACLE_SLOTS)]
