@@ -25,9 +25,13 @@ def rollout(batch: sim.TabletopBatch, policy=None) -> tuple[list[np.ndarray], li
     return images, states
 
 
+# the skills as shipped, written out: the simulator's own list is what the tests below check
+SHIPPED_SKILLS = ["plates", "whiteboard", "pot-on-stove", "mugs-on-plates", "items-into-basket"]
+
+
 def test_contract_names_and_shapes():
     assert len(sim.PRETRAIN_TASKS) >= 20
-    assert sim.SKILLS == ["plates", "whiteboard", "pot-on-stove", "mugs-on-plates", "items-into-basket"]
+    assert sim.SKILLS == SHIPPED_SKILLS
     assert not set(sim.SKILLS) & set(sim.PRETRAIN_TASKS)
     for s in ["id", "pretrain", "generalist", "ood:position", "ood:object", "ood:background", "ood:distractor",
               "ood:viewpoint", "ood:language"]:
@@ -183,10 +187,6 @@ def test_clutter_pretraining_shows_the_skills_things_but_never_names_them():
     assert fixtures.sum(axis=1).min() >= 2
 
 
-# a copy, not sim.SKILLS: benchmarks/testbed_probes.register() appends its probes to that list
-SHIPPED_SKILLS = ["plates", "whiteboard", "pot-on-stove", "mugs-on-plates", "items-into-basket"]
-
-
 def _scene_digest(tasks, setting: str) -> str:
     b = sim.TabletopBatch(tasks, setting, n=len(tasks) * 4, seed=2)
     b.reset()
@@ -204,9 +204,10 @@ def _scene_digest(tasks, setting: str) -> str:
     (SHIPPED_SKILLS, "ood:distractor", "e1b0dcea5300ae0c"),
 ])
 def test_scenes_are_drawn_as_when_the_shipped_base_was_made(tasks, setting, digest):
-    """The scenes the shipped base's recipe and every recorded demo were drawn from. The first three
-    were recorded before pretrain-clutter's skill things existed (settings without them take no
-    extra random draws); a change to any of them changes what those recipes replay to."""
+    """The scenes the shipped base's recipe and every recorded demo were drawn from. The pretrain,
+    id and ood:distractor digests were recorded before pretrain-clutter's skill things existed
+    (settings without them take no extra random draws); a change to any digest changes what those
+    recipes replay to."""
     assert _scene_digest(tasks, setting) == digest
 
 

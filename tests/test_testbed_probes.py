@@ -21,15 +21,16 @@ def _leave_the_simulator_as_found():
     test, so tests that check the shipped skill list pass in any order."""
     from retain.sim import settings, tasks
 
-    saved = dict(tasks.TASKS), list(tasks.SKILLS), dict(settings._SETTINGS), list(settings.SETTINGS), list(settings.OOD_FAMILIES)
+    # restored in place: other modules hold these very objects (sim.SKILLS is tasks.SKILLS)
+    tables = [tasks.TASKS, tasks.SKILLS, settings._SETTINGS, settings.SETTINGS, settings.OOD_FAMILIES]
+    saved = [table.copy() for table in tables]
     yield
-    tasks.TASKS.clear()
-    tasks.TASKS.update(saved[0])
-    tasks.SKILLS[:] = saved[1]
-    settings._SETTINGS.clear()
-    settings._SETTINGS.update(saved[2])
-    settings.SETTINGS[:] = saved[3]
-    settings.OOD_FAMILIES[:] = saved[4]
+    for table, copy in zip(tables, saved):
+        table.clear()
+        if isinstance(table, dict):
+            table.update(copy)
+        else:
+            table.extend(copy)
 
 
 def _three_fixtures(setting: str, m: int = 64) -> tuple[SceneBuilder, list[int], np.ndarray]:
