@@ -152,3 +152,17 @@ def test_a_written_base_records_its_runtime_and_a_check_names_what_changed(tmp_p
     other = "AVX2" if runtime()["cpu"] != "AVX2" else "AVX512"  # an instruction set this machine does not dispatch
     assert check_note({**runtime(), "cpu": other}) == f"runtime since the shipped base was made: cpu {other} -> {runtime()['cpu']}"
     assert check_note(None).startswith("the shipped base records no runtime, so what differs cannot be named")
+
+
+def test_regenerating_the_shipped_base_refuses_unknown_arguments_before_training():
+    """`python -m retain.pretrain` overwrites the shipped base after ~21 minutes: a typo of --check
+    (or --help) must stop at once, not train and overwrite."""
+    import subprocess
+    import sys
+
+    before = SHIPPED_MANIFEST.stat().st_mtime_ns
+    typo = subprocess.run([sys.executable, "-m", "retain.pretrain", "--chek"], capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2 and "unrecognized arguments: --chek" in typo.stderr
+    usage = subprocess.run([sys.executable, "-m", "retain.pretrain", "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "--check" in usage.stdout
+    assert SHIPPED_MANIFEST.stat().st_mtime_ns == before
