@@ -65,18 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--demos", type=int, default=50)
     ap.add_argument("--episodes", type=int, default=100, help="episodes per skill split and for the generalist suite")
-    ap.add_argument("--families", nargs="*", default=["ood:position", "ood:background"])
+    ap.add_argument("--families", nargs="*", default=["ood:position", "ood:background"], help="OOD families ('ood': all of them)")
     ap.add_argument("--groups", nargs="*", default=None, help="parameter groups, each comma-joined name prefixes (default: one per first two name parts)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
     import torch
 
-    from retain.evaluate import GENERALIST, check_task, evaluate
+    from retain.evaluate import GENERALIST, check_task, evaluate, settings_for
     from retain.pretrain import collect_frames
     from retain.train import train_bc
 
     check_task(args.skill)
+    # checked before the finetune, so a misspelt family costs no minute of training
+    splits = ["id", *(s for f in args.families for s in settings_for(f, args.skill))]
     torch.set_num_threads(args.threads)
     base_dir, adapter, config = resolve_base(args)
     model = adapter.load(base_dir, config)
@@ -85,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     demos = collect_frames([args.skill], "id", args.demos, seed=1_000 + args.seed, image_size=model.cfg.image_size)
     train_bc(model, adapter, demos, args.steps, args.lr, args.batch, args.seed, None, threads=args.threads)
     ft = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    splits = ["id", *args.families]
 
     def score(label: str, state: dict) -> dict:
         model.load_state_dict(state)

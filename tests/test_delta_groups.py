@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 torch = pytest.importorskip("torch")
 
-from delta_groups import default_groups, hybrid, parse_groups  # noqa: E402
+from delta_groups import default_groups, hybrid, main, parse_groups  # noqa: E402
 
 from registry.errors import RegistryError  # noqa: E402
 from retain.policies import get_policy  # noqa: E402
@@ -44,3 +44,8 @@ def test_a_prefix_that_matches_nothing_is_refused_with_the_names_to_use():
         "vision.convs": ("vision.convs",), "action.blocks,action.norm": ("action.blocks", "action.norm")}
     with pytest.raises(RegistryError, match="'visionx' matches no parameter.*vision.convs"):
         parse_groups(["visionx"], names)
+
+
+def test_an_unknown_family_is_refused_before_any_training():
+    with pytest.raises(RegistryError, match="unknown split 'ood:bogus'"):
+        main(["--skill", "plates", "--families", "ood:position", "ood:bogus"])
