@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="co-ft: share of each finetuning batch drawn from pretraining data (0: task-ft, learn's default mode)")
     ap.add_argument("--mix-episodes", type=int, default=200, help="co-ft: pretraining episodes regenerated for the mix (as learn)")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr-scale", default="", help="learning-rate multipliers by module, e.g. vision=0.1 (as learn --lr-scale)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
     add_base_args(ap)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from retain.evaluate import GENERALIST, evaluate, ood_settings
     from retain.merge import merge_checkpoints
     from retain.pretrain import collect_frames
-    from retain.train import train_bc
+    from retain.train import parse_lr_scale, train_bc
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
+    lr_scale = parse_lr_scale(args.lr_scale)
     base_dir, adapter, policy_config = resolve_base(args)
     families = args.families if args.families is not None else ood_settings()
     settings = ["id", *families]
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             timings["collect"] += time.perf_counter() - t
             t = time.perf_counter()
             model = adapter.load(base_dir, policy_config)
-            rep = train_bc(model, adapter, demos, args.steps, args.lr, args.batch, seed, mix, threads=args.threads)
+            rep = train_bc(model, adapter, demos, args.steps, args.lr, args.batch, seed, mix, threads=args.threads, lr_scale=lr_scale)
             ft_dir = adapter.save(model, work / f"ft-{skill}-{seed}")
             timings["finetune"] += time.perf_counter() - t
             print(f"[seed {seed} {skill}] {demos.episodes} demos, {len(demos)} frames; finetune loss {rep.first_loss:.3f} -> {rep.final_loss:.3f} ({rep.seconds:.0f}s)", flush=True)

@@ -57,8 +57,13 @@ class FinetuneRecipe:
     """Processes (DDP ranks); 1 trains in this process."""
     pretrain_episodes: int = 0
     """co-ft only: episodes of pretraining data generated for the mix (0 for task-ft)."""
+    lr_scale: str = ""
+    """Learning-rate multipliers by module, e.g. "vision=0.1" (empty: one rate for every weight)."""
 
     def __post_init__(self) -> None:
+        from retain.train import format_lr_scale, parse_lr_scale
+
+        object.__setattr__(self, "lr_scale", format_lr_scale(parse_lr_scale(self.lr_scale)))
         if self.mode not in MODES:
             raise invalid(f"unknown finetune mode {self.mode!r}; use {' or '.join(MODES)}")
         if not (0.0 <= self.mix <= 1.0):
@@ -142,11 +147,12 @@ def finetune(
 
 
 def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, batch_size: int, seed: int, progress: bool):
-    from retain.train import train_bc
+    from retain.train import parse_lr_scale, train_bc
 
     return train_bc(
         model, adapter, frames, recipe.steps, recipe.lr, batch_size, seed,
         mix=(mix, recipe.mix) if mix is not None else None, threads=recipe.threads, progress=progress,
+        lr_scale=parse_lr_scale(recipe.lr_scale),
     )
 
 

@@ -64,6 +64,8 @@ class LearnOptions:
     # Finetune defaults follow the testbed report (benchmarks/testbed.py): all weights, BC.
     steps: int = 300
     lr: float = 5e-4
+    lr_scale: str = ""
+    """Learning-rate multipliers by module for the finetune, e.g. "vision=0.1"."""
     batch_size: int = 32
     seed: int = 0
     threads: int = 1
@@ -114,6 +116,7 @@ class LearnOptions:
         return FinetuneRecipe(
             mode=self.mode, mix=float(self.mix or 0.0), steps=self.steps, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
             threads=self.threads, nproc=self.nproc, pretrain_episodes=self.pretrain_episodes if self.mode == "co-ft" else 0,
+            lr_scale=self.lr_scale,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +133,7 @@ class LearnOptions:
         """The options a recorded recipe was learned with, with `changes` applied (None keeps)."""
         known = {f.name for f in dataclasses.fields(cls)}
         base = {k: v for k, v in recipe.items() if k in known}
+        base.setdefault("lr_scale", "")  # recorded before the option existed: one rate for every weight
         if base.get("mode") == "external":  # weights finetuned elsewhere: no finetune options apply
             base["mode"] = "task-ft"
         base.update({k: v for k, v in changes.items() if v is not None})

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -246,6 +246,45 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def format_lr_scale(scales: Mapping[str, float]) -> str:
+    """The canonical text of parsed scales (sorted), as recipes record it."""
+    return ",".join(f"{k.removesuffix('.') if k.count('.') == 1 and k.endswith('.') else k}={v:g}" for k, v in sorted(scales.items()))
+
+
+def parse_lr_scale(text: str | None) -> dict[str, float]:
+    """'vision=0.1,action=0.5' -> {"vision.": 0.1, "action.": 0.5}: a module name (vision) stands for
+    its parameters (prefix "vision."); a name with a dot is a parameter-name prefix as given."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, eq, value = part.partition("=")
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = float("nan")
+        if not eq or not name.strip() or not scale > 0:
+            raise invalid(f"bad learning-rate scale {part!r}; write NAME=FACTOR with a positive factor, e.g. vision=0.1")
+        name = name.strip()
+        out[name if "." in name else name + "."] = scale
+    return out
+
+
+def _param_groups(named: Sequence[tuple[str, Any]], weight_decay: float, lr_scale: Mapping[str, float] | None) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, and one group per learning-rate multiplier.
+    Without multipliers this is exactly two groups, as recipes recorded before `lr_scale` trained."""
+    prefixes = sorted((lr_scale or {}).items(), key=lambda kv: -len(kv[0]))
+    for prefix, scale in prefixes:
+        if not scale > 0:
+            raise invalid(f"learning-rate scale {scale} for {prefix!r} must be positive; use e.g. vision=0.1")
+        if not any(n.startswith(prefix) for n, _ in named):
+            raise invalid(f"learning-rate scale names {prefix!r}, which starts no parameter name; use a prefix such as vision.")
+    groups: dict[tuple[bool, float], list] = {}
+    for n, p in named:
+        scale = next((s for prefix, s in prefixes if n.startswith(prefix)), 1.0)
+        groups.setdefault((p.ndim >= 2, float(scale)), []).append(p)
+    order = sorted(groups, key=lambda k: (not k[0], k[1] != 1.0, k[1]))  # decay before no-decay, scale 1 first
+    return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "lr_scale": k[1]} for k in order]
+
+
 def train_bc(
     model,
     adapter: PolicyAdapter,
@@ -262,6 +301,7 @@ def train_bc(
     log_every: int = 50,
     progress: bool = False,
     targets: bool = False,
+    lr_scale: Mapping[str, float] | None = None,
 ) -> TrainReport:
     """Train `model` in place by behaviour cloning and return the loss curve.
 
@@ -274,6 +314,8 @@ def train_bc(
         threads: torch threads; part of the recipe because it can change float rounding.
         targets: hand the data's privileged TARGET positions to the loss (pretraining on
             simulator demos); finetuning leaves them out, as a real robot's demos have none.
+        lr_scale: parameter-name prefix -> multiplier of the learning rate (e.g. {"vision.": 0.1}:
+            the vision encoder learns ten times slower); the longest matching prefix wins.
     """
     import torch
 
@@ -293,19 +335,17 @@ def train_bc(
 
     with deterministic_torch(threads):
         gen = torch.Generator().manual_seed(seed)
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95)
-        )
+        # under DDP the names carry the wrapper's "module." prefix; scales name the policy's own
+        named = [(n.removeprefix("module."), p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
+        opt = torch.optim.AdamW(_param_groups(named, weight_decay, lr_scale), lr=lr, betas=(0.9, 0.95))
         model.train()
         losses, window, all_losses = [], [], []
         t0 = time.perf_counter()
         bar = _progress(steps) if progress else None
         for step in range(steps):
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps, lr, warmup)
+                group["lr"] = lr_at(step, steps, lr, warmup) * group["lr_scale"]
             idx = torch.randint(len(main.data), (batch_size - n_mix,), generator=gen).numpy()
             batch = main.batch(idx)
             if other is not None:

@@ -109,6 +109,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "bad validation family": (["plates", "--val-family", "id"], "not an OOD family"),
         "unknown validation family": (["plates", "--val-family", "ood:weather"], "is not one of the simulator's"),
         "nproc zero": (["plates", "--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
+        "malformed lr scale": (["plates", "--lr-scale", "vision"], "write NAME=FACTOR"),
+        "lr scale of no module": (["plates", "--lr-scale", "visoin=0.1"], "starts no parameter name"),
     }
 
 

@@ -121,6 +121,7 @@ def _learn_json(res) -> dict:
 @click.option("--val-family", default=None, help="The ONE OOD family alpha is chosen on (default ood:position).")
 @click.option("--steps", type=int, default=None, help="Finetune steps.")
 @click.option("--lr", type=float, default=None, help="Finetune learning rate.")
+@click.option("--lr-scale", default=None, help="Learning-rate multipliers by module, e.g. vision=0.1.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nproc-per-node", "nproc", type=int, default=1, show_default=True, help="Finetune under torchrun/DDP with N processes.")
@@ -133,7 +134,7 @@ def _learn_json(res) -> dict:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha_grid, strategy, val_family, steps, lr, batch_size,
+def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
               seed, nproc, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
@@ -148,7 +149,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha
     from retain.select import parse_grid
 
     values = {"mode": mode, "mix": mix, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
-              "validation_family": val_family, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "nproc": nproc,
+              "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset}
     opts = LearnOptions(**{k: v for k, v in values.items() if v is not None})
