@@ -9,8 +9,13 @@ A group is every parameter whose name starts with one of its prefixes; by defaul
 first two name parts (vision.convs, language.blocks, action.blocks, ...), which is finer than
 the three modalities a merge alpha can tell apart.
 
+With `--alpha A` the finetune's place is taken by the merge base + A * delta, so "merge, G from
+base" is what the generalist suite would get at that alpha if G's delta never reached it (as if G
+were routed per instruction). `--probe` adds benchmarks/testbed_probes.py's skills (box-back, ...).
+
     nice python benchmarks/delta_groups.py --skill plates --seed 0
     nice python benchmarks/delta_groups.py --skill plates --groups vision.convs language action.blocks,action.norm
+    nice python benchmarks/delta_groups.py --probe --skill box-back --alpha 0.75 --families --groups action action,language
 """
 from __future__ import annotations
 
@@ -67,8 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=100, help="episodes per skill split and for the generalist suite")
     ap.add_argument("--families", nargs="*", default=["ood:position", "ood:background"], help="OOD families ('ood': all of them)")
     ap.add_argument("--groups", nargs="*", default=None, help="parameter groups, each comma-joined name prefixes (default: one per first two name parts)")
+    ap.add_argument("--alpha", type=float, default=1.0, help="compare against the merge base + alpha * delta (1: the finetune)")
+    ap.add_argument("--probe", action="store_true", help="also know benchmarks/testbed_probes.py's skills")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    if not 0.0 < args.alpha <= 1.0:
+        ap.error(f"--alpha {args.alpha} must be in (0, 1]: the share of the finetune's delta merged")
+    if args.probe:
+        import testbed_probes
+
+        testbed_probes.register()
 
     import torch
 
@@ -87,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     demos = collect_frames([args.skill], "id", args.demos, seed=1_000 + args.seed, image_size=model.cfg.image_size)
     train_bc(model, adapter, demos, args.steps, args.lr, args.batch, args.seed, None, threads=args.threads)
     ft = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    top = "finetune" if args.alpha == 1.0 else f"merge {args.alpha:g}"
+    if args.alpha != 1.0:
+        ft = {k: base[k] + args.alpha * (ft[k] - base[k]) for k in base}
+
+    head = "ft" if args.alpha == 1.0 else top
+    width = max(34, 2 + max(len(f"{head}, {label} from base") for label in groups))
 
     def score(label: str, state: dict) -> dict:
         model.load_state_dict(state)
@@ -94,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         for s in splits:
             row[s] = evaluate(model, adapter, args.skill, s, args.episodes, 10_000 + args.seed).rate
         row[GENERALIST] = evaluate(model, adapter, GENERALIST, GENERALIST, args.episodes, 10_000 + args.seed).rate
-        print(f"{label:<34}" + "".join(f"{row[s]:>16.2f}" for s in [*splits, GENERALIST]), flush=True)
+        print(f"{label:<{width}}" + "".join(f"{row[s]:>16.2f}" for s in [*splits, GENERALIST]), flush=True)
         return row
 
-    print(f"{'model':<34}" + "".join(f"{s:>16}" for s in [*splits, GENERALIST]))
-    rows = [score("base", base), score("finetune", ft)]
+    print(f"{'model':<{width}}" + "".join(f"{s:>16}" for s in [*splits, GENERALIST]))
+    rows = [score("base", base), score(top, ft)]
     for label, prefixes in groups.items():
         size = sum(v.numel() for k, v in base.items() if k.startswith(prefixes))
-        rows.append({**score(f"ft, {label} from base", hybrid(ft, base, prefixes)), "group": label, "params": size})
+        rows.append({**score(f"{head}, {label} from base", hybrid(ft, base, prefixes)), "group": label, "params": size})
         rows.append({**score(f"base, {label} from ft", hybrid(base, ft, prefixes)), "group": label, "params": size})
     print(json.dumps({"args": vars(args), "results": rows}, indent=2))
     return 0

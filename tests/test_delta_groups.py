@@ -49,3 +49,10 @@ def test_a_prefix_that_matches_nothing_is_refused_with_the_names_to_use():
 def test_an_unknown_family_is_refused_before_any_training():
     with pytest.raises(RegistryError, match="unknown split 'ood:bogus'"):
         main(["--skill", "plates", "--families", "ood:position", "ood:bogus"])
+
+
+@pytest.mark.parametrize("alpha", ["0", "1.5"])
+def test_a_merge_alpha_outside_the_path_is_refused(alpha, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--skill", "plates", "--alpha", alpha])
+    assert stop.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err
