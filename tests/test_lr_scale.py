@@ -59,3 +59,23 @@ def test_a_small_scale_slows_only_the_named_module():
 def test_a_scale_that_names_no_parameter_is_refused():
     with pytest.raises(RegistryError, match="starts no parameter name"):
         _trained({"visoin.": 0.1}, steps=1)
+
+
+def test_learn_records_the_scale_and_replay_reproduces_it_bit_for_bit(tmp_path):
+    from learn_support import fast_options, tiny_registry
+    from retain.learn import learn
+    from retain.replay import replay
+
+    reg = tiny_registry(tmp_path)
+    try:
+        slow = learn(reg, "plates", fast_options(lr_scale="vision=0.1", alpha="0.5"))
+        assert reg.learn_run_for(slow.version.name).recipe["lr_scale"] == "vision=0.1"
+        reg.rollback("v0", reason="the same skill again, with one rate")
+        plain = learn(reg, "plates", fast_options(alpha="0.5"))
+        assert reg.learn_run_for(plain.version.name).recipe["lr_scale"] == ""
+        assert plain.version.weight_hash != slow.version.weight_hash  # the scale reached the finetune
+        reg.rollback("v0", reason="replay the scaled run")
+        res = replay(reg, ["plates"], of=slow.version.name)
+        assert res.reproduced and not res.changed
+    finally:
+        reg.close()
