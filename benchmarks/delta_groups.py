@@ -100,11 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     demos = collect_frames([args.skill], "id", args.demos, seed=1_000 + args.seed, image_size=model.cfg.image_size)
     train_bc(model, adapter, demos, args.steps, args.lr, args.batch, args.seed, None, threads=args.threads)
     ft = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    top = "finetune" if args.alpha == 1.0 else f"merge {args.alpha:g}"
+    top, head = ("finetune", "ft") if args.alpha == 1.0 else (f"merge {args.alpha:g}",) * 2
     if args.alpha != 1.0:
         ft = {k: base[k] + args.alpha * (ft[k] - base[k]) for k in base}
-
-    head = "ft" if args.alpha == 1.0 else top
     width = max(34, 2 + max(len(f"{head}, {label} from base") for label in groups))
 
     def score(label: str, state: dict) -> dict:

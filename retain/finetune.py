@@ -138,12 +138,23 @@ def finetune(
         raise invalid("co-ft needs pretraining data to mix in; this base records none, so use --mode task-ft")
     mix = frames_from(pretrain_frames) if recipe.mixes else None
     if recipe.nproc > 1:
+        _check_lr_scale(parent, recipe)  # here, not in the ranks, where it would read as a DDP failure
         return _finetune_ddp(parent, config, frames, recipe, Path(dest), mix, progress)
     adapter, policy_config = policy_of(config)
     model = adapter.load(parent, policy_config)
     report = _train(model, adapter, frames, recipe, mix, recipe.batch_size, recipe.seed, progress)
     adapter.save(model, dest)
     return FinetuneResult(Path(dest), report.seconds, report.first_loss, report.final_loss)
+
+
+def _check_lr_scale(parent, recipe: FinetuneRecipe) -> None:
+    from registry.checkpoint import open_checkpoint
+    from retain.train import check_lr_scale, parse_lr_scale
+
+    scales = parse_lr_scale(recipe.lr_scale)
+    if scales:
+        with open_checkpoint(parent) as ckpt:
+            check_lr_scale(scales, ckpt.names)
 
 
 def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, batch_size: int, seed: int, progress: bool):

@@ -104,7 +104,8 @@ class LearnOptions:
             raise invalid(f"--demo-episodes must be at least 1, got {self.demo_episodes}")
         if self.validation_family is not None and self.eval_cmd is None and not self.validation_family.startswith("ood:"):
             raise invalid(f"validation family {self.validation_family!r} is not an OOD family; use e.g. ood:position")
-        self.finetune_recipe()  # validates mode, mix, steps, lr, nproc
+        # validates mode, mix, steps, lr, nproc; the recipe records the scales' canonical text
+        object.__setattr__(self, "lr_scale", self.finetune_recipe().lr_scale)
 
     @property
     def val_family(self) -> str:

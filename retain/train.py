@@ -268,15 +268,21 @@ def parse_lr_scale(text: str | None) -> dict[str, float]:
     return out
 
 
+def check_lr_scale(scales: Mapping[str, float], names: Sequence[str]) -> None:
+    """Refuse a scale that is not positive or whose prefix starts no parameter name (it would
+    silently scale nothing)."""
+    for prefix, scale in scales.items():
+        if not scale > 0:
+            raise invalid(f"learning-rate scale {scale} for {prefix!r} must be positive; use e.g. vision=0.1")
+        if not any(n.startswith(prefix) for n in names):
+            raise invalid(f"learning-rate scale names {prefix!r}, which starts no parameter name; use a prefix such as vision.")
+
+
 def _param_groups(named: Sequence[tuple[str, Any]], weight_decay: float, lr_scale: Mapping[str, float] | None) -> list[dict]:
     """AdamW groups: weight decay on matrices only, and one group per learning-rate multiplier.
     Without multipliers this is exactly two groups, as recipes recorded before `lr_scale` trained."""
+    check_lr_scale(lr_scale or {}, [n for n, _ in named])
     prefixes = sorted((lr_scale or {}).items(), key=lambda kv: -len(kv[0]))
-    for prefix, scale in prefixes:
-        if not scale > 0:
-            raise invalid(f"learning-rate scale {scale} for {prefix!r} must be positive; use e.g. vision=0.1")
-        if not any(n.startswith(prefix) for n, _ in named):
-            raise invalid(f"learning-rate scale names {prefix!r}, which starts no parameter name; use a prefix such as vision.")
     groups: dict[tuple[bool, float], list] = {}
     for n, p in named:
         scale = next((s for prefix, s in prefixes if n.startswith(prefix)), 1.0)

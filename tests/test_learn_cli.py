@@ -111,6 +111,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "nproc zero": (["plates", "--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
         "malformed lr scale": (["plates", "--lr-scale", "vision"], "write NAME=FACTOR"),
         "lr scale of no module": (["plates", "--lr-scale", "visoin=0.1"], "starts no parameter name"),
+        "lr scale of no module under DDP": (["plates", "--lr-scale", "visoin=0.1", "--nproc-per-node", "2"], "starts no parameter name"),
     }
 
 

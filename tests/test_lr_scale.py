@@ -18,6 +18,7 @@ def test_module_names_stand_for_their_parameters_and_recipes_record_one_canonica
     assert parse_lr_scale("") == {} == parse_lr_scale(None)
     assert format_lr_scale(parse_lr_scale("vision.=0.1,action=2")) == "action=2,vision=0.1"
     assert FinetuneRecipe(lr_scale="vision.=0.10").lr_scale == "vision=0.1"
+    assert LearnOptions(lr_scale="vision.=0.10").lr_scale == "vision=0.1"
 
 
 @pytest.mark.parametrize("text", ["vision", "vision=0", "vision=-1", "=0.1", "vision=fast"])
