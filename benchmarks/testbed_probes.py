@@ -182,7 +182,7 @@ def register() -> None:
                             camera_rot=pre.camera_rot, camera_shear=pre.camera_shear),
         dataclasses.replace(ID, name="ood:language-in", phrasing="train"),
         # pretrain-clutter without the skills' things (the clutter continuations' setting in the
-        # README's figures), for benchmarks/dagger_continue.py --setting
+        # figures in docs/testbed.md), for benchmarks/dagger_continue.py --setting
         dataclasses.replace(pre, name="pretrain-receptacles", description="pretraining with 1-3 extra receptacles in every scene (no skill things)",
                             fixture_distractors=(1, 3)),
     ]:

@@ -39,7 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the shipped default base (<= 30 min on a 2-core CPU). FiLM and the locate loss made it use
     # its camera at all; 64 px images (objects are a few pixels wide) and a heat-map locate head
     # that feeds the action expert took its generalist success from 4% to 25% at the same training
-    # time (benchmarks/vision_use.py, README). Cloning alone never learned to place (0%: it drifts
+    # time (benchmarks/vision_use.py, docs/testbed.md). Cloning alone never learned to place (0%: it drifts
     # off the expert's states and lowers short of the receptacle); a DAgger stage whose rollouts
     # the expert starts, in scenes with 1-3 extra receptacles and the skills' things unnamed, made
     # it place and pick a receptacle by name (generalist 25% -> 41%). 2 threads are faster than 1
