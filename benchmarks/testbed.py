@@ -13,6 +13,7 @@ the verdict is what was measured, nothing is tuned to it.
     nice python benchmarks/testbed.py --seeds 0 1 2 --episodes 200 --out benchmarks/out/testbed
     nice python benchmarks/testbed.py --mix 0.2 ...   # co-finetuning: 20% of each batch from pretraining data
     nice python benchmarks/testbed.py --alphas 0 vision=0.5,language=0.5,action=1 1   # per-modality merges
+    python benchmarks/testbed.py --pool out/s0 out/s1 out/s2 --out out/pooled   # seeds run as separate processes
 
 An alpha is a number or the per-modality form every command accepts; the first must be 0 (the
 base) and the last 1 (the plain finetune), and the verdict compares the ones between with them.
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-scale", default="", help="learning-rate multipliers by module, e.g. vision=0.1 (as learn --lr-scale)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
+    ap.add_argument("--pool", nargs="+", metavar="DIR", default=None,
+                    help="report the results of earlier runs together (say, one seed per process) into OUT; "
+                    "their alphas and evaluated settings must match")
     add_base_args(ap)
     ap.add_argument("--families", nargs="*", default=None, help="OOD families to evaluate (default: all)")
     ap.add_argument("--out", default="benchmarks/out/testbed")
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.pool:
+        return report(out, *pool_runs([Path(d) for d in args.pool]))
     if args.report_only:
         saved = json.loads((out / "testbed.json").read_text())
         return report(out, saved["results"], saved["args"], saved.get("timings_s", {}))
@@ -140,6 +146,42 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(ft_dir)
     shutil.rmtree(work, ignore_errors=True)
     return report(out, results, vars(args), timings)
+
+
+# what makes runs one sweep: the same base, finetune recipe and alphas (episode counts may differ)
+_SWEEP_KEYS = ("alphas", "base", "base_config", "demos", "steps", "lr", "batch", "mix", "mix_episodes", "lr_scale")
+
+
+def pool_runs(dirs: list[Path]) -> tuple[list[dict], dict, dict]:
+    """(results, args, timings) of the runs saved in `dirs`, as one run: the same alphas and
+    evaluated settings are required, and a (seed, skill) may come from one run only."""
+    from registry.errors import invalid
+
+    results: list[dict] = []
+    args: dict = {}
+    timings: dict[str, float] = {}
+    owner: dict[tuple, Path] = {}
+    for d in dirs:
+        try:
+            saved = json.loads((d / "testbed.json").read_text())
+            run_args, rows = saved["args"], saved["results"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise invalid(f"--pool {d}: no readable testbed.json there ({e}); give folders earlier runs wrote with --out") from None
+        settings = sorted({k for r in rows for k in r if k == "id" or k.startswith("ood:")})
+        if not args:
+            args, first_settings = dict(run_args, skills=[]), settings
+        differs = [k for k in _SWEEP_KEYS if run_args.get(k) != args.get(k)] + (["OOD families"] if settings != first_settings else [])
+        if differs:
+            raise invalid(f"--pool {d}: its {', '.join(differs)} differ from {dirs[0]}'s; pool only runs of the same sweep")
+        for key in {(r["seed"], r["skill"]) for r in rows}:
+            if key in owner:
+                raise invalid(f"--pool: seed {key[0]} of {key[1]} is in both {owner[key]} and {d}; pool each seed once")
+            owner[key] = d
+        results += rows
+        args["skills"] += [k for k in run_args["skills"] if k not in args["skills"]]
+        for k, v in saved.get("timings_s", {}).items():
+            timings[k] = timings.get(k, 0.0) + v
+    return results, args, timings
 
 
 def _alpha_arg(text: str) -> "float | str":

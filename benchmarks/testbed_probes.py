@@ -192,5 +192,6 @@ def register() -> None:
 if __name__ == "__main__":
     register()
     import testbed
+    from base_args import run_cleanly
 
-    sys.exit(testbed.main(sys.argv[1:]))
+    sys.exit(run_cleanly(testbed.main))

@@ -97,3 +97,42 @@ def test_a_missing_base_or_a_broken_base_config_is_one_line_and_a_non_zero_exit(
                            capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and "Traceback" not in r.stderr, (options, r.stderr)
         assert says in r.stderr.strip().splitlines()[-1]  # argparse puts its usage above the one line
+
+
+def _saved_run(folder: Path, rows: list[dict], **args) -> Path:
+    import json
+
+    folder.mkdir(parents=True)
+    run_args = {"skills": ["plates"], "alphas": [0.0, 0.5, 1.0], "steps": 300, "lr": 5e-4, **args}
+    (folder / "testbed.json").write_text(json.dumps({"args": run_args, "results": rows, "timings_s": {"finetune": 1.0}}))
+    return folder
+
+
+def test_runs_of_one_sweep_pool_into_one_report(tmp_path, capsys):
+    import json
+
+    a = _saved_run(tmp_path / "s0", [_row(0, 0.0, 0, [1, 1], 9), _row(0, 0.5, 6, [5, 4], 8), _row(0, 1.0, 9, [2, 1], 3)])
+    b = _saved_run(tmp_path / "s1", [_row(1, 0.0, 0, [3, 1], 7), _row(1, 0.5, 4, [5, 6], 6), _row(1, 1.0, 7, [4, 3], 1)])
+    assert testbed.main(["--pool", str(a), str(b), "--out", str(tmp_path / "pooled")]) == 0
+    saved = json.loads((tmp_path / "pooled" / "testbed.json").read_text())
+    assert saved["seeds"] == {"plates": [0, 1]} and saved["timings_s"] == {"finetune": 2.0}
+    assert saved["summary"]["plates"]["0.5"]["id"] == 0.5 and saved["summary"]["plates"]["0.5"]["ood"] == 0.5
+    assert saved["verdict"]["plates"]["paired_ood"]["vs_alpha_1"]["mid_only"] == (5 - 2) + (4 - 1) + (5 - 4) + (6 - 3)
+    assert "plates" in capsys.readouterr().out
+
+
+def test_pooling_refuses_a_seed_twice_another_sweep_or_a_folder_without_a_run(tmp_path):
+    import pytest
+
+    from registry.errors import RegistryError
+
+    rows = [_row(0, 0.0, 0, [1, 1], 9), _row(0, 0.5, 6, [5, 4], 8), _row(0, 1.0, 9, [2, 1], 3)]
+    a = _saved_run(tmp_path / "a", rows)
+    twice = _saved_run(tmp_path / "again", rows)
+    longer = _saved_run(tmp_path / "longer", [dict(r, seed=1) for r in rows], steps=1000)
+    out = str(tmp_path / "pooled")
+    for dirs, says in (([a, twice], "seed 0 of plates is in both"), ([a, longer], "its steps differ"),
+                       ([a, tmp_path / "nothing"], "no readable testbed.json")):
+        with pytest.raises(RegistryError, match=says):
+            testbed.main(["--pool", *map(str, dirs), "--out", out])
+    assert not (tmp_path / "pooled" / "testbed.json").exists()
