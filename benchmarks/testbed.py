@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
     ap.add_argument("--pool", nargs="+", metavar="DIR", default=None,
-                    help="report the results of earlier runs together (say, one seed per process) into OUT; "
-                    "their alphas and evaluated settings must match")
+                    help="report earlier runs of one sweep (the same base, finetune recipe, alphas and OOD families; "
+                    "say, one seed per process) together into OUT")
     add_base_args(ap)
     ap.add_argument("--families", nargs="*", default=None, help="OOD families to evaluate (default: all)")
     ap.add_argument("--out", default="benchmarks/out/testbed")
