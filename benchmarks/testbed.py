@@ -73,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.mix < 1.0:
         ap.error(f"--mix {args.mix} must be in [0, 1): the share of each finetuning batch from pretraining data")
 
+    out = Path(args.out)
+    if args.pool:
+        pooled = pool_runs([Path(d) for d in args.pool], out)
+        out.mkdir(parents=True, exist_ok=True)
+        return report(out, *pooled)
+    if args.report_only:
+        results, run_args, timings = pool_runs([out], None)
+        return report(out, results, run_args, timings)
+
     import torch
 
     from retain.evaluate import GENERALIST, evaluate, ood_settings
@@ -81,13 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from retain.train import parse_lr_scale, train_bc
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.pool:
-        return report(out, *pool_runs([Path(d) for d in args.pool]))
-    if args.report_only:
-        saved = json.loads((out / "testbed.json").read_text())
-        return report(out, saved["results"], saved["args"], saved.get("timings_s", {}))
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -152,10 +155,15 @@ def main(argv: list[str] | None = None) -> int:
 _SWEEP_KEYS = ("alphas", "base", "base_config", "demos", "steps", "lr", "batch", "mix", "mix_episodes", "lr_scale")
 
 
-def pool_runs(dirs: list[Path]) -> tuple[list[dict], dict, dict]:
+def pool_runs(dirs: list[Path], out: Path | None) -> tuple[list[dict], dict, dict]:
     """(results, args, timings) of the runs saved in `dirs`, as one run: the same alphas and
-    evaluated settings are required, and a (seed, skill) may come from one run only."""
+    evaluated settings are required, and a (seed, skill) may come from one run only. `out`, where
+    the pooled report goes, may not be one of them (its own run would be overwritten); None reads
+    one run back to report it again in place."""
     from registry.errors import invalid
+
+    if out is not None and out.resolve() in {d.resolve() for d in dirs}:
+        raise invalid(f"--out {out} is one of the --pool folders; write the pooled report to a folder of its own")
 
     results: list[dict] = []
     args: dict = {}
@@ -166,7 +174,7 @@ def pool_runs(dirs: list[Path]) -> tuple[list[dict], dict, dict]:
             saved = json.loads((d / "testbed.json").read_text())
             run_args, rows = saved["args"], saved["results"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise invalid(f"--pool {d}: no readable testbed.json there ({e}); give folders earlier runs wrote with --out") from None
+            raise invalid(f"{d}: no readable testbed.json there ({e}); give a folder a run wrote with --out") from None
         settings = sorted({k for r in rows for k in r if k == "id" or k.startswith("ood:")})
         if not args:
             args, first_settings = dict(run_args, skills=[]), settings

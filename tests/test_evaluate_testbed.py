@@ -132,7 +132,11 @@ def test_pooling_refuses_a_seed_twice_another_sweep_or_a_folder_without_a_run(tm
     longer = _saved_run(tmp_path / "longer", [dict(r, seed=1) for r in rows], steps=1000)
     out = str(tmp_path / "pooled")
     for dirs, says in (([a, twice], "seed 0 of plates is in both"), ([a, longer], "its steps differ"),
-                       ([a, tmp_path / "nothing"], "no readable testbed.json")):
+                       ([a, tmp_path / "nothing"], "no readable testbed.json there")):
         with pytest.raises(RegistryError, match=says):
             testbed.main(["--pool", *map(str, dirs), "--out", out])
-    assert not (tmp_path / "pooled" / "testbed.json").exists()
+    assert not (tmp_path / "pooled").exists()
+    before = (a / "testbed.json").read_text()
+    with pytest.raises(RegistryError, match="is one of the --pool folders"):
+        testbed.main(["--pool", str(a), str(longer), "--out", str(a)])
+    assert (a / "testbed.json").read_text() == before
