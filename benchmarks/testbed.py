@@ -213,10 +213,14 @@ def _label(alpha: "float | str") -> str:
 
 def _save(out: Path, results: list[dict], args: dict, timings: dict) -> None:
     """Every count so far, rewritten after each alpha so an interrupted run keeps its numbers."""
-    data = {"args": args, "results": results, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
-    tmp = out / "testbed.json.tmp"
+    _write_json(out / "testbed.json", {"args": args, "results": results, "timings_s": {k: round(v, 1) for k, v in timings.items()}})
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Whole or not at all: a kill mid-write must not truncate the only record of a run's counts."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(out / "testbed.json")
+    tmp.replace(path)
 
 
 def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
@@ -241,7 +245,7 @@ def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
     seeds = {k: sorted({r["seed"] for r in results if r["skill"] == k}) for k in skills}
     data = {"args": args, "results": all_results, "seeds": seeds, "summary": summary, "verdict": verdict,
             "timings_s": {k: round(v, 1) for k, v in timings.items()}}
-    (out / "testbed.json").write_text(json.dumps(data, indent=2))
+    _write_json(out / "testbed.json", data)
     print(table(summary, skills, alphas, settings))
     print(json.dumps({"seeds": seeds, "verdict": verdict, "timings_s": data["timings_s"]}, indent=2))
     panels = []
