@@ -1,8 +1,10 @@
 """Behaviour-cloning finetune of a backbone on a demo set: task-FT or co-FT, alone or under DDP.
 
 `task-ft` trains on the new skill's demos alone; `co-ft` fills a share `mix` of every batch
-with pretraining frames (co-finetuning, the paper's other lever against forgetting). The
-recipe is a dataclass recorded with every learn run so `replay` can run it again.
+with pretraining frames (co-finetuning, the paper's other lever against forgetting). In either
+mode a share `rehearse` may come from the demos of skills learned earlier (rehearsal, the plain
+continual-learning answer to forgetting them). The recipe is a dataclass recorded with every
+learn run so `replay` can run it again.
 
 With `nproc > 1` the finetune runs under torchrun with DistributedDataParallel (gloo; the trainer
 keeps batches on the CPU): every rank starts from the same parent weights, draws its own share of each
@@ -59,6 +61,9 @@ class FinetuneRecipe:
     """co-ft only: episodes of pretraining data generated for the mix (0 for task-ft)."""
     lr_scale: str = ""
     """Learning-rate multipliers by module, e.g. "vision=0.1" (empty: one rate for every weight)."""
+    rehearse: float = 0.0
+    """The share of each batch drawn from earlier skills' demos, in [0, 1) (0: none; recipes
+    recorded before the option read as 0)."""
 
     def __post_init__(self) -> None:
         from retain.train import format_lr_scale, parse_lr_scale
@@ -70,6 +75,11 @@ class FinetuneRecipe:
             raise invalid(f"--mix {self.mix} is outside [0, 1]; it is the share of pretraining data per batch, e.g. 0.2")
         if self.mode == "co-ft" and self.mix >= 1.0:
             raise invalid("--mix 1 would leave no room for the new skill's demos; use a share below 1, e.g. 0.2")
+        if not (0.0 <= self.rehearse < 1.0):
+            raise invalid(f"--rehearse {self.rehearse} is outside [0, 1); it is the share of earlier skills' demos per batch, e.g. 0.2")
+        if self.mixes and self.mix + self.rehearse >= 1.0:
+            raise invalid(f"--mix {self.mix:g} and --rehearse {self.rehearse:g} leave no room for the new skill's demos; "
+                          "keep their sum below 1, e.g. 0.2 each")
         if self.steps < 1:
             raise invalid(f"--steps must be at least 1, got {self.steps}")
         if not self.lr > 0:
@@ -122,12 +132,14 @@ def finetune(
     dest: str | os.PathLike,
     pretrain_frames: Any = None,
     progress: bool = False,
+    rehearsal_frames: Any = None,
 ) -> FinetuneResult:
     """Finetune the checkpoint `parent` (a version with `config`) on `demos`; write it to `dest`.
 
     Args:
         demos: demo frames (retain.train.DemoFrames or the simulator's DemoData).
         pretrain_frames: co-ft's pretraining frames (required when recipe.mode is co-ft with mix > 0).
+        rehearsal_frames: earlier skills' demo frames (required when recipe.rehearse > 0).
     """
     from retain.train import frames_from
 
@@ -136,13 +148,16 @@ def finetune(
         raise invalid("the demo set is empty (0 frames); collect or pass demos with at least one episode")
     if recipe.mixes and pretrain_frames is None:
         raise invalid("co-ft needs pretraining data to mix in; this base records none, so use --mode task-ft")
+    if recipe.rehearse and (rehearsal_frames is None or len(frames_from(rehearsal_frames)) == 0):
+        raise invalid("--rehearse needs the demos of skills learned earlier, and there are none; drop --rehearse")
     mix = frames_from(pretrain_frames) if recipe.mixes else None
+    rehearsal = frames_from(rehearsal_frames) if recipe.rehearse else None
     if recipe.nproc > 1:
         _check_lr_scale(parent, recipe)  # here, not in the ranks, where it would read as a DDP failure
-        return _finetune_ddp(parent, config, frames, recipe, Path(dest), mix, progress)
+        return _finetune_ddp(parent, config, frames, recipe, Path(dest), mix, rehearsal, progress)
     adapter, policy_config = policy_of(config)
     model = adapter.load(parent, policy_config)
-    report = _train(model, adapter, frames, recipe, mix, recipe.batch_size, recipe.seed, progress)
+    report = _train(model, adapter, frames, recipe, mix, rehearsal, recipe.batch_size, recipe.seed, progress)
     adapter.save(model, dest)
     return FinetuneResult(Path(dest), report.seconds, report.first_loss, report.final_loss)
 
@@ -157,12 +172,14 @@ def _check_lr_scale(parent, recipe: FinetuneRecipe) -> None:
             check_lr_scale(scales, ckpt.names)
 
 
-def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, batch_size: int, seed: int, progress: bool):
+def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, rehearsal, batch_size: int, seed: int, progress: bool):
     from retain.train import parse_lr_scale, train_bc
 
+    # pretraining first, then rehearsal: a recipe without rehearsal draws exactly what it drew before
+    shares = [(f, r) for f, r in ((mix, recipe.mix), (rehearsal, recipe.rehearse)) if f is not None]
     return train_bc(
         model, adapter, frames, recipe.steps, recipe.lr, batch_size, seed,
-        mix=(mix, recipe.mix) if mix is not None else None, threads=recipe.threads, progress=progress,
+        mix=shares or None, threads=recipe.threads, progress=progress,
         lr_scale=parse_lr_scale(recipe.lr_scale),
     )
 
@@ -185,12 +202,13 @@ def _load_frames(path: Path):
         return DemoFrames(z["images"], z["state"], z["action"], z["episode_index"], z["task_index"], [str(t) for t in z["tasks"]])
 
 
-def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mix, progress: bool) -> FinetuneResult:
+def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mix, rehearsal, progress: bool) -> FinetuneResult:
     with tempfile.TemporaryDirectory(prefix="retain-ddp-") as tmp:
         work = Path(tmp)
         _save_frames(frames, work / "demos.npz")
-        if mix is not None:
-            _save_frames(mix, work / "mix.npz")
+        for part, name in ((mix, "mix.npz"), (rehearsal, "rehearse.npz")):
+            if part is not None:
+                _save_frames(part, work / name)
         spec = {"parent": str(parent), "config": dict(config), "recipe": recipe.to_dict(), "dest": str(dest), "work": str(work),
                 "progress": progress}
         (work / "spec.json").write_text(json.dumps(spec))
@@ -284,9 +302,9 @@ def _worker(spec_path: str) -> None:
         adapter, policy_config = policy_of(spec["config"])
         model = adapter.load(spec["parent"], policy_config)
         frames = _load_frames(work / "demos.npz")
-        mix = _load_frames(work / "mix.npz") if (work / "mix.npz").exists() else None
+        mix, rehearsal = (_load_frames(work / n) if (work / n).exists() else None for n in ("mix.npz", "rehearse.npz"))
         ddp = _ddp_module(model)
-        report = _train(ddp, adapter, frames, recipe, mix, recipe.batch_size // world, recipe.seed * 1000 + rank,
+        report = _train(ddp, adapter, frames, recipe, mix, rehearsal, recipe.batch_size // world, recipe.seed * 1000 + rank,
                         spec["progress"] and rank == 0)
         h = hashlib.sha256()
         for name, t in sorted(model.state_dict().items()):

@@ -11,7 +11,9 @@ happens in a temporary folder; an interrupt at any point leaves the registry as 
 The alpha is chosen on one validation family (`validation_family`, recorded); the other OOD
 families are reported as held out, so the choice is never graded on its own validation data.
 Beside the merged backbone the plain finetune (alpha = 1) is scored on the same paired episodes
-of the new skill, so the record shows what merging bought.
+of the new skill, so the record shows what merging bought. With `rehearse` the finetune also
+draws that share of each batch from the stored demos of the skills learned earlier along the ref
+(merging alone does not keep them: the language search keeps the whole vision and action delta).
 
 Example (Python API; the CLI is a thin layer over this):
     >>> from registry.api import Registry
@@ -51,6 +53,9 @@ class LearnOptions:
     """task-ft (demos alone) or co-ft (mix pretraining data in at `mix`)."""
     mix: Optional[float] = None
     """co-ft: share of each batch from pretraining data, in [0, 1) (default 0.2 for co-ft, 0 for task-ft)."""
+    rehearse: float = 0.0
+    """Share of each batch from the stored demos of the skills learned earlier along the ref (any
+    mode; 0: none). Rehearsal keeps them in the finetune, so the delta need not overwrite them."""
     alpha: str = "auto"
     """"auto" (search with `strategy`), or a fixed alpha: "0.5" or "vision=1,language=0.8,action=1"."""
     strategy: str = "language"
@@ -117,7 +122,7 @@ class LearnOptions:
         return FinetuneRecipe(
             mode=self.mode, mix=float(self.mix or 0.0), steps=self.steps, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
             threads=self.threads, nproc=self.nproc, pretrain_episodes=self.pretrain_episodes if self.mode == "co-ft" else 0,
-            lr_scale=self.lr_scale,
+            lr_scale=self.lr_scale, rehearse=float(self.rehearse),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +162,7 @@ class StepOutcome:
     timings: dict[str, float]
     parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # the parent on the new skill + generalist
     parent_new_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # those the parent had not recorded yet
+    rehearsed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the earlier demo sets the finetune mixed in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +230,39 @@ def pretraining_recipe(registry, version: Version) -> Optional[dict]:
         v = registry.resolve(v.parent)
     recipe = v.recipe or {}
     return recipe if {"setting", "episodes", "seed"} <= set(recipe) else None
+
+
+def rehearsal_sets(registry, parent: Version, skill: str) -> list[dict[str, Any]]:
+    """The stored demo sets of the skills learned along `parent`'s ancestry (root first, each set
+    once), other than `skill`'s own: what --rehearse mixes in."""
+    from registry.continual import history_along
+
+    out: list[dict[str, Any]] = []
+    for step in history_along(registry.lineage(), head=parent.name):
+        run = registry.learn_run_for(step.version) if step.skill else None
+        if run is None or run.demo_set_id is None or run.skill == skill or any(r["demo_set"] == run.demo_set_id for r in out):
+            continue
+        out.append({"skill": run.skill, "demo_set": run.demo_set_id, "folder": registry.demo_set(run.demo_set_id).folder})
+    return out
+
+
+def stored_demo_frames(registry, demo_set_id: int, dest: Path, parent: Version):
+    """A stored demo set's frames, refused with one line if they do not fit `parent`'s policy."""
+    from retain.data.lerobot import read_dataset
+    from retain.train import frames_from
+
+    expect = expected_shapes(*policy_of(parent.config)) if (parent.config or {}).get("policy") else {}
+    return frames_from(read_dataset(registry.fetch_demo_set(demo_set_id, dest), **expect))
+
+
+def rehearsal_frames(registry, parent: Version, sets: list[dict[str, Any]], work: Path):
+    """The frames of `sets` as one DemoFrames."""
+    from retain.train import concat_frames
+
+    if not sets:
+        raise invalid(f"--rehearse mixes in the demos of skills learned before, but no skill with stored demos was learned "
+                      f"along {parent.name}'s history; drop --rehearse")
+    return concat_frames([stored_demo_frames(registry, r["demo_set"], work / f"rehearse-{i}", parent) for i, r in enumerate(sets)])
 
 
 def pretraining_frames(base_recipe: Optional[dict], episodes: int):
@@ -360,12 +399,19 @@ def run_step(
     if preset is None:
         raise invalid(f"{parent.name} records no policy, so its partition is unknown; pass --preset (e.g. openpi-pi0)")
     partition = get_partition_map(preset)
+    rehearsed: list[dict[str, Any]] = []
     if finetuned_source is not None:
         check_same_layout(parent_dir, finetuned_source, parent.name)
         ft_dir = finetuned_source
     else:
         recipe = opts.finetune_recipe()
-        mix = None
+        mix = rehearsal = None
+        if recipe.rehearse:
+            with timer("rehearsal_data"):
+                rehearsed = rehearsal_sets(registry, parent, skill)
+                rehearsal = rehearsal_frames(registry, parent, rehearsed, work)
+                say(f"rehearsing {', '.join(r['skill'] for r in rehearsed)} ({len(rehearsal)} frames, "
+                    f"{recipe.rehearse:g} of each batch)")
         if recipe.mixes:
             with timer("pretrain_data"):
                 say(f"regenerating {recipe.pretrain_episodes} episodes of pretraining data for co-ft")
@@ -373,7 +419,8 @@ def run_step(
         say(f"finetuning {parent.name} on {skill} ({recipe.mode}, {recipe.steps} steps, lr {recipe.lr:g}, seed {recipe.seed}"
             + (f", {recipe.nproc} processes" if recipe.nproc > 1 else "") + ")")
         with timer("finetune"):
-            ft = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=bars)
+            ft = finetune(parent_dir, parent.config, frames, recipe, work / "finetuned", pretrain_frames=mix, progress=bars,
+                          rehearsal_frames=rehearsal)
         if ft.warning:
             say(f"warning: {ft.warning}")
         ft_dir = ft.checkpoint
@@ -397,7 +444,8 @@ def run_step(
             sweep.append({"alpha": 0.0, "role": "parent", "scores": {r.split: r.brief() for r in parent_rows}})
         if ft_scores:
             sweep.append({"alpha": 1.0, "role": "finetuned", "scores": {r.split: r.brief() for r in ft_scores}})
-    return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_rows, parent_new)
+    return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_rows, parent_new,
+                       rehearsed)
 
 
 def _score_parent(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions,
@@ -513,7 +561,8 @@ def learn(
                         progress=progress, say=say)
         with timer("delta"):
             delta = write_delta(work / "step" / "parent", step.finetuned, work / "delta")
-        recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.finetuned_hash if finetuned else None)
+        recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.finetuned_hash if finetuned else None,
+                              rehearsed=step.rehearsed)
         timings = {**{k: v for k, v in timer.timings.items() if k == "demos"}, **step.timings, "delta": timer.timings["delta"]}
         say(f"committing: alpha {alpha_key(step.alpha)} onto {ref} (expected head {head.name})")
         with timer("commit"):
@@ -537,7 +586,7 @@ def learn(
 
 
 def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: Version, *, finetuned: Optional[str] = None,
-                 finetuned_hash: Optional[str] = None) -> dict[str, Any]:
+                 finetuned_hash: Optional[str] = None, rehearsed: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
     """What the version and its learn run record: every option (flat, so `show` reads well and
     `LearnOptions.from_recipe` rebuilds them for replay), the demos, the parent, the code version and the numeric runtime."""
     recipe: dict[str, Any] = {
@@ -545,8 +594,10 @@ def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: 
         "demos": {"source": demos.source, "episodes": demos.episodes, "frames": len(demos.frames)} if demos else None,
         "parent": parent.name, "code_version": code_version(), "runtime": runtime(), "finetune_recipe_version": RECIPE_VERSION,
     }
+    if rehearsed:
+        recipe["rehearsed"] = rehearsed
     if finetuned:
         recipe.update({"mode": "external", "finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
-        for k in ("mix", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes"):
+        for k in ("mix", "rehearse", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes"):
             recipe.pop(k)
     return recipe

@@ -36,6 +36,7 @@ from retain.learn import (
     _stderr,
     pretraining_recipe,
     run_step,
+    stored_demo_frames,
 )
 from retain.provenance import code_version, runtime, runtime_changes
 from retain.select import alpha_key
@@ -262,16 +263,9 @@ def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: s
 
 def _demo_frames(registry, run: LearnRun, work: Path, parent: Version):
     """The step's stored demos, refused with one line if they do not fit `parent`'s policy."""
-    from retain.data.lerobot import read_dataset
-    from retain.finetune import policy_of
-    from retain.learn_demos import expected_shapes
-    from retain.train import frames_from
-
     if run.demo_set_id is None:
         return None
-    expect = expected_shapes(*policy_of(parent.config)) if (parent.config or {}).get("policy") else {}
-    folder = registry.fetch_demo_set(run.demo_set_id, work / "demos")
-    return frames_from(read_dataset(folder, **expect))
+    return stored_demo_frames(registry, run.demo_set_id, work / "demos", parent)
 
 
 def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> tuple[Path, str]:
@@ -336,8 +330,11 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
                         alpha_override=None if requested == "auto" else requested, progress=progress, say=say,
                         parent_dir=parent_dir)
         write_delta(parent_dir, step.finetuned, step_work / "newdelta")
-        recipe = {**s.run.recipe, **({} if external else opts.record()), "alpha": requested, "parent": parent.name,
-                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(), "runtime": runtime()}
+        # a finetune run again rehearses what the new parent's history holds; a reused one, what it did
+        kept = {k: v for k, v in s.run.recipe.items() if k != "rehearsed" or source is not None}
+        recipe = {**kept, **({} if external else opts.record()), "alpha": requested, "parent": parent.name,
+                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(), "runtime": runtime(),
+                  **({"rehearsed": step.rehearsed} if step.rehearsed else {})}
         timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
         run = NewLearnRun(skill=s.skill, demo_set_id=s.run.demo_set_id, recipe=recipe, delta_dir=str(step_work / "newdelta"),
                           alpha=step.alpha, sweep=step.sweep, timings=timings)

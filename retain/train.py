@@ -299,7 +299,7 @@ def train_bc(
     lr: float,
     batch_size: int,
     seed: int,
-    mix: tuple[Any, float] | None = None,
+    mix: tuple[Any, float] | Sequence[tuple[Any, float]] | None = None,
     *,
     threads: int = 2,
     weight_decay: float = 0.01,
@@ -314,9 +314,10 @@ def train_bc(
     Args:
         data_sources: demo frames (one or a list; DemoFrames or the simulator's DemoData).
         steps, lr, batch_size, seed: the usual; AdamW with warm-up and cosine decay.
-        mix: optional `(frames, ratio)`: that fraction of each batch comes from `frames` (the
-            pretraining data when co-finetuning, relabelled policy states in pretraining's DAgger
-            stage: DemoFrames or ChunkFrames); None trains on `data_sources` alone.
+        mix: optional `(frames, ratio)`, or a list of them: that fraction of each batch comes
+            from `frames` (the pretraining data when co-finetuning, earlier skills' demos when
+            rehearsing, relabelled policy states in pretraining's DAgger stage: DemoFrames or
+            ChunkFrames); None trains on `data_sources` alone.
         threads: torch threads; part of the recipe because it can change float rounding.
         targets: hand the data's privileged TARGET positions to the loss (pretraining on
             simulator demos); finetuning leaves them out, as a real robot's demos have none.
@@ -330,13 +331,18 @@ def train_bc(
     sources = data_sources if isinstance(data_sources, (list, tuple)) else [data_sources]
     chunk = model.cfg.chunk if hasattr(model, "cfg") else 1
     main = _Sampler(concat_frames([frames_from(s) for s in sources]), chunk, targets)
-    n_mix, other = 0, None
-    if mix is not None:
-        mix_data, ratio = mix
+    others = []  # (sampler, frames per batch) of each mixed-in source, in the order given
+    pairs = [] if mix is None else [mix] if isinstance(mix, tuple) else list(mix)
+    for mix_data, ratio in pairs:
         if not 0.0 <= ratio < 1.0:
             raise invalid(f"co-training mix ratio {ratio} must be in [0, 1); it is the share of pretraining data per batch")
-        n_mix = int(round(ratio * batch_size))
-        other = _sampler(mix_data, chunk, targets) if n_mix else None
+        n = int(round(ratio * batch_size))
+        if n:
+            others.append((_sampler(mix_data, chunk, targets), n))
+    n_mix = sum(n for _, n in others)
+    if pairs and n_mix >= batch_size:
+        raise invalid(f"the mixed-in shares {' + '.join(f'{r:g}' for _, r in pairs)} leave none of the batch of {batch_size} "
+                      "for the demos; lower them so they sum below 1")
     warmup = max(1, min(100, steps // 10)) if warmup is None else warmup
 
     with deterministic_torch(threads):
@@ -354,8 +360,8 @@ def train_bc(
                 group["lr"] = lr_at(step, steps, lr, warmup) * group["lr_scale"]
             idx = torch.randint(len(main.data), (batch_size - n_mix,), generator=gen).numpy()
             batch = main.batch(idx)
-            if other is not None:
-                batch = _merge_batches(batch, other.batch(torch.randint(len(other.data), (n_mix,), generator=gen).numpy()))
+            for other, n in others:
+                batch = _merge_batches(batch, other.batch(torch.randint(len(other.data), (n,), generator=gen).numpy()))
             loss, _ = adapter.loss(model, batch)
             if not torch.isfinite(loss):
                 raise invalid(f"training diverged at step {step} (loss {float(loss)}); lower the learning rate")

@@ -48,11 +48,26 @@ def test_co_ft_mixes_pretraining_frames(parent, tmp_path):
     ({"mode": "co-ft", "mix": 1.0}, "no room"),
     ({"mode": "lora"}, "unknown finetune mode"),
     ({"steps": 0}, "--steps"),
+    ({"rehearse": 1.0}, "--rehearse 1.0 is outside [0, 1)"),
+    ({"mode": "co-ft", "mix": 0.6, "rehearse": 0.4}, "leave no room"),
 ])
 def test_bad_recipes_are_refused(kwargs, fragment):
     with pytest.raises(RegistryError) as e:
         FinetuneRecipe(**kwargs)
     assert fragment in str(e.value)
+
+
+def test_rehearsal_mixes_earlier_skills_demos_and_needs_them(parent, tmp_path):
+    demos = synthetic_frames()
+    earlier = synthetic_frames(seed=5, instruction="wipe the marks off the board")
+    recipe = FinetuneRecipe(steps=10, batch_size=8, threads=1, rehearse=0.25)
+    plain = finetune(parent, tiny_config(), demos, FinetuneRecipe(steps=10, batch_size=8, threads=1), tmp_path / "p")
+    a = finetune(parent, tiny_config(), demos, recipe, tmp_path / "a", rehearsal_frames=earlier)
+    b = finetune(parent, tiny_config(), demos, recipe, tmp_path / "b", rehearsal_frames=earlier)
+    assert _hash(a.checkpoint) == _hash(b.checkpoint) != _hash(plain.checkpoint)
+    with pytest.raises(RegistryError, match="--rehearse needs the demos"):
+        finetune(parent, tiny_config(), demos, recipe, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_empty_demo_set_is_refused(parent, tmp_path):
@@ -80,6 +95,19 @@ def test_ddp_with_two_processes_keeps_ranks_in_sync(parent, tmp_path):
     with open_checkpoint(a.checkpoint) as ca, open_checkpoint(parent) as cp:
         moved = [n for n in ca.names if not np.array_equal(ca.array(n), cp.array(n))]
     assert moved, "the distributed finetune changed no weight"
+
+
+@pytest.mark.slow
+def test_ddp_ranks_rehearse_the_earlier_skills_demos_too(parent, tmp_path):
+    """The rehearsal frames travel to the ranks: with them the DDP finetune is another, and seeded."""
+    demos = synthetic_frames()
+    earlier = synthetic_frames(seed=5, instruction="wipe the marks off the board")
+    recipe = FinetuneRecipe(steps=6, batch_size=8, seed=1, threads=1, nproc=2)
+    plain = finetune(parent, tiny_config(), demos, recipe, tmp_path / "plain")
+    rehearsing = FinetuneRecipe(**{**recipe.to_dict(), "rehearse": 0.25})
+    a = finetune(parent, tiny_config(), demos, rehearsing, tmp_path / "a", rehearsal_frames=earlier)
+    b = finetune(parent, tiny_config(), demos, rehearsing, tmp_path / "b", rehearsal_frames=earlier)
+    assert _hash(a.checkpoint) == _hash(b.checkpoint) != _hash(plain.checkpoint)
 
 
 @pytest.mark.slow

@@ -46,3 +46,43 @@ def test_learn_under_torchrun_with_two_processes_replays_bit_for_bit(pretrained)
     assert reg.learn_run_for(head.name).recipe["nproc"] == 2
     check = replay(reg, ["whiteboard"], of=head.name)
     assert check.reproduced and check.checks[0].finetune == "reproduced"
+
+
+def test_rehearsal_mixes_the_earlier_skills_stored_demos_and_replays(tmp_path):
+    from learn_support import registry_state, tiny_registry
+    from registry.errors import RegistryError
+
+    reg = tiny_registry(tmp_path)
+    try:
+        before = registry_state(reg)
+        with pytest.raises(RegistryError, match="no skill with stored demos was learned along v0's history"):
+            learn(reg, "plates", fast_options(rehearse=0.25, alpha="0.5"))
+        assert registry_state(reg) == before
+        plates = learn(reg, "plates", fast_options(alpha="0.5"))
+        white = learn(reg, "whiteboard", fast_options(rehearse=0.25, alpha="0.5"))
+        run = reg.learn_run_for(white.version.name)
+        folder = reg.demo_set(plates.demo_set_id).folder
+        assert run.recipe["rehearse"] == 0.25
+        assert run.recipe["rehearsed"] == [{"skill": "plates", "demo_set": plates.demo_set_id, "folder": folder}]
+        assert "rehearsal_data" in run.timings
+        check = replay(reg, ["plates", "whiteboard"], of=white.version.name)
+        assert check.reproduced and [c.finetune for c in check.checks] == ["reproduced", "reproduced"]
+        # another alpha reuses the recorded finetune, and its record still says what that finetune rehearsed
+        rebuilt = replay(reg, ["whiteboard"], of=white.version.name, alpha="0.75")
+        assert rebuilt.steps[0].new.recipe["rehearsed"] == run.recipe["rehearsed"]
+    finally:
+        reg.close()
+
+
+def test_learn_cli_takes_rehearse_and_refuses_a_share_out_of_range(tmp_path):
+    from learn_support import tiny_registry
+
+    reg = tiny_registry(tmp_path)
+    reg.close()
+    home = str(tmp_path / "home")
+    r = CliRunner().invoke(root_cli, ["--home", home, "learn", "plates", *FAST_CLI, "--rehearse", "1.5"])
+    assert r.exit_code != 0 and "--rehearse 1.5 is outside [0, 1)" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(root_cli, ["--home", home, "learn", "plates", *FAST_CLI, "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(root_cli, ["--home", home, "learn", "whiteboard", *FAST_CLI, "--alpha", "0.5", "--rehearse", "0.25", "--json"])
+    assert r.exit_code == 0, r.output

@@ -71,6 +71,33 @@ def test_cotraining_mix_draws_from_both_sources(tmp_path):
         train_bc(adapter.build(TINY), adapter, new, 10, 1e-3, 8, 0, mix=(old, 1.0))
 
 
+def test_each_mixed_in_source_fills_its_own_share_of_every_batch(tmp_path):
+    adapter = get_policy("builtin-vla")
+    new = synthetic_frames(3, 8, seed=2, instruction="wipe the board")
+    pre = synthetic_frames(3, 8, seed=3, instruction="pick up the red cube")
+    old = synthetic_frames(3, 8, seed=4, instruction="put the plate in the rack")
+    seen: list[list[str]] = []
+
+    class Watching:  # the real adapter, with each batch's instructions noted
+        def __getattr__(self, name):
+            return getattr(adapter, name)
+
+        def loss(self, model, batch):
+            seen.append(list(batch["instruction"]))
+            return adapter.loss(model, batch)
+
+    one_tuple, one_list = adapter.build(TINY), adapter.build(TINY)
+    train_bc(one_tuple, adapter, new, 6, 1e-3, 8, 0, mix=(pre, 0.25), threads=1)
+    train_bc(one_list, adapter, new, 6, 1e-3, 8, 0, mix=[(pre, 0.25)], threads=1)
+    assert _hash(one_tuple, adapter, tmp_path, "t") == _hash(one_list, adapter, tmp_path, "l")
+    two = adapter.build(TINY)
+    train_bc(two, Watching(), new, 6, 1e-3, 8, 0, mix=[(pre, 0.25), (old, 0.25)], threads=1)
+    assert _hash(two, adapter, tmp_path, "2") != _hash(one_list, adapter, tmp_path, "l2")
+    assert [[b.count(t) for t in ("wipe the board", "pick up the red cube", "put the plate in the rack")] for b in seen] == [[4, 2, 2]] * 6
+    with pytest.raises(RegistryError, match="leave none of the batch"):
+        train_bc(adapter.build(TINY), adapter, new, 2, 1e-3, 8, 0, mix=[(pre, 0.5), (old, 0.5)])
+
+
 def test_bad_training_arguments_are_clear():
     adapter = get_policy("builtin-vla")
     with pytest.raises(RegistryError, match="steps=0"):

@@ -113,6 +113,8 @@ def _learn_json(res) -> dict:
 @click.option("--ref", default="main", show_default=True, help="Learn on top of this ref's head; the ref moves by compare-and-swap.")
 @click.option("--mode", type=click.Choice(["task-ft", "co-ft"]), default="task-ft", show_default=True)
 @click.option("--mix", type=float, default=None, help="co-ft: share of pretraining data per batch, in [0, 1) (default 0.2).")
+@click.option("--rehearse", type=float, default=None,
+              help="Share of each batch from the stored demos of skills learned earlier on the ref, in [0, 1) (default 0).")
 @click.option("--alpha", default="auto", show_default=True, help="auto, 0.5, or vision=1,language=0.8,action=1.")
 @click.option("--alpha-grid", default="0.25,0.5,0.75", show_default=True, help="Candidates for --alpha auto.")
 @click.option("--alpha-strategy", "strategy", type=click.Choice(["language", "grid", "coordinate"]), default="language",
@@ -134,7 +136,7 @@ def _learn_json(res) -> dict:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
+def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
               seed, nproc, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
@@ -142,13 +144,14 @@ def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, alpha, alpha
     Examples:
       retain learn plates
       retain learn whiteboard --mode co-ft --mix 0.2 --alpha-grid 0.25,0.5,0.75
+      retain learn whiteboard --rehearse 0.2    (keep rehearsing the skills learned before)
       retain learn my-skill --demos s3://bucket/demos --alpha language=0.5,vision=1,action=1
       retain learn pick --finetuned ./ft --preset openpi-pi0 --eval-cmd 'python eval.py {checkpoint}'
     """
     from retain.learn import LearnOptions, learn
     from retain.select import parse_grid
 
-    values = {"mode": mode, "mix": mix, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
+    values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset}
