@@ -148,10 +148,10 @@ def finetune(
         raise invalid("the demo set is empty (0 frames); collect or pass demos with at least one episode")
     if recipe.mixes and pretrain_frames is None:
         raise invalid("co-ft needs pretraining data to mix in; this base records none, so use --mode task-ft")
-    if recipe.rehearse and (rehearsal_frames is None or len(frames_from(rehearsal_frames)) == 0):
+    rehearsal = frames_from(rehearsal_frames) if recipe.rehearse and rehearsal_frames is not None else None
+    if recipe.rehearse and not rehearsal:
         raise invalid("--rehearse needs the demos of skills learned earlier, and there are none; drop --rehearse")
     mix = frames_from(pretrain_frames) if recipe.mixes else None
-    rehearsal = frames_from(rehearsal_frames) if recipe.rehearse else None
     if recipe.nproc > 1:
         _check_lr_scale(parent, recipe)  # here, not in the ranks, where it would read as a DDP failure
         return _finetune_ddp(parent, config, frames, recipe, Path(dest), mix, rehearsal, progress)

@@ -237,9 +237,10 @@ def rehearsal_sets(registry, parent: Version, skill: str) -> list[dict[str, Any]
     once), other than `skill`'s own: what --rehearse mixes in."""
     from registry.continual import history_along
 
+    runs = {r.result: r for r in registry.learn_runs()}  # one query, not one per version
     out: list[dict[str, Any]] = []
     for step in history_along(registry.lineage(), head=parent.name):
-        run = registry.learn_run_for(step.version) if step.skill else None
+        run = runs.get(step.version)
         if run is None or run.demo_set_id is None or run.skill == skill or any(r["demo_set"] == run.demo_set_id for r in out):
             continue
         out.append({"skill": run.skill, "demo_set": run.demo_set_id, "folder": registry.demo_set(run.demo_set_id).folder})
@@ -539,6 +540,8 @@ def learn(
         from retain.external_eval import command_for
 
         command_for(opts.eval_cmd, "x")  # a template without {checkpoint} fails before any work
+    if finetuned is not None and opts.rehearse:
+        raise invalid("--rehearse shapes the finetune, and --finetuned weights were finetuned elsewhere; drop one of them")
     if finetuned is not None and not Path(finetuned).exists():
         raise not_found(f"--finetuned {finetuned} does not exist; pass a safetensors file or folder")
     if finetuned is None:

@@ -340,7 +340,7 @@ def train_bc(
         if n:
             others.append((_sampler(mix_data, chunk, targets), n))
     n_mix = sum(n for _, n in others)
-    if pairs and n_mix >= batch_size:
+    if n_mix >= batch_size:
         raise invalid(f"the mixed-in shares {' + '.join(f'{r:g}' for _, r in pairs)} leave none of the batch of {batch_size} "
                       "for the demos; lower them so they sum below 1")
     warmup = max(1, min(100, steps // 10)) if warmup is None else warmup

@@ -59,6 +59,8 @@ def test_rehearsal_mixes_the_earlier_skills_stored_demos_and_replays(tmp_path):
             learn(reg, "plates", fast_options(rehearse=0.25, alpha="0.5"))
         assert registry_state(reg) == before
         plates = learn(reg, "plates", fast_options(alpha="0.5"))
+        with pytest.raises(RegistryError, match="--rehearse shapes the finetune, and --finetuned"):
+            learn(reg, "whiteboard", fast_options(rehearse=0.25, alpha="0.5"), finetuned=str(tmp_path / "base-weights"))
         white = learn(reg, "whiteboard", fast_options(rehearse=0.25, alpha="0.5"))
         run = reg.learn_run_for(white.version.name)
         folder = reg.demo_set(plates.demo_set_id).folder
