@@ -3,6 +3,7 @@
     replay(reg, ["plates", "whiteboard"])                    # verify: same start, same recipes
     replay(reg, ["plates", "whiteboard"], start="v7")        # rebase the chain onto another base
     replay(reg, ["whiteboard"], alpha="0.25")                # what if another alpha had been chosen
+    replay(reg, ["plates", "whiteboard"], rehearse=0.2)      # the chain again, rehearsing earlier skills
 
 With nothing changed it re-runs every finetune and merge and compares the bytes with the recorded
 ones (the finetuned weights against the hash stored with the delta, the merged weights against
@@ -10,8 +11,10 @@ the version's hash). It commits nothing and says, per step, whether the hashes m
 or which weights differ and by how much. Each step starts from the RECORDED parent, so a
 difference is pinned to the step that made it.
 
-With a change (another start version, alpha or mode) it builds the chain on a new branch (how =
-"replay"), step by step, and returns the new versions' scores beside the original chain's.
+With a change (another start version, alpha, mode or rehearsal share) it builds the chain on a new
+branch (how = "replay"), step by step, and returns the new versions' scores beside the original
+chain's. A rehearsal share applies to every step with something to rehearse: the first skill of a
+chain started on a bare base has no earlier demos, so it is finetuned as recorded (and said so).
 
 A step whose weights were finetuned elsewhere (`learn --finetuned`) cannot be finetuned again; its
 finetuned weights are rebuilt from the stored delta, which only fits the recorded parent.
@@ -35,6 +38,7 @@ from retain.learn import (
     _quiet,
     _stderr,
     pretraining_recipe,
+    rehearsal_sets,
     run_step,
     stored_demo_frames,
 )
@@ -162,8 +166,12 @@ def recorded_chain(registry, tasks: Sequence[str], of: Optional[str] = None) -> 
     return steps
 
 
-def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str]) -> LearnOptions:
-    opts = LearnOptions.from_recipe(run.recipe, mode=mode)
+def _recorded_rehearse(run: LearnRun) -> float:
+    return float(run.recipe.get("rehearse") or 0.0)  # recorded before rehearsal existed: none
+
+
+def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str], rehearse: Optional[float] = None) -> LearnOptions:
+    opts = LearnOptions.from_recipe(run.recipe, mode=mode, rehearse=rehearse)
     if mode is not None and mode != run.recipe.get("mode"):
         opts = dataclasses.replace(opts, mix=0.2 if mode == "co-ft" else 0.0)
         opts = LearnOptions(**{**opts.to_dict(), "alpha_grid": tuple(opts.alpha_grid)})  # re-validate
@@ -177,8 +185,8 @@ def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str]) -> LearnO
 
 def replay(
     registry, tasks: Sequence[str], *, start: Optional[str] = None, branch: Optional[str] = None, alpha: Optional[str] = None,
-    mode: Optional[str] = None, of: Optional[str] = None, progress: bool = False, say: Optional[Say] = None,
-    work_dir: Optional[str] = None,
+    mode: Optional[str] = None, rehearse: Optional[float] = None, of: Optional[str] = None, progress: bool = False,
+    say: Optional[Say] = None, work_dir: Optional[str] = None,
 ) -> ReplayResult:
     """Replay the recorded chain `tasks` (see the module docstring).
 
@@ -187,6 +195,8 @@ def replay(
         branch: the new branch for a changed chain (default: replay-<tasks>-from-<start>).
         alpha: "auto" (search again), a fixed alpha, or None (the recorded alpha).
         mode: task-ft / co-ft, or None (the recorded mode).
+        rehearse: the share of each finetune batch from earlier skills' stored demos, or None (the
+            recorded share); a step with no earlier skill on its new parent's history gets none.
         of: the version that learned the chain's last task (default: its latest `learn`).
     """
     from retain.alphas import as_alpha, parse_alpha
@@ -198,6 +208,8 @@ def replay(
         raise invalid(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
     if alpha is not None and alpha != "auto":
         parse_alpha(alpha)
+    if rehearse is not None and not 0.0 <= rehearse < 1.0:
+        raise invalid(f"--rehearse {rehearse:g} is outside [0, 1); it is the share of earlier skills' demos per batch, e.g. 0.2")
     chain = recorded_chain(registry, tasks, of)
     first = chain[0].parent
     start_v = registry.resolve(start) if start else first
@@ -208,14 +220,19 @@ def replay(
         changes["mode"] = mode
     if alpha is not None and (alpha == "auto" or any(as_alpha(s.run.alpha) != parse_alpha(alpha) for s in chain)):
         changes["alpha"] = alpha
+    if rehearse is not None and any(_recorded_rehearse(s.run) != rehearse for s in chain):
+        changes["rehearse"] = rehearse
     if mode == "co-ft" and "mode" in changes and pretraining_recipe(registry, start_v) is None:
         raise invalid(f"--mode co-ft needs pretraining data, but the base under {start_v.name} records no data recipe; use task-ft")
     for s in chain:
-        if s.run.recipe.get("mode") == "external" and ("start" in changes or "mode" in changes):
+        if _external(s.run) and ("start" in changes or "mode" in changes):
             raise invalid(f"{s.skill} ({s.version.name}) was finetuned outside this tool, so it cannot be re-finetuned "
                           "on another base or mode; replay only what was learned here, or change just --alpha")
-        if s.run.recipe.get("mode") != "external" and s.run.demo_set_id is None:
+        if not _external(s.run) and s.run.demo_set_id is None:
             raise invalid(f"{s.skill} ({s.version.name}) has no stored demo set; it cannot be replayed")
+    if changes.get("rehearse") and not _anything_to_rehearse(registry, chain, start_v):
+        raise invalid(f"--rehearse mixes in the demos of skills learned before, but nothing with stored demos was learned "
+                      f"before {chain[0].skill} along {start_v.name}'s history; replay a longer chain or start later")
     with tempfile.TemporaryDirectory(prefix="retain-replay-", dir=work_dir) as tmp:
         work = Path(tmp)
         if not changes:
@@ -230,7 +247,7 @@ def replay(
             ", ".join(f"{k}={v}" for k, v in changes.items()))
         done: list[ReplayedStep] = []
         try:
-            _rebuild(registry, chain, start_v, branch, mode, alpha, changes, work, progress, say, done)
+            _rebuild(registry, chain, start_v, branch, mode, alpha, rehearse, changes, work, progress, say, done)
         except RegistryError as e:
             if not done:
                 raise
@@ -238,6 +255,19 @@ def replay(
             raise RegistryError(f"{e} (branch {branch!r} holds the first {len(done)} replayed step(s), up to {done[-1].new.name})",
                                 e.code) from None
         return ReplayResult(list(tasks), start_v.name, True, changes, [], branch, done)
+
+
+def _anything_to_rehearse(registry, chain: Sequence[ChainStep], start: Version) -> bool:
+    """Whether some step finetuned here will have an earlier skill's demos on its new history: from
+    the start's own history, or from an earlier step of the chain itself."""
+    ours = [(i, s) for i, s in enumerate(chain) if not _external(s.run)]
+    if any(a.skill != s.skill and a.run.demo_set_id is not None for i, s in ours for a in chain[:i]):
+        return True
+    return any(rehearsal_sets(registry, start, s.skill) for _, s in ours)
+
+
+def _external(run: LearnRun) -> bool:
+    return run.recipe.get("mode") == "external"
 
 
 def _code_hint(chain: Sequence[ChainStep]) -> str:
@@ -285,7 +315,7 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     t0 = time.perf_counter()
     work.mkdir(parents=True)
     opts = LearnOptions.from_recipe(s.run.recipe)
-    external = s.run.recipe.get("mode") == "external"
+    external = _external(s.run)
     frames = None if external else _demo_frames(registry, s.run, work, s.parent)
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
@@ -307,7 +337,8 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
 
 
 def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
-             changes: dict[str, Any], work: Path, progress: bool, say: Say, out: list[ReplayedStep]) -> None:
+             rehearse: Optional[float], changes: dict[str, Any], work: Path, progress: bool, say: Say,
+             out: list[ReplayedStep]) -> None:
     """Commit the changed chain step by step onto `branch`, appending each step to `out`."""
     from retain.delta import write_delta
 
@@ -315,9 +346,14 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
     for i, s in enumerate(chain):
         step_work = work / f"step{i}"
         step_work.mkdir(parents=True)
-        opts = _options(s.run, mode, alpha)
-        same_finetune = parent.name == s.parent.name and "mode" not in changes
-        external = s.run.recipe.get("mode") == "external"
+        external = _external(s.run)
+        share = _recorded_rehearse(s.run) if rehearse is None or external else rehearse
+        if share and not rehearsal_sets(registry, parent, s.skill):
+            say(f"step {i + 1}: nothing was learned before {s.skill} on {parent.name}, so it is finetuned without rehearsal")
+            share = 0.0
+        opts = _options(s.run, mode, alpha, share)
+        same_finetune = (parent.name == s.parent.name and "mode" not in changes
+                         and opts.rehearse == _recorded_rehearse(s.run))
         source = None
         parent_dir = registry.checkout(parent.name, step_work / "parent")
         if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining

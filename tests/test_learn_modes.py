@@ -76,6 +76,39 @@ def test_rehearsal_mixes_the_earlier_skills_stored_demos_and_replays(tmp_path):
         reg.close()
 
 
+def test_replay_with_rehearse_rebuilds_the_chain_rehearsing_what_came_before(tmp_path):
+    from learn_support import registry_state, tiny_registry
+    from registry.errors import RegistryError
+
+    reg = tiny_registry(tmp_path)
+    try:
+        plates = learn(reg, "plates", fast_options(alpha="0.5"))
+        white = learn(reg, "whiteboard", fast_options(alpha="0.5"))
+        before = registry_state(reg)
+        with pytest.raises(RegistryError, match="nothing with stored demos was learned before plates along v0's history"):
+            replay(reg, ["plates"], of=plates.version.name, rehearse=0.25)
+        with pytest.raises(RegistryError, match=r"--rehearse 1.5 is outside \[0, 1\)"):
+            replay(reg, ["plates", "whiteboard"], rehearse=1.5)
+        assert registry_state(reg) == before
+        said: list[str] = []
+        res = replay(reg, ["plates", "whiteboard"], of=white.version.name, rehearse=0.25, branch="rehearsed", say=said.append)
+        assert res.changes == {"rehearse": 0.25} and res.branch == "rehearsed"
+        first, second = res.steps
+        # plates has nothing before it on the bare base: its recorded finetune is reused, so the merge is the same bytes
+        assert any("nothing was learned before plates on v0" in line for line in said)
+        assert first.new.recipe["rehearse"] == 0 and first.new.weight_hash == plates.version.weight_hash
+        run = reg.learn_run_for(second.new.name)
+        folder = reg.demo_set(plates.demo_set_id).folder
+        assert run.recipe["rehearse"] == 0.25 and run.recipe["replay_changes"] == {"rehearse": 0.25}
+        assert run.recipe["rehearsed"] == [{"skill": "plates", "demo_set": plates.demo_set_id, "folder": folder}]
+        assert second.new.weight_hash != white.version.weight_hash
+        # the rebuilt chain is itself a recorded chain: replaying it reproduces every step bit for bit
+        check = replay(reg, ["plates", "whiteboard"], of=second.new.name)
+        assert check.reproduced and [c.finetune for c in check.checks] == ["reproduced", "reproduced"]
+    finally:
+        reg.close()
+
+
 def test_learn_cli_takes_rehearse_and_refuses_a_share_out_of_range(tmp_path):
     from learn_support import tiny_registry
 
@@ -88,3 +121,7 @@ def test_learn_cli_takes_rehearse_and_refuses_a_share_out_of_range(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(root_cli, ["--home", home, "learn", "whiteboard", *FAST_CLI, "--alpha", "0.5", "--rehearse", "0.25", "--json"])
     assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(root_cli, ["--home", home, "replay", "plates,whiteboard", "-q", "--rehearse", "0.5"])
+    assert r.exit_code == 0 and "(rehearse=0.5)" in r.output, r.output
+    r = CliRunner().invoke(root_cli, ["--home", home, "replay", "plates", "-q", "--rehearse", "0.5"])
+    assert r.exit_code != 0 and "nothing with stored demos was learned before plates" in r.output and "Traceback" not in r.output

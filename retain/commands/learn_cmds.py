@@ -210,27 +210,31 @@ def _replay_json(res) -> dict:
 @click.option("--branch", default=None, help="New branch for a changed chain (default replay-<tasks>-from-<version>).")
 @click.option("--alpha", default=None, help="auto (search again), or a fixed alpha; default: the recorded alpha.")
 @click.option("--mode", type=click.Choice(["task-ft", "co-ft"]), default=None, help="Default: the recorded mode.")
+@click.option("--rehearse", type=float, default=None, metavar="SHARE",
+              help="Share of each finetune batch from earlier skills' stored demos; default: the recorded share.")
 @click.option("--of", "of", default=None, help="The version that learned the last task (default: its latest learn).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, of, quiet, as_json) -> None:
+def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehearse, of, quiet, as_json) -> None:
     """Re-run a recorded chain of skills from its stored demos and recipes.
 
     With nothing changed it verifies the recorded weight hashes bit for bit (exit 5 if a step
-    differs, naming it); with another --from, --alpha or --mode it builds the chain on a new
-    branch and prints the scores beside the original chain's.
+    differs, naming it); with another --from, --alpha, --mode or --rehearse it builds the chain
+    on a new branch and prints the scores beside the original chain's.
 
     \b
     Examples:
       retain replay whiteboard
       retain replay plates,whiteboard --from v5 --branch rebased
       retain replay whiteboard --alpha 0.25
+      retain replay plates,whiteboard --rehearse 0.2
     """
     from retain.replay import ensure_reproduced, replay
 
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
-        res = replay(reg, tasks.split(","), start=start, branch=branch, alpha=alpha, mode=mode, of=of, progress=not quiet)
+        res = replay(reg, tasks.split(","), start=start, branch=branch, alpha=alpha, mode=mode, rehearse=rehearse, of=of,
+                     progress=not quiet)
     click.echo(to_json(_replay_json(res)) if as_json else replay_text(res))
     ensure_reproduced(res)
