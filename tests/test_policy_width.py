@@ -1,0 +1,22 @@
+"""benchmarks/policy_width.py: times wider builds of the built-in policy against the shipped width."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import policy_width  # noqa: E402
+
+
+def test_parse_width_reads_config_overrides():
+    assert policy_width.parse_width("vision_channels=96,d_model=192") == {"vision_channels": 96, "d_model": 192}
+
+
+def test_report_times_each_width_and_projects_the_recipe(capsys):
+    report = policy_width.main(["--steps", "1", "--blocks", "1", "--threads", "1", "--episodes", "1",
+                                "--widths", "vision_channels=80"])
+    shipped, wide = report["widths"]["shipped"], report["widths"]["vision_channels=80"]
+    assert wide["parameters"] > shipped["parameters"] and shipped["over_shipped"] == 1.0
+    assert wide["best_seconds_per_step"] > 0 and wide["projected_pretrain_minutes"] > 0
+    assert "vision_channels=80" in capsys.readouterr().out
