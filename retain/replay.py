@@ -208,9 +208,10 @@ def replay(
         raise invalid(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
     if alpha is not None and alpha != "auto":
         parse_alpha(alpha)
-    if rehearse is not None and not 0.0 <= rehearse < 1.0:
-        raise invalid(f"--rehearse {rehearse:g} is outside [0, 1); it is the share of earlier skills' demos per batch, e.g. 0.2")
     chain = recorded_chain(registry, tasks, of)
+    if rehearse is not None:  # a share out of range, or one that leaves no room beside a recorded mix: refused before any commit
+        for s in chain:
+            _options(s.run, mode, alpha, rehearse)
     first = chain[0].parent
     start_v = registry.resolve(start) if start else first
     changes: dict[str, Any] = {}
