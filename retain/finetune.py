@@ -86,6 +86,8 @@ class FinetuneRecipe:
             raise invalid(f"--lr must be positive, got {self.lr}")
         if self.nproc < 1:
             raise invalid(f"--nproc-per-node must be at least 1, got {self.nproc}")
+        if self.threads < 1:
+            raise invalid(f"--threads must be at least 1, got {self.threads}")
         if self.batch_size < self.nproc:
             raise invalid(f"batch size {self.batch_size} is smaller than --nproc-per-node {self.nproc}; every rank needs a frame")
 
@@ -218,7 +220,7 @@ def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mi
             sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={recipe.nproc}", "--standalone",
             "-m", "retain.finetune", str(work / "spec.json"),
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": str(recipe.threads), "PYTHONPATH": _pythonpath()}
+        env = {**os.environ, "OMP_NUM_THREADS": str(recipe.threads), "PYTHONPATH": child_pythonpath()}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True)
         try:
             out_text, err_text = proc.communicate()
@@ -244,7 +246,8 @@ def _finetune_ddp(parent, config, frames, recipe: FinetuneRecipe, dest: Path, mi
     return FinetuneResult(dest, out["seconds"], out["first_loss"], out["final_loss"], warning)
 
 
-def _pythonpath() -> str:
+def child_pythonpath() -> str:
+    """PYTHONPATH for a `python -m retain...` child: this checkout first, so it runs uninstalled too."""
     root = str(Path(__file__).resolve().parent.parent)
     return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 

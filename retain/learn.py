@@ -37,7 +37,7 @@ from registry.errors import invalid, not_found
 from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
 from retain.learn_demos import Demos, check_builtin, expected_shapes, load_demos
-from retain.learn_scoring import GENERALIST, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
+from retain.learn_scoring import GENERALIST, Job, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
 from retain.provenance import code_version, runtime
 from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy, tie_warning
 
@@ -74,8 +74,9 @@ class LearnOptions:
     batch_size: int = 32
     seed: int = 0
     threads: int = 1
-    """torch threads per finetune process (recorded: it can change float rounding). One thread is
-    robust on a busy machine; use --nproc-per-node 2 to train on two cores."""
+    """torch threads per finetune process (recorded: it changes float rounding). One thread is robust
+    on a busy machine and is where the recorded figures were measured; --threads 2 or
+    --nproc-per-node 2 train on two cores."""
     nproc: int = 1
     """Finetune under torchrun/DDP with this many processes when > 1."""
     pretrain_episodes: int = 200
@@ -337,9 +338,14 @@ def choose_alpha(
     say(f"choosing alpha ({opts.strategy} over {', '.join(f'{g:g}' for g in opts.alpha_grid)}) on {opts.val_family}")
     bar = _progress_bar(progress, "alpha sweep")
 
+    # The first round does not depend on any score: evaluate it side by side before the strategy asks.
+    first = strategy.first_round(opts.alpha_grid)
+    early = dict(zip(map(alpha_key, first), scorer.validations([candidate(a) for a in first], skill)))
+
     def score(alpha: Any) -> float:
-        row = scorer.validation(candidate(alpha), skill)
-        rows[alpha_key(alpha)] = row
+        key = alpha_key(alpha)
+        row = early.pop(key) if key in early else scorer.validation(candidate(alpha), skill)
+        rows[key] = row
         if bar is not None:
             bar.update(1)
             bar.set_postfix(alpha=alpha_key(alpha), rate=f"{row.rate:.2f}")
@@ -385,17 +391,26 @@ def run_step(
     verification only needs the bytes); `parent_dir` is the parent's weights when the caller has
     already checked them out.
     """
-    from retain.finetune import finetune
-    from retain.partitions import get_partition_map
-
     timer = _Timer()
     bars = progress and sys.stderr.isatty()  # stage lines go to logs too; bars only to a terminal
     work.mkdir(parents=True, exist_ok=True)
     with timer("checkout"):
         if parent_dir is None:
             parent_dir = registry.checkout(parent.name, work / "parent")
-    scorer = Scorer(parent.config, episodes=opts.episodes, seed=opts.eval_seed, validation_family=opts.val_family,
-                    eval_cmd=opts.eval_cmd, progress=bars)
+    with Scorer(parent.config, episodes=opts.episodes, seed=opts.eval_seed, validation_family=opts.val_family,
+                eval_cmd=opts.eval_cmd, progress=bars) as scorer:
+        if score or (alpha_override is None and opts.alpha == "auto"):
+            scorer.start()  # the evaluation workers import torch while this process finetunes
+        return _run_step(registry, parent, skill, frames, opts, work, scorer, timer, parent_dir, finetuned_source,
+                         alpha_override, score, bars, say)
+
+
+def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOptions, work: Path, scorer: Scorer,
+              timer: "_Timer", parent_dir: Path, finetuned_source: Optional[Path], alpha_override: Any, score: bool,
+              bars: bool, say: Say) -> StepOutcome:
+    from retain.finetune import finetune
+    from retain.partitions import get_partition_map
+
     preset = opts.preset or (scorer.adapter.partition_preset if scorer.adapter else None)
     if preset is None:
         raise invalid(f"{parent.name} records no policy, so its partition is unknown; pass --preset (e.g. openpi-pi0)")
@@ -438,9 +453,8 @@ def run_step(
     parent_new: list[ScoreRow] = []
     if score:
         with timer("evaluate"):
-            scores, ft_scores = _score_step(registry, parent, skill, opts, scorer, merged, ft_dir, alpha, val_rows, say)
-            if scorer.sim:
-                parent_rows, parent_new = _score_parent(registry, parent, parent_dir, skill, opts, scorer)
+            scores, ft_scores, parent_rows, parent_new = _score_step(registry, parent, parent_dir, skill, opts, scorer,
+                                                                     merged, ft_dir, alpha, val_rows, say)
         if parent_rows and opts.compare_finetuned:
             sweep.append({"alpha": 0.0, "role": "parent", "scores": {r.split: r.brief() for r in parent_rows}})
         if ft_scores:
@@ -449,9 +463,9 @@ def run_step(
                        rehearsed)
 
 
-def _score_parent(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions,
-                  scorer: Scorer) -> tuple[list[ScoreRow], list[ScoreRow]]:
-    """The parent (alpha 0) on the generalist suite and, for the comparison, on the new skill.
+def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> tuple[list[Job], dict[Job, ScoreRow]]:
+    """The parent (alpha 0) on the generalist suite and, for the comparison, on the new skill, with
+    the scores it already has.
 
     Generalist retention is measured against the chain's root, so every parent needs that score;
     scores the parent already has are reused, the others evaluated (and recorded after the commit).
@@ -460,9 +474,7 @@ def _score_parent(registry, parent: Version, parent_dir: Path, skill: str, opts:
     wanted.append((None, GENERALIST))
     have = {(s.skill, s.split): ScoreRow(s.skill, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator)
             for s in registry.scores(parent.name)}
-    new = scorer.evaluate(parent_dir, [j for j in wanted if j not in have], desc=f"evaluate parent {parent.name}")
-    rows = {**have, **{(r.skill, r.split): r for r in new}}
-    return [rows[j] for j in wanted], new
+    return wanted, {j: have[j] for j in wanted if j in have}
 
 
 def alpha_spec(alpha: Any) -> str:
@@ -472,8 +484,10 @@ def alpha_spec(alpha: Any) -> str:
     return alpha if isinstance(alpha, str) else str(as_alpha(alpha))
 
 
-def _score_step(registry, parent: Version, skill: str, opts: LearnOptions, scorer: Scorer, merged: Path, ft_dir: Path,
-                alpha: Any, val_rows: dict[str, ScoreRow], say: Say) -> tuple[list[ScoreRow], list[ScoreRow]]:
+def _score_step(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions, scorer: Scorer,
+                merged: Path, ft_dir: Path, alpha: Any, val_rows: dict[str, ScoreRow], say: Say
+                ) -> tuple[list[ScoreRow], list[ScoreRow], list[ScoreRow], list[ScoreRow]]:
+    """Scores of the merged backbone, the plain finetune and the parent (rows, and the parent's new rows)."""
     scores: list[ScoreRow] = []
     ft_scores: list[ScoreRow] = []
     chosen_val = val_rows.get(alpha_key(alpha))
@@ -487,7 +501,7 @@ def _score_step(registry, parent: Version, skill: str, opts: LearnOptions, score
             if ft_row.episodes:
                 ft_scores.append(ft_row)
     if not scorer.sim:
-        return scores, ft_scores
+        return scores, ft_scores, [], []
     skills = [s for s in lineage_skills(registry, parent.name) if s != skill] + [skill]
     jobs = evaluation_jobs(skills, True, sim_skills())
     if opts.eval_cmd:  # the external evaluator already gave this skill's validation score
@@ -496,15 +510,20 @@ def _score_step(registry, parent: Version, skill: str, opts: LearnOptions, score
     # The chosen candidate's validation score was measured on the same paired episodes: reuse it.
     reuse = chosen_val if chosen_val is not None and chosen_val.evaluator != "external" else None
     todo = [j for j in jobs if not (reuse and j == (skill, opts.val_family))]
-    rows = {(r.skill, r.split): r for r in scorer.evaluate(merged, todo, desc="evaluate merged")}
+    ft_jobs = [j for j in jobs if j[0] in (skill, None)] if opts.compare_finetuned and skill in sim_skills() else []
+    if ft_jobs:
+        say(f"evaluating the plain finetune for comparison: {len(ft_jobs)} pairs")
+    parent_wanted, parent_have = _parent_jobs(registry, parent, skill, opts)
+    parent_todo = [j for j in parent_wanted if j not in parent_have]
+    merged_rows, ft_scores_sim, parent_new = scorer.evaluate_many(
+        [(merged, todo), (ft_dir, ft_jobs), (parent_dir, parent_todo)], desc="evaluate")
+    rows = {(r.skill, r.split): r for r in merged_rows}
     if reuse:
         rows[(skill, opts.val_family)] = reuse
     scores += [rows[j] for j in jobs if j in rows]
-    if opts.compare_finetuned and skill in sim_skills():
-        ft_jobs = [j for j in jobs if j[0] in (skill, None)]
-        say(f"evaluating the plain finetune for comparison: {len(ft_jobs)} pairs")
-        ft_scores += scorer.evaluate(ft_dir, ft_jobs, desc="evaluate finetuned")
-    return scores, ft_scores
+    ft_scores += ft_scores_sim
+    parent_rows = {**parent_have, **{(r.skill, r.split): r for r in parent_new}}
+    return scores, ft_scores, [parent_rows[j] for j in parent_wanted], parent_new
 
 
 # ---------------------------------------------------------------------------------------- learn

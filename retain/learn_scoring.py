@@ -9,15 +9,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from registry.records import NewScore
+from retain.eval_pool import EvalJob, EvalPool
 from retain.finetune import policy_of
 
 GENERALIST = "generalist"
-# Rollouts run small batches: one thread is faster than two (and immune to a busy machine), and a
-# fixed count keeps scores reproducible.
-EVAL_THREADS = 1
 Job = tuple[Optional[str], str]  # (skill, or None for the generalist suite; split)
 
 
@@ -54,19 +52,36 @@ def ood_families() -> list[str]:
 
 
 class Scorer:
-    """Evaluates checkpoints: in the simulator (built-in policy) and/or with the user's command."""
+    """Evaluates checkpoints: in the simulator (built-in policy) and/or with the user's command.
+
+    Simulator jobs run in an `EvalPool` (worker processes, one per core); `close()` stops it.
+    """
 
     def __init__(self, config: Mapping[str, Any], *, episodes: int, seed: int, validation_family: str,
-                 eval_cmd: Optional[str] = None, progress: bool = False):
+                 eval_cmd: Optional[str] = None, progress: bool = False, workers: Optional[int] = None):
         self.episodes, self.seed, self.validation_family, self.eval_cmd = episodes, seed, validation_family, eval_cmd
         self.progress = progress
+        self.config = dict(config or {})
         self.adapter = self.policy_config = None
-        if (config or {}).get("policy"):
-            self.adapter, self.policy_config = policy_of(config)
+        if self.config.get("policy"):
+            self.adapter, self.policy_config = policy_of(self.config)
         self.sim = self.adapter is not None
+        self.pool = EvalPool(workers) if self.sim else None
 
-    def load(self, checkpoint: Path):
-        return self.adapter.load(checkpoint, self.policy_config)
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(kill=exc_type is not None)
+
+    def start(self) -> None:
+        """Start the evaluation workers in the background (they import torch while the caller trains)."""
+        if self.pool is not None:
+            self.pool.start()
+
+    def close(self, kill: bool = False) -> None:
+        if self.pool is not None:
+            self.pool.close(kill=kill)
 
     def validation(self, checkpoint: Path, skill: str) -> ScoreRow:
         """The score alpha is chosen on: the user's command, else the simulator's validation family."""
@@ -74,18 +89,35 @@ class Scorer:
             return external_score(self.eval_cmd, checkpoint, skill, self.validation_family)
         return self.evaluate(checkpoint, [(skill, self.validation_family)], bar=False)[0]
 
-    def evaluate(self, checkpoint: Path | Any, jobs: Sequence[Job], bar: bool = True, desc: str = "evaluate") -> list[ScoreRow]:
-        """Simulator scores for (skill or None for generalist, split) jobs, with paired episodes."""
-        from retain.evaluate import EVALUATOR, evaluate
+    def validations(self, checkpoints: Sequence[Path], skill: str) -> list[ScoreRow]:
+        """`validation` of several checkpoints; simulator ones side by side in the pool."""
+        if self.eval_cmd:  # the user's evaluator may hold a GPU: one at a time
+            return [self.validation(c, skill) for c in checkpoints]
+        rows = self.evaluate_many([(c, [(skill, self.validation_family)]) for c in checkpoints], bar=False)
+        return [r[0] for r in rows]
 
-        if not jobs:
-            return []
-        model = self.load(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-        rows = []
-        for skill, split in _bar(jobs, desc, self.progress and bar):
-            r = evaluate(model, self.adapter, skill or GENERALIST, split, self.episodes, self.seed, threads=EVAL_THREADS)
-            rows.append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR))
-        return rows
+    def evaluate(self, checkpoint: Path, jobs: Sequence[Job], bar: bool = True, desc: str = "evaluate") -> list[ScoreRow]:
+        """Simulator scores for (skill or None for generalist, split) jobs, with paired episodes."""
+        return self.evaluate_many([(checkpoint, jobs)], bar=bar, desc=desc)[0]
+
+    def evaluate_many(self, requests: Sequence[tuple[Path, Sequence[Job]]], bar: bool = True,
+                      desc: str = "evaluate") -> list[list[ScoreRow]]:
+        """`evaluate` for several checkpoints at once, every job in one queue so the workers stay busy."""
+        from retain.evaluate import EVALUATOR
+
+        flat = [(i, skill, split) for i, (_, jobs) in enumerate(requests) for skill, split in jobs]
+        work = [EvalJob(self.config, str(requests[i][0]), skill or GENERALIST, split, self.episodes, self.seed)
+                for i, skill, split in flat]
+        progress = _bar(len(work), desc, self.progress and bar and bool(work))
+        try:
+            results = self.pool.run(work, done=progress.update if progress else None) if work else []
+        finally:
+            if progress:
+                progress.close()
+        out: list[list[ScoreRow]] = [[] for _ in requests]
+        for (i, skill, split), r in zip(flat, results):
+            out[i].append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR))
+        return out
 
 
 def external_score(template: str, checkpoint: Path, skill: str, family: str) -> ScoreRow:
@@ -99,12 +131,12 @@ def external_score(template: str, checkpoint: Path, skill: str, family: str) -> 
     return ScoreRow(skill, family, res.successes, res.episodes, res.rate, low, high, "external")
 
 
-def _bar(items: Sequence, desc: str, show: bool) -> Iterable:
+def _bar(total: int, desc: str, show: bool):
     if not show:
-        return items
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
 
 
 def evaluation_jobs(skills: Sequence[str], with_generalist: bool, known: Sequence[str]) -> list[Job]:

@@ -121,6 +121,10 @@ class AlphaStrategy:
     def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
         raise NotImplementedError
 
+    def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
+        """Candidates `choose` scores whatever the scores are, so a caller may score them side by side first."""
+        return []
+
 
 class Fixed(AlphaStrategy):
     """The user's alpha, scored by nobody: `--alpha 0.5` or `--alpha vision=1,language=0.8,action=1`."""
@@ -141,8 +145,11 @@ class Grid(AlphaStrategy):
 
     def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
         memo = _Memo(score)
-        best, value = memo.best(list(check_grid(grid)))
+        best, value = memo.best(self.first_round(grid))
         return Selection(self.name, best, value, memo.sweep())
+
+    def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
+        return list(check_grid(grid))
 
 
 class LanguageOnly(AlphaStrategy):
@@ -152,9 +159,11 @@ class LanguageOnly(AlphaStrategy):
 
     def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
         memo = _Memo(score)
-        candidates = [{"vision": 1.0, "language": g, "action": 1.0} for g in check_grid(grid)]
-        best, value = memo.best(candidates)
+        best, value = memo.best(self.first_round(grid))
         return Selection(self.name, best, value, memo.sweep())
+
+    def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
+        return [{"vision": 1.0, "language": g, "action": 1.0} for g in check_grid(grid)]
 
 
 class Coordinate(AlphaStrategy):
@@ -173,7 +182,7 @@ class Coordinate(AlphaStrategy):
     def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
         values = check_grid(grid)
         memo = _Memo(score)
-        start, _ = memo.best([{m: g for m in MODALITIES} for g in values])
+        start, _ = memo.best(self.first_round(values))
         current = dict(start)
         for _ in range(self.max_passes):
             before = dict(current)
@@ -183,6 +192,9 @@ class Coordinate(AlphaStrategy):
             if current == before:
                 break
         return Selection(self.name, current, memo(current), memo.sweep())
+
+    def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
+        return [{m: g for m in MODALITIES} for g in check_grid(grid)]
 
 
 STRATEGIES: dict[str, AlphaStrategy] = {s.name: s for s in (Fixed(), Grid(), LanguageOnly(), Coordinate())}

@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Evaluations run in this process unless a test asks for workers: the tests' evaluations are a few
+# episodes of tiny models, where starting a worker (importing torch) costs more than it saves.
+# tests/test_eval_pool.py and the learn tests that name workers cover the parallel path.
+os.environ.setdefault("RETAIN_EVAL_WORKERS", "1")
+
 PG_SERVER = os.environ.get("RETAIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 PG_ADMIN_DB = "test"
 

@@ -89,3 +89,38 @@ def _spec_gone(pid: str) -> bool:
         return False
     spec = next((a.decode() for a in args if a.endswith(b"spec.json")), None)
     return spec is not None and not Path(spec).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_evaluation_stops_its_workers(tmp_path, sig):
+    """Ctrl-C in a terminal reaches the evaluation workers too: they leave it to learn, which stops
+    them at once (not after their jobs of minutes), says so in one line and commits nothing; a kill
+    of learn alone stops them the same way."""
+    reg = tiny_registry(tmp_path)
+    before = registry_state(reg)
+    cmd = [sys.executable, str(ROOT / "cli.py"), "--home", str(tmp_path / "home"), "learn", "plates", "--steps", "4",
+           "--batch-size", "8", "-n", "3000", "--demo-episodes", "4", "--alpha", "0.5"]  # jobs of minutes
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_ctrl_c_as_in_a_terminal, start_new_session=True,
+                            env={**os.environ, "RETAIN_EVAL_WORKERS": "2"})
+    _wait_for(proc, "evaluating the merged backbone")
+    assert len(_group(proc.pid)) == 3, "learn and its two evaluation workers"
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # what a terminal does: the whole foreground group
+    else:
+        os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted: nothing was committed." in err
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert not _group(proc.pid), f"processes of the interrupted learn still running: {_group(proc.pid)}"
+    assert registry_state(reg) == before
+    assert reg.verify().ok
+    reg.close()
+
+
+def _group(pgid: int) -> list[str]:
+    """The live processes of a process group (an exited one waiting to be reaped does not count)."""
+    out = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(pgid)], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[1][0] != "Z"]

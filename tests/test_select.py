@@ -97,3 +97,24 @@ def test_a_sweep_where_every_candidate_ties_is_flagged_as_no_evidence():
     assert "\n" not in msg
     assert tie_warning(get_strategy("grid").choose(peaked(0.5), grid=[0.25, 0.5, 0.75]), "ood:position") is None
     assert tie_warning(get_strategy("grid").choose(lambda a: 0.0, grid=[0.5]), "ood:position") is None  # one candidate: no search
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_the_first_round_is_what_every_search_scores_first(name):
+    """learn scores a strategy's first round side by side before the search asks, so it must be
+    exactly the candidates the search visits first, whatever the scores turn out to be."""
+    from retain.select import alpha_key
+
+    strategy = get_strategy(name)
+    first = [alpha_key(a) for a in strategy.first_round((0.25, 0.5, 0.75))]
+    for objective in (lambda a: 0.0, lambda a: -sum(a.values()) if isinstance(a, dict) else -a,
+                      lambda a: (a.get("language", 0) if isinstance(a, dict) else a)):
+        visited = []
+
+        def score(alpha):
+            visited.append(alpha_key(alpha))
+            return objective(alpha)
+
+        strategy.choose(score, grid=(0.25, 0.5, 0.75), alpha=0.5)
+        assert visited[:len(first)] == first
+    assert bool(first) == strategy.needs_scores

@@ -98,31 +98,28 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
     """
     if episodes < 1:
         raise invalid(f"-n must be at least 1 episode, got {episodes}")
-    from retain.evaluate import check_task, evaluate_splits, settings_for, to_scores
+    from retain.eval_pool import EvalJob, EvalPool
+    from retain.evaluate import GENERALIST, check_task, settings_for, to_scores
 
     if skill is not None:
         check_task(skill)
     settings = settings_for(split, skill)
     with registry_from_ctx(ctx) as reg:
         v = reg.resolve(version)
-        model, adapter = _load_version(reg, v)
-        results = evaluate_splits(model, adapter, skill, settings, episodes, seed)
+        _check_policy(v)
+        with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp, EvalPool() as pool:
+            path = str(reg.checkout(v.name, Path(tmp) / "weights"))
+            results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed)
+                                for s in settings])
         reg.record_scores(v.name, to_scores(results, skill))
     rows = [{"skill": r.task, "split": r.setting, "successes": r.successes, "episodes": r.episodes,
              "rate": r.rate, "low": r.low, "high": r.high} for r in results]
     emit({"version": v.name, "scores": rows}, as_json, lambda o: _table(o["version"], o["scores"]))
 
 
-def _load_version(reg, v):
-    from retain.finetune import policy_of
-
+def _check_policy(v) -> None:
     if not (v.config or {}).get("policy"):
         raise invalid(f"version {v.name} records no policy in its config; import it with `retain base import PATH --config FILE` naming the policy")
-    adapter, policy_config = policy_of(v.config)
-    with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp:
-        path = reg.checkout(v.name, Path(tmp) / "weights")
-        model = adapter.load(path, policy_config)
-    return model, adapter
 
 
 def _table(version: str, rows: list[dict]) -> str:
