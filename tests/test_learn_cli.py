@@ -34,9 +34,10 @@ def test_learn_prints_the_choice_and_scores_and_json_round_trips(home):
     assert "learned plates: v1 (parent v0" in r.output
     assert "chosen on ood:position" in r.output and "held-out OOD families" in r.output
     assert "plates ood:position (validation)" in r.output
-    r2 = run(h, "learn", "whiteboard", *FAST_CLI, "--alpha", "0.5", "--json")
+    r2 = run(h, "learn", "whiteboard", *FAST_CLI, "--alpha", "0.5", "--threads", "2", "--json")
     assert r2.exit_code == 0, r2.output
     doc = json.loads(r2.stdout)
+    assert [reg.learn_run_for(v).recipe["threads"] for v in ("v1", "v2")] == [1, 2]
     assert doc["version"]["name"] == "v2" and doc["alpha"] == 0.5 and doc["sweep"] == []
     assert {"skill": "plates", "split": "id"}.items() <= next(s for s in doc["scores"] if s["skill"] == "plates").items()
 
@@ -109,6 +110,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "bad validation family": (["plates", "--val-family", "id"], "not an OOD family"),
         "unknown validation family": (["plates", "--val-family", "ood:weather"], "is not one of the simulator's"),
         "nproc zero": (["plates", "--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
+        "threads zero": (["plates", "--threads", "0"], "--threads must be at least 1"),
         "malformed lr scale": (["plates", "--lr-scale", "vision"], "write NAME=FACTOR"),
         "lr scale of no module": (["plates", "--lr-scale", "visoin=0.1"], "starts no parameter name"),
         "lr scale of no module under DDP": (["plates", "--lr-scale", "visoin=0.1", "--nproc-per-node", "2"], "starts no parameter name"),

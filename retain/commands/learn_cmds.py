@@ -127,6 +127,8 @@ def _learn_json(res) -> dict:
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nproc-per-node", "nproc", type=int, default=1, show_default=True, help="Finetune under torchrun/DDP with N processes.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per finetune process (default 1; recorded, as it changes float rounding).")
 @click.option("--episodes", "-n", type=int, default=None, help="Evaluation episodes per (skill, split).")
 @click.option("--demo-episodes", type=int, default=None, help="Built-in demos: expert episodes to collect.")
 @click.option("--no-compare", is_flag=True, help="Do not score the plain finetune beside the merge.")
@@ -137,7 +139,7 @@ def _learn_json(res) -> dict:
 @json_option
 @click.pass_context
 def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
-              seed, nproc, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
+              seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
     \b
@@ -153,7 +155,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, rehearse, al
 
     values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
-              "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
+              "threads": threads, "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset}
     opts = LearnOptions(**{k: v for k, v in values.items() if v is not None})
     _interrupt_on_sigterm()
