@@ -37,7 +37,9 @@ from registry.errors import Code, RegistryError, invalid, unavailable
 # fixed count keeps scores reproducible.
 EVAL_THREADS = 1
 WORKERS_ENV = "RETAIN_EVAL_WORKERS"
-MAX_DEFAULT_WORKERS = 8  # each worker holds its own torch (~0.3 GB); more rarely pays on a few dozen jobs
+MAX_DEFAULT_WORKERS = 8  # more rarely pays on a few dozen jobs
+WORKER_MEMORY = 400 * 2**20  # a worker's torch and simulator: 0.4 GB at peak with the shipped base, 50 episodes
+MODEL_COPIES = 3  # a loaded model, the file read to load it, and activations of a batch of rollouts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +54,9 @@ class EvalJob:
     seed: int
 
 
-def default_workers() -> int:
-    """$RETAIN_EVAL_WORKERS, else the cores this process may run on (at most 8)."""
+def default_workers(model_bytes: int = 0) -> int:
+    """$RETAIN_EVAL_WORKERS, else the cores this process may run on, at most 8 and at most what half
+    the available memory holds when every worker loads its own copy of a `model_bytes` checkpoint."""
     text = os.environ.get(WORKERS_ENV, "").strip()
     if text:
         try:
@@ -67,7 +70,28 @@ def default_workers() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+    n = min(cores, MAX_DEFAULT_WORKERS)
+    available = _available_memory()
+    if available is not None:
+        n = min(n, int(available // 2 // (WORKER_MEMORY + MODEL_COPIES * model_bytes)))
+    return max(1, n)
+
+
+def checkpoint_bytes(path: str | os.PathLike) -> int:
+    """Bytes of a safetensors file or of every file in a checkpoint folder."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+
+def _available_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # not on Linux
+        pass
+    return None
 
 
 def run_job(job: EvalJob, model=None):
@@ -88,8 +112,8 @@ class EvalPool:
     while the caller does something else) and live until `close()`.
     """
 
-    def __init__(self, workers: Optional[int] = None):
-        self.workers = default_workers() if workers is None else int(workers)
+    def __init__(self, workers: Optional[int] = None, model_bytes: int = 0):
+        self.workers = default_workers(model_bytes) if workers is None else int(workers)
         if self.workers < 1:
             raise invalid(f"the evaluation needs at least 1 worker, got {self.workers}")
         self._procs: list[subprocess.Popen] = []

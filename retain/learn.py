@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from registry.errors import invalid, not_found
 from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
+from retain.eval_pool import checkpoint_bytes
 from retain.learn_demos import Demos, check_builtin, expected_shapes, load_demos
 from retain.learn_scoring import GENERALIST, Job, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
 from retain.provenance import code_version, runtime
@@ -398,7 +399,7 @@ def run_step(
         if parent_dir is None:
             parent_dir = registry.checkout(parent.name, work / "parent")
     with Scorer(parent.config, episodes=opts.episodes, seed=opts.eval_seed, validation_family=opts.val_family,
-                eval_cmd=opts.eval_cmd, progress=bars) as scorer:
+                eval_cmd=opts.eval_cmd, progress=bars, model_bytes=checkpoint_bytes(parent_dir)) as scorer:
         if score or (alpha_override is None and opts.alpha == "auto"):
             scorer.start()  # the evaluation workers import torch while this process finetunes
         return _run_step(registry, parent, skill, frames, opts, work, scorer, timer, parent_dir, finetuned_source,

@@ -58,7 +58,8 @@ class Scorer:
     """
 
     def __init__(self, config: Mapping[str, Any], *, episodes: int, seed: int, validation_family: str,
-                 eval_cmd: Optional[str] = None, progress: bool = False, workers: Optional[int] = None):
+                 eval_cmd: Optional[str] = None, progress: bool = False, workers: Optional[int] = None,
+                 model_bytes: int = 0):
         self.episodes, self.seed, self.validation_family, self.eval_cmd = episodes, seed, validation_family, eval_cmd
         self.progress = progress
         self.config = dict(config or {})
@@ -66,7 +67,7 @@ class Scorer:
         if self.config.get("policy"):
             self.adapter, self.policy_config = policy_of(self.config)
         self.sim = self.adapter is not None
-        self.pool = EvalPool(workers) if self.sim else None
+        self.pool = EvalPool(workers, model_bytes) if self.sim else None
 
     def __enter__(self) -> "Scorer":
         return self

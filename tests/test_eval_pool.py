@@ -102,6 +102,10 @@ def test_worker_count_from_the_environment(monkeypatch):
             default_workers()
     monkeypatch.delenv("RETAIN_EVAL_WORKERS")
     assert 1 <= default_workers() <= 8
+    # a checkpoint of which no two copies fit in memory: one worker, however many cores
+    assert default_workers(model_bytes=2**50) == 1
+    monkeypatch.setenv("RETAIN_EVAL_WORKERS", "2")
+    assert default_workers(model_bytes=2**50) == 2  # the user's explicit count stands
 
 
 def _children(pid: int) -> list[int]:

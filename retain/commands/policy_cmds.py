@@ -98,7 +98,7 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
     """
     if episodes < 1:
         raise invalid(f"-n must be at least 1 episode, got {episodes}")
-    from retain.eval_pool import EvalJob, EvalPool
+    from retain.eval_pool import EvalJob, EvalPool, checkpoint_bytes
     from retain.evaluate import GENERALIST, check_task, settings_for, to_scores
 
     if skill is not None:
@@ -107,10 +107,11 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
     with registry_from_ctx(ctx) as reg:
         v = reg.resolve(version)
         _check_policy(v)
-        with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp, EvalPool() as pool:
+        with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp:
             path = str(reg.checkout(v.name, Path(tmp) / "weights"))
-            results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed)
-                                for s in settings])
+            with EvalPool(model_bytes=checkpoint_bytes(path)) as pool:
+                results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed)
+                                    for s in settings])
         reg.record_scores(v.name, to_scores(results, skill))
     rows = [{"skill": r.task, "split": r.setting, "successes": r.successes, "episodes": r.episodes,
              "rate": r.rate, "low": r.low, "high": r.high} for r in results]
