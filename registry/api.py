@@ -484,6 +484,8 @@ def _validated_weights(weights_dir: str | os.PathLike) -> tuple[str, dict[str, P
     from registry.checkpoint import INDEX_NAME, INDEX_SUFFIX, SINGLE_NAME, nonfinite_tensors, open_checkpoint, weight_hash
 
     with open_checkpoint(weights_dir) as ck:
+        if not ck.specs:
+            raise invalid(f"checkpoint {weights_dir} holds no tensors; a version needs weights (pass the trained checkpoint)")
         bad = nonfinite_tensors(ck)
         if bad:
             raise invalid(f"checkpoint {weights_dir} has NaN or inf in {', '.join(bad)}; it was not committed (fix the training run)")

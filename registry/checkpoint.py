@@ -23,14 +23,16 @@ import math
 import mmap
 import os
 import re
+import stat
 import struct
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from registry.errors import already_exists, corrupt, invalid, not_found
+from registry.errors import RegistryError, already_exists, corrupt, invalid, not_found
+from registry.files import check_regular, open_regular, read_regular, unreadable
 
 INDEX_SUFFIX = ".safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -43,7 +45,7 @@ DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+_MAX_HEADER = 100_000_000  # safetensors' own limit (bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,78 +135,198 @@ def numpy_storage_dtype(dtype: str) -> np.dtype:
 
 # ---------------------------------------------------------------------------------------- reading
 
+_USIZE_MAX = (1 << 64) - 1  # the reference reader holds shapes, offsets and sizes in a u64
+_FIX = "re-save it with safetensors"
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _pairs(pairs: list) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class _Signed(int):
+    """A JSON integer written with a minus sign (even -0, which the reference reads as a float)."""
+
+
+def _int(text: str) -> int:
+    return _Signed(text) if text.startswith("-") else int(text)
+
+
+def _load_json(raw: bytes | str):
+    """json.loads as strict as serde_json: no NaN/Infinity, no repeated keys, no -0 as an integer."""
+    return json.loads(raw, object_pairs_hook=_pairs, parse_constant=_no_constant, parse_int=_int)
+
+
+def _is_uint(x) -> bool:
+    return type(x) is int and 0 <= x <= _USIZE_MAX
+
+
+def _has_lone_surrogate(obj) -> bool:
+    """JSON escapes such as \\ud800 decode in Python but are not text; the reference refuses them."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(obj, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_lone_surrogate(v) for v in obj)
+    return False
+
+
+def parse_header(file: str | os.PathLike, raw: bytes, size: int) -> tuple[dict[str, TensorSpec], dict[str, str]]:
+    """Check one safetensors file's header against the format and return its tensors and metadata.
+
+    `raw` is the JSON header, `size` the whole file's length. The rules are the reference
+    reader's (safetensors' `SafeTensors::read_metadata` and `Metadata::validate`): a JSON object
+    of tensor entries plus an optional `__metadata__` map of strings to strings; each entry a
+    known dtype, a shape of non-negative integers and two non-negative offsets; dtype size times
+    shape equals each byte range; sorted by offset, the ranges start at 0, follow each other with
+    no gap or overlap and end exactly at the end of the file. Stricter than the reference (it
+    takes the last of two equal names): a name appears once. Every refusal is one INVALID line
+    naming the file, the tensor and the rule.
+    """
+    def bad(rule: str, name: str | None = None) -> RegistryError:
+        where = f"tensor {name!r} " if name is not None else ""
+        return invalid(f"{file}: {where}{rule}; {_FIX}")
+
+    try:
+        text = raw.decode("utf-8")
+        header = _load_json(text)
+    except _Duplicate as e:
+        raise bad(f"the header names {str(e)!r} twice (a name or field appears once)") from None
+    except (UnicodeDecodeError, ValueError):
+        raise invalid(f"{file} is not a safetensors file (its header is not JSON text); pass a .safetensors file or a folder of them") from None
+    if not isinstance(header, dict):
+        raise invalid(f"{file} is not a safetensors file (its header is not a JSON object); pass a .safetensors file or a folder of them")
+    if _has_lone_surrogate(header):
+        raise bad("the header holds an unpaired UTF-16 surrogate escape, which is not text")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("__metadata__ must map strings to strings")
+    data_start = 8 + len(raw)
+    specs: dict[str, TensorSpec] = {}
+    ranges: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or not all(k in entry for k in ("dtype", "shape", "data_offsets")):
+            raise bad("needs an object with dtype, shape and data_offsets", name)
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+            raise bad(f"has dtype {dtype!r}, not one of {', '.join(DTYPE_SIZES)}", name)
+        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+            raise bad(f"has shape {shape!r}; a shape is a list of non-negative integers", name)
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_uint(x) for x in offsets):
+            raise bad(f"has data_offsets {offsets!r}; they are two non-negative integers [begin, end]", name)
+        begin, end = offsets
+        spec = TensorSpec(name, dtype, tuple(shape), str(file), data_start + begin)
+        if spec.numel > _USIZE_MAX or spec.nbytes > _USIZE_MAX:
+            raise bad(f"has shape {shape} whose size overflows 64 bits", name)
+        if end < begin:
+            raise bad(f"has data_offsets [{begin}, {end}] that end before they begin", name)
+        if end - begin != spec.nbytes:
+            raise bad(f"has data_offsets [{begin}, {end}] ({end - begin} bytes) but dtype {dtype} x shape {shape} "
+                      f"is {spec.nbytes} bytes", name)
+        specs[name] = spec
+        ranges.append((begin, end, name))
+    at = 0
+    for begin, end, name in sorted(ranges):
+        if begin > at:
+            raise bad(f"starts at byte {begin} but the previous tensor ends at {at} (tensors leave no gap)", name)
+        if begin < at:
+            raise bad(f"starts at byte {begin}, inside the previous tensor's bytes (which end at {at}; tensors do not overlap)", name)
+        at = end
+    if data_start + at < size:
+        raise invalid(f"{file} has {size - data_start - at} byte(s) after its last tensor (the data ends at byte "
+                      f"{data_start + at} of {size}); {_FIX}")
+    if data_start + at > size:
+        raise invalid(f"{file} is truncated: its header needs {data_start + at} bytes but the file has {size}; copy or download it again")
+    return specs, metadata
+
 
 def _read_header(file: Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
-    size = file.stat().st_size
-    with open(file, "rb") as f:
+    with open_regular(file, "checkpoint file") as f:
+        size = os.fstat(f.fileno()).st_size
         raw = f.read(8)
         if len(raw) < 8:
             raise invalid(f"{file} is not a safetensors file (too short for a header); pass a .safetensors file or a folder of them")
         (n,) = struct.unpack("<Q", raw)
-        if n == 0 or n > _MAX_HEADER or 8 + n > size:
+        if n > _MAX_HEADER or 8 + n > size:
             raise invalid(f"{file} is not a safetensors file (bad header length {n}); pass a .safetensors file or a folder of them")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise invalid(f"{file} is not a safetensors file (header is not JSON); pass a .safetensors file or a folder of them") from None
-    if not isinstance(header, dict):
-        raise invalid(f"{file} is not a safetensors file (header is not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    data_start = 8 + n
-    specs: dict[str, TensorSpec] = {}
-    end_max = 0
-    for name, entry in header.items():
-        try:
-            dtype = entry["dtype"]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise invalid(f"{file} has a malformed header entry for tensor '{name}'; re-save the checkpoint with safetensors") from None
-        if dtype not in DTYPE_SIZES:
-            raise invalid(f"{file}: tensor '{name}' has unsupported dtype {dtype!r}")
-        spec = TensorSpec(name, dtype, shape, str(file), data_start + begin)
-        if end - begin != spec.nbytes or begin < 0:
-            raise invalid(f"{file}: tensor '{name}' byte range {begin}..{end} does not match dtype {dtype} and shape {list(shape)}")
-        end_max = max(end_max, end)
-        specs[name] = spec
-    if data_start + end_max > size:
-        raise invalid(
-            f"{file} is truncated: its header needs {data_start + end_max} bytes but the file has {size}; copy or download it again"
-        )
-    return specs, {str(k): str(v) for k, v in metadata.items()}
+        raw = f.read(n)
+    return parse_header(file, raw, size)
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    """The weight_map of a Hugging Face index: tensor name -> shard file name."""
+    try:
+        weight_map = _load_json(read_regular(index, "index"))["weight_map"]
+    except _Duplicate as e:
+        raise invalid(f"{index} names {str(e)!r} twice; regenerate the index") from None
+    except (KeyError, TypeError, ValueError):
+        raise invalid(f"{index} is not a valid Hugging Face index (needs a 'weight_map'); regenerate it") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise invalid(f"{index}: 'weight_map' must map tensor names to shard file names; regenerate it")
+    return weight_map
 
 
 def resolve_files(path: str | os.PathLike) -> list[Path]:
     """The safetensors files that make up the checkpoint at `path` (a file or a folder)."""
+    return _resolve(path)[0]
+
+
+def _resolve(path: str | os.PathLike) -> tuple[list[Path], Optional[tuple[Path, dict[str, str]]]]:
+    """(files, (index, weight_map) or None) of the checkpoint at `path`."""
     p = Path(path)
-    if not p.exists():
-        raise not_found(f"checkpoint {p} does not exist; pass a .safetensors file or a folder holding one")
-    if p.is_file():
-        return [p]
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        if p.is_symlink():
+            raise not_found(f"checkpoint {p} is a symbolic link to a missing file; point it at a real checkpoint") from None
+        raise not_found(f"checkpoint {p} does not exist; pass a .safetensors file or a folder holding one") from None
+    except OSError as e:
+        raise unreadable(p, "checkpoint", e) from None
+    if not stat.S_ISDIR(st.st_mode):
+        check_regular(p, "checkpoint")
+        return [p], None
     indexes = sorted(p.glob("*" + INDEX_SUFFIX))
     if indexes:
         index = indexes[0] if len(indexes) == 1 else p / INDEX_NAME
         if not index.exists():
             raise invalid(f"{p} holds several index files ({', '.join(i.name for i in indexes)}); keep one")
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (KeyError, TypeError, json.JSONDecodeError, AttributeError):
-            raise invalid(f"{index} is not a valid Hugging Face index (needs a 'weight_map'); regenerate it") from None
+        weight_map = _read_index(index)
         files = []
-        for n in names:
+        for n in sorted(set(weight_map.values())):
             if "/" in n or "\\" in n or n.startswith("."):
                 raise invalid(f"{index} names shard {n!r} outside its folder; shards must sit beside the index")
-            if not (p / n).is_file():
+            if not (p / n).exists():
                 raise not_found(f"{index} lists shard {n} but {p / n} is missing; copy the whole checkpoint folder")
+            check_regular(p / n, "shard")
             files.append(p / n)
-        return files
+        return files, (index, weight_map)
     single = p / SINGLE_NAME
-    if single.is_file():
-        return [single]
+    if os.path.lexists(single):
+        check_regular(single, "checkpoint file")
+        return [single], None
     found = sorted(p.glob("*.safetensors"))
     if len(found) == 1:
-        return found
+        check_regular(found[0], "checkpoint file")
+        return found, None
     if not found:
         raise not_found(f"{p} holds no .safetensors file; pass a checkpoint file or a folder holding one")
     raise invalid(f"{p} holds several .safetensors files but no {INDEX_NAME}; add the index or pass one file")
@@ -213,20 +335,36 @@ def resolve_files(path: str | os.PathLike) -> list[Path]:
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open the checkpoint at `path` (file or folder) after validating every header.
 
-    Raises RegistryError (not found / invalid) for missing, non-safetensors, truncated or
-    inconsistent inputs, naming the file and the fix.
+    Raises RegistryError (not found / invalid) for missing, non-regular, non-safetensors,
+    truncated or inconsistent inputs, naming the file, the tensor and the rule.
     """
-    files = resolve_files(path)
+    files, index = _resolve(path)
     specs: dict[str, TensorSpec] = {}
     metadata: dict[str, str] = {}
     for f in files:
         s, m = _read_header(f)
         for name in s:
             if name in specs:
-                raise invalid(f"tensor '{name}' appears in both {specs[name].file} and {f}; a checkpoint names each tensor once")
+                raise invalid(f"tensor {name!r} appears in both {specs[name].file} and {f}; a checkpoint names each tensor once")
         specs.update(s)
         metadata.update(m)
+    if index is not None:
+        _check_weight_map(*index, specs)
     return Checkpoint(Path(path), specs, files, metadata)
+
+
+def _check_weight_map(index: Path, weight_map: dict[str, str], specs: dict[str, TensorSpec]) -> None:
+    """The index and the shards must agree on where every tensor lives, as loaders trust the index."""
+    for name, shard in sorted(weight_map.items()):
+        spec = specs.get(name)
+        if spec is None:
+            raise invalid(f"{index}: weight_map puts tensor {name!r} in {shard}, which does not hold it; regenerate the index")
+        if Path(spec.file).name != shard:
+            raise invalid(f"{index}: weight_map puts tensor {name!r} in {shard}, but it is in {Path(spec.file).name}; regenerate the index")
+    extra = sorted(set(specs) - set(weight_map))
+    if extra:
+        raise invalid(f"{index}: tensor {extra[0]!r} of {Path(specs[extra[0]].file).name} is missing from weight_map "
+                      f"({len(extra)} such); regenerate the index")
 
 
 # ---------------------------------------------------------------------------------------- checks

@@ -12,28 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bad_input_kit import assert_one_line_error, snapshot
 from conftest import cli_argv
 from registry.checkpoint import save_tensors
 from registry.db import SCHEMA_HEAD
 from registry.errors import Code
-
-
-def snapshot(registry) -> tuple:
-    """Everything a user could see change: versions, refs, ref log, scores, store files."""
-    store = Path(registry.locations.store_url)
-    files = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
-    lin = registry.lineage()
-    return (lin, registry.log(None), [registry.scores(v.name) for v in lin.versions], files)
-
-
-def assert_one_line_error(result, code: Code, *needles: str) -> None:
-    out = result.output
-    assert result.exit_code == code.value, out
-    assert "Traceback" not in out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), out
-    for n in needles:
-        assert n in lines[0], out
 
 
 @pytest.fixture

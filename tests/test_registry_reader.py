@@ -24,7 +24,7 @@ from registry.records import (
     LearnRun, Lineage, LineageEdge, NewLearnRun, NewScore, RefLogEntry, Score, Version,
 )
 from registry.render import lineage_dict
-from test_registry_cli import assert_one_line_error
+from bad_input_kit import assert_one_line_error
 
 
 @pytest.fixture
