@@ -512,6 +512,8 @@ def _check_score(sc: NewScore) -> None:
         raise invalid(f"score for {sc.skill or 'generalist'}/{sc.split}: need 0 <= successes <= episodes, got {sc.successes}/{sc.episodes}")
     if not (sc.split in ("id", "generalist") or (sc.split.startswith("ood:") and len(sc.split) > 4)):
         raise invalid(f"score split {sc.split!r} must be 'id', 'generalist' or 'ood:<family>'")
+    if sc.seed is not None and (isinstance(sc.seed, bool) or not isinstance(sc.seed, int) or not 0 <= sc.seed < 2**63):
+        raise invalid(f"score seed {sc.seed!r} for {sc.skill or 'generalist'}/{sc.split} must be a non-negative integer or None")
 
 
 def _check_alpha(alpha: Any) -> None:
@@ -570,7 +572,7 @@ def _add_scores(s: Session, version: VersionRow, scores: Sequence[NewScore]) -> 
         low, high = wilson_interval(sc.successes, sc.episodes)
         s.add(ScoreRow(version_id=version.id, skill_id=skill_id, split=sc.split, successes=sc.successes, episodes=sc.episodes,
                        rate=sc.successes / sc.episodes if sc.episodes else 0.0, ci_low=low, ci_high=high,
-                       evaluator=sc.evaluator, created_at=utcnow()))
+                       evaluator=sc.evaluator, seed=sc.seed, created_at=utcnow()))
 
 
 def _learn_run_row(s: Session, run: NewLearnRun, parent: Optional[VersionRow], result: VersionRow,

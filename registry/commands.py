@@ -127,9 +127,11 @@ def show_cmd(ctx: click.Context, version: str, as_json: bool) -> None:
 @click.argument("version", required=False)
 @click.option("--ref", default=None, help="Skills x versions along this ref's history, with forgetting, backward transfer "
                                           "and generalist retention (the continual-learning summary).")
+@click.option("--all", "every", is_flag=True, help="Every evaluation recorded, not only the one each figure shows "
+                                                  "(the most episodes, ties the earliest).")
 @json_option
 @click.pass_context
-def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, as_json: bool) -> None:
+def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, every: bool, as_json: bool) -> None:
     """Per-skill scores (rate and 95% interval per split) of a version; default the head of main.
     With --ref: the matrix of skills x versions along the ref and the continual-learning summary.
 
@@ -141,6 +143,8 @@ def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, as_json
 
         if version is not None:
             raise invalid("give a VERSION or --ref, not both")
+        if every:
+            raise invalid("--all lists the evaluations of one version; give a VERSION instead of --ref")
         with reader_from_ctx(ctx) as reg:
             matrix, summary = continual_scores(reg, ref)
         click.echo(to_json(report_dict(matrix, summary)) if as_json else report_text(matrix, summary))
@@ -149,9 +153,9 @@ def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, as_json
 
     with reader_from_ctx(ctx) as reg:
         target = reg.resolve(version) if version else reg.head("main")
-        scores = reg.scores(target.name) if target else []
+        scores = reg.scores(target.name, every=every) if target else []
     name = target.name if target else "main (no versions yet)"
-    emit(scores, as_json, lambda s: scores_text(name, s))
+    emit(scores, as_json, lambda s: scores_text(name, s, every))
 
 
 @click.command("rollback")

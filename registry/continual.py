@@ -25,6 +25,7 @@ import dataclasses
 from typing import Any, Iterable, Optional, Sequence
 
 from registry.errors import not_found
+from registry.evaluations import RULE, chosen, describe
 from registry.stats import wilson_interval
 
 GENERALIST = "generalist"  # the row label for the generalist suite (skill None)
@@ -43,11 +44,12 @@ class Cell:
     rate: float
     low: float
     high: float
+    source: str = ""  # which evaluation the figure comes from (registry.evaluations.describe); "" when pooled
 
     @classmethod
-    def of(cls, successes: int, episodes: int) -> "Cell":
+    def of(cls, successes: int, episodes: int, source: str = "") -> "Cell":
         low, high = wilson_interval(successes, episodes)
-        return cls(successes, episodes, successes / episodes if episodes else 0.0, low, high)
+        return cls(successes, episodes, successes / episodes if episodes else 0.0, low, high, source)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,24 +156,6 @@ def continual_scores(registry: Any, ref: str = "main") -> tuple["ScoreMatrix", "
 # ---------------------------------------------------------------------------------------- matrix
 
 
-def _latest(scores: Iterable[Any], versions: set[str]) -> dict[tuple[Optional[str], str, str], Any]:
-    """(skill, split, version) -> the latest score recorded for it (a re-evaluation replaces)."""
-    out: dict[tuple[Optional[str], str, str], Any] = {}
-    for s in scores:
-        if s.version not in versions:
-            continue
-        key = (s.skill, s.split, s.version)
-        old = out.get(key)
-        if old is None or _when(s) >= _when(old):
-            out[key] = s
-    return out
-
-
-def _when(score: Any):
-    at = getattr(score, "created_at", None)
-    return (0, at) if at is not None else (0,)
-
-
 def _split_order(split: str) -> tuple[int, str]:
     return (0 if split == "id" else 1 if split.startswith("ood:") else 2, split)
 
@@ -179,12 +163,13 @@ def _split_order(split: str) -> tuple[int, str]:
 def score_matrix(history: Sequence[HistoryStep], scores: Iterable[Any]) -> ScoreMatrix:
     """Rows (skill, split) x the history's versions; skills in the order they were learned."""
     versions = [h.version for h in history]
-    latest = _latest(scores, set(versions))
+    wanted = set(versions)
+    latest = {(skill, split, version): s for (version, skill, split), s in chosen(scores).items() if version in wanted}
     learned = {h.version: h.skill for h in history if h.skill}
     order = {skill: i for i, skill in enumerate(dict.fromkeys(learned.values()))}
     grouped: dict[tuple[Optional[str], str], dict[str, Cell]] = {}
     for (skill, split, version), s in latest.items():
-        grouped.setdefault((skill, split), {})[version] = Cell.of(int(s.successes), int(s.episodes))
+        grouped.setdefault((skill, split), {})[version] = Cell.of(int(s.successes), int(s.episodes), describe(s))
     keys = sorted(
         grouped,
         key=lambda k: (k[0] is None, order.get(k[0], len(order)) if k[0] else 0, k[0] or "", _split_order(k[1])),
@@ -255,7 +240,21 @@ def report_dict(matrix: ScoreMatrix, summary: ContinualSummary) -> dict[str, Any
 
 
 def report_text(matrix: ScoreMatrix, summary: ContinualSummary) -> str:
-    return format_matrix(matrix) + "\n\n" + format_summary(summary)
+    return format_matrix(matrix) + "\n\n" + format_summary(summary) + "\n\n" + format_sources(matrix)
+
+
+def format_sources(matrix: ScoreMatrix) -> str:
+    """Which evaluation the figures of each version come from (`retain scores VERSION --all` lists them all)."""
+    lines = [f"figures from ({RULE}; every evaluation: `retain scores VERSION --all`):"]
+    for v in matrix.versions:
+        count: dict[str, int] = {}
+        for r in matrix.rows:
+            c = r.cells.get(v)
+            if c is not None and c.source:
+                count[c.source] = count.get(c.source, 0) + 1
+        for source, n in count.items():
+            lines.append(f"  {v}: {n} figure{'s' if n != 1 else ''} from {source}")
+    return "\n".join(lines)
 
 
 

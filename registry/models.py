@@ -121,6 +121,7 @@ class ScoreRow(Base):
     ci_low: Mapped[float] = mapped_column(Float)  # 95% Wilson interval (migration 0002)
     ci_high: Mapped[float] = mapped_column(Float)
     evaluator: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)  # the evaluation seed; NULL: not recorded (migration 0004)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

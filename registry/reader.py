@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from registry.config import Locations, require_registry_file, resolve_locations, unreachable_message
 from registry.errors import invalid, not_found, unavailable
+from registry.evaluations import shown_scores
 from registry.records import (
     LearnRun, Lineage, LineageEdge, RefLogEntry, Score, StoredFile, Version, VersionDetail,
 )
@@ -31,7 +32,7 @@ from registry.records import (
 # The newest migration. Queries run without Alembic when the database is already here; anything
 # else goes through Registry.open, which upgrades. tests/test_registry_migrations.py checks this
 # equals Alembic's head (registry.db re-exports it).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 LEAN_POSTGRES_SCHEME = "postgresql+psycopg"
 SQLITE_BUSY_S = 30.0  # as registry.db: a reader waits out a writer's checkpoint, never fails at once
 _MAX_INT = 2**31 - 1  # versions.number is a 32-bit integer; a bigger "v<N>" cannot exist
@@ -226,25 +227,28 @@ def log(db: Db, ref: Optional[str] = "main", limit: Optional[int] = None) -> lis
             for r, o, n, action, reason, who, at in db.rows(sql, params)]
 
 
-def _scores_of(db: Db, version_id: int, number: int) -> list[Score]:
+def _scores_of(db: Db, version_id: int, number: int, every: bool = True) -> list[Score]:
     rows = db.rows("SELECT s.id, k.name, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator, "
-                   "s.created_at FROM scores s LEFT JOIN skills k ON k.id = s.skill_id WHERE s.version_id = ?", (version_id,))
+                   "s.seed, s.created_at FROM scores s LEFT JOIN skills k ON k.id = s.skill_id WHERE s.version_id = ?",
+                   (version_id,))
     # Sorted here: databases disagree on where NULL (the generalist suite) sorts; it goes last.
     rows.sort(key=lambda r: (r[1] is None, r[1] or "", r[2], r[0]))
-    return [Score(version=f"v{number}", skill=skill, split=split, successes=successes, episodes=episodes, rate=rate,
-                  ci_low=ci_low, ci_high=ci_high, evaluator=evaluator, created_at=db.when(at))
-            for _, skill, split, successes, episodes, rate, ci_low, ci_high, evaluator, at in rows]
+    out = [Score(version=f"v{number}", skill=skill, split=split, successes=successes, episodes=episodes, rate=rate,
+                 ci_low=ci_low, ci_high=ci_high, evaluator=evaluator, created_at=db.when(at), seed=seed, id=sid)
+           for sid, skill, split, successes, episodes, rate, ci_low, ci_high, evaluator, seed, at in rows]
+    return out if every else shown_scores(out)
 
 
-def scores(db: Db, version_or_ref: Optional[str] = None) -> list[Score]:
-    """Scores of a version (default: the head of main; [] if main does not exist yet)."""
+def scores(db: Db, version_or_ref: Optional[str] = None, every: bool = False) -> list[Score]:
+    """Scores of a version (default: the head of main; [] if main does not exist yet): the shown
+    evaluation of each (skill, split) (registry.evaluations), or with `every` each one recorded."""
     if version_or_ref is None:
         r = db.row("SELECT v.id, v.number FROM refs r JOIN versions v ON v.id = r.version_id WHERE r.name = 'main'")
         if r is None:
             return []
     else:
         r = resolve_id(db, version_or_ref)
-    return _scores_of(db, *r)
+    return _scores_of(db, *r, every=every)
 
 
 _LEARN_RUN_SQL = ("SELECT l.id, k.name, p.number, res.number, l.demo_set_id, l.mode, l.recipe, l.delta, l.alpha, l.sweep, l.timings, "
@@ -271,7 +275,7 @@ def show(db: Db, spec: str) -> VersionDetail:
     run = db.row(_LEARN_RUN_SQL + " WHERE l.result_id = ? ORDER BY l.id LIMIT 1", (vid,))
     children = [f"v{n}" for (n,) in db.rows("SELECT number FROM versions WHERE parent_id = ? ORDER BY number", (vid,))]
     return VersionDetail(version=version_by_id(db, vid), files=files, learn_run=_learn_run(db, run) if run else None,
-                         scores=_scores_of(db, vid, number), children=children)
+                         scores=_scores_of(db, vid, number, every=False), children=children)
 
 
 # ------------------------------------------------------------------------------------ front doors
@@ -305,9 +309,10 @@ class Queries:
     def show(self, version: str) -> VersionDetail:
         return self._read(show, version)
 
-    def scores(self, version_or_ref: Optional[str] = None) -> list[Score]:
-        """Scores of a version (default: head of main), by skill then split, oldest first."""
-        return self._read(scores, version_or_ref)
+    def scores(self, version_or_ref: Optional[str] = None, every: bool = False) -> list[Score]:
+        """Scores of a version (default: head of main), by skill then split: the shown evaluation of each
+        (the most episodes, ties the earliest: registry.evaluations), or every one recorded (`every`)."""
+        return self._read(scores, version_or_ref, every)
 
     def learn_runs(self) -> list[LearnRun]:
         return self._read(learn_runs)

@@ -33,6 +33,7 @@ class NewScore:
     successes: int
     episodes: int
     evaluator: str
+    seed: Optional[int] = None  # the evaluation seed (episodes with the same seed are the same scenes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Score:
     ci_high: float
     evaluator: str
     created_at: dt.datetime
+    seed: Optional[int] = None  # None: recorded before seeds were (schema 0004)
+    id: Optional[int] = None  # the evaluation's row; every evaluation is kept (registry/evaluations.py picks the figure)
 
 
 MODE_MAX = 32  # longest finetune mode learn_runs.mode holds

@@ -140,14 +140,22 @@ def log_text(entries: list[RefLogEntry]) -> str:
     return "\n".join(lines)
 
 
-def scores_text(version: str, scores: list[Score]) -> str:
+def scores_text(version: str, scores: list[Score], every: bool = False) -> str:
+    """One line per figure and the evaluation it comes from; with `every`, every evaluation, the shown ones starred."""
+    from registry.evaluations import RULE, chosen
+
     if not scores:
         return f"no scores for {version} yet; they appear once a version is evaluated (`retain eval`, `retain learn`)"
-    head = f"{'skill':<20} {'split':<18} {'rate':>6}  {'95% CI':<13} {'n':>7}  evaluator"
-    lines = [f"scores of {version}", head]
+    shown = {id(s) for s in chosen(scores).values()}
+    head = f"{'skill':<20} {'split':<18} {'rate':>6}  {'95% CI':<13} {'n':>7}  {'evaluator':<10} {'seed':>6}  recorded"
+    lines = [f"scores of {version}" + (f" (every evaluation; * the one each figure shows: {RULE})" if every else ""), head]
     for s in scores:
-        lines.append(f"{s.skill or '(generalist)':<20} {s.split:<18} {s.rate:>6.3f}  [{s.ci_low:.2f}, {s.ci_high:.2f}]  "
-                     f"{s.successes:>3}/{s.episodes:<3}  {s.evaluator}")
+        mark = "*" if every and id(s) in shown else " " if every else ""
+        seed = "-" if s.seed is None else str(s.seed)
+        lines.append(f"{mark}{s.skill or '(generalist)':<20} {s.split:<18} {s.rate:>6.3f}  [{s.ci_low:.2f}, {s.ci_high:.2f}]  "
+                     f"{s.successes:>3}/{s.episodes:<3}  {s.evaluator:<10} {seed:>6}  {_when(s.created_at)}")
+    if not every:
+        lines.append(f"each figure: {RULE}; every evaluation: `retain scores {version} --all`")
     return "\n".join(lines)
 
 

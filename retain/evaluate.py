@@ -137,12 +137,13 @@ def _rollout(model, adapter: PolicyAdapter, tasks: list[str], setting: str, seed
     return success
 
 
-def to_scores(results: Sequence[EvalResult], skill: str | None):
+def to_scores(results: Sequence[EvalResult], skill: str | None, seed: int | None = None):
     """Registry NewScore rows for results (skill None for the generalist suite)."""
     from registry.records import NewScore
 
     return [
-        NewScore(skill=None if r.setting == GENERALIST else skill, split=r.setting, successes=r.successes, episodes=r.episodes, evaluator=EVALUATOR)
+        NewScore(skill=None if r.setting == GENERALIST else skill, split=r.setting, successes=r.successes, episodes=r.episodes, evaluator=EVALUATOR,
+                 seed=seed)
         for r in results
     ]
 

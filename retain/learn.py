@@ -473,7 +473,7 @@ def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> t
     """
     wanted = [(skill, "id")] + [(skill, f) for f in ood_families()] if opts.compare_finetuned and skill in sim_skills() else []
     wanted.append((None, GENERALIST))
-    have = {(s.skill, s.split): ScoreRow(s.skill, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator)
+    have = {(s.skill, s.split): ScoreRow(s.skill, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator, s.seed)
             for s in registry.scores(parent.name)}
     return wanted, {j: have[j] for j in wanted if j in have}
 

@@ -31,9 +31,10 @@ class ScoreRow:
     low: float
     high: float
     evaluator: str
+    seed: Optional[int] = None  # the evaluation seed (None: the user's evaluator, or not recorded)
 
     def to_new_score(self) -> NewScore:
-        return NewScore(self.skill, self.split, self.successes, self.episodes, self.evaluator)
+        return NewScore(self.skill, self.split, self.successes, self.episodes, self.evaluator, self.seed)
 
     def brief(self) -> dict[str, Any]:
         return {"successes": self.successes, "episodes": self.episodes, "rate": self.rate, "low": self.low, "high": self.high}
@@ -117,7 +118,7 @@ class Scorer:
                 progress.close()
         out: list[list[ScoreRow]] = [[] for _ in requests]
         for (i, skill, split), r in zip(flat, results):
-            out[i].append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR))
+            out[i].append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR, self.seed))
         return out
 
 

@@ -382,7 +382,7 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         )
         if step.parent_new_scores:
             registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_new_scores])
-        recorded = [ScoreRow(r.skill, r.split, r.successes, r.episodes, r.rate, r.ci_low, r.ci_high, r.evaluator)
+        recorded = [ScoreRow(r.skill, r.split, r.successes, r.episodes, r.rate, r.ci_low, r.ci_high, r.evaluator, r.seed)
                     for r in registry.scores(s.version.name)]
         out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, recorded, step.scores))
         parent = new

@@ -57,9 +57,14 @@ def test_matrix_rows_follow_learning_order_and_ignore_other_versions():
     assert cell.rate == pytest.approx(0.9) and (cell.low, cell.high) == pytest.approx(wilson_interval(90, 100))
 
 
-def test_a_reevaluation_replaces_the_older_score():
-    m = score_matrix(HISTORY, SCORES + [score("v2", "plates", "id", 20, 40, minute=5)])
-    assert m.rows[0].cells["v2"].successes == 20
+def test_a_smaller_reevaluation_does_not_replace_the_figure_a_larger_one_does():
+    m = score_matrix(HISTORY, SCORES + [score("v2", "plates", "id", 3, 3, minute=5)])
+    assert m.rows[0].cells["v2"].successes == 70  # 100 episodes beat 3
+    assert "100 episodes" in m.rows[0].cells["v2"].source
+    m = score_matrix(HISTORY, SCORES + [score("v2", "plates", "id", 150, 200, minute=5)])
+    assert (m.rows[0].cells["v2"].successes, m.rows[0].cells["v2"].episodes) == (150, 200)
+    m = score_matrix(HISTORY, SCORES + [score("v2", "plates", "id", 20, 100, minute=5)])
+    assert m.rows[0].cells["v2"].successes == 70  # a tie in episodes keeps the earlier figure
 
 
 def test_summary_forgetting_backward_transfer_and_retention():

@@ -122,6 +122,23 @@ def test_learn_run_mode_is_backfilled_from_each_recipe(db_url):
     engine.dispose()
 
 
+def test_score_seed_is_added_empty_and_dropped_again(db_url):
+    """0003 -> 0004: every score row is kept, with seed NULL (not recorded before); downgrade drops the column."""
+    engine = db.make_engine(db_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _fill_at_first_revision(conn)
+    db.upgrade(engine, "0003")
+    assert "seed" not in {c["name"] for c in inspect(engine).get_columns("scores")}
+    db.upgrade(engine, "0004")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, successes, episodes, seed FROM scores ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(1, 7, 10, None), (2, 0, 20, None)]
+    db.downgrade(engine, "0003")
+    assert "seed" not in {c["name"] for c in inspect(engine).get_columns("scores")}
+    engine.dispose()
+
+
 def test_downgrade_to_base_and_back(db_url):
     engine = db.make_engine(db_url)
     db.upgrade(engine)

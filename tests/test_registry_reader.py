@@ -18,6 +18,7 @@ from registry import db as dbmod
 from registry.api import Registry
 from registry.cli_support import to_json
 from registry.errors import Code, RegistryError
+from registry.evaluations import shown_scores
 from registry.models import LearnRunRow, RefLogRow, RefRow, ScoreRow, SkillRow, VersionRow
 from registry.reader import Reader, _psycopg_kwargs, open_reader
 from registry.records import (
@@ -81,7 +82,7 @@ def _orm_view(reg: Registry) -> tuple[Lineage, list[RefLogEntry], dict[str, list
         for r in s.execute(select(ScoreRow)).scalars():
             scores.setdefault(name[r.version_id], []).append(r)
         scores = {v: [Score(v, skill.get(r.skill_id), r.split, r.successes, r.episodes, r.rate, r.ci_low, r.ci_high, r.evaluator,
-                            _aware(r.created_at))
+                            _aware(r.created_at), r.seed, r.id)
                       for r in sorted(rs, key=lambda r: (r.skill_id is None, skill.get(r.skill_id) or "", r.split, r.id))]
                   for v, rs in scores.items()}
         learn = [LearnRun(r.id, skill[r.skill_id], name.get(r.parent_id), name.get(r.result_id), r.demo_set_id, r.mode, r.recipe,
@@ -98,7 +99,9 @@ def test_reader_records_equal_the_orm_rows(history):
         assert r.log("main") == [e for e in log if e.ref == "main"]
         assert r.log("main", limit=2) == [e for e in log if e.ref == "main"][:2]
         for v in lineage.versions:
-            assert r.scores(v.name) == scores.get(v.name, [])
+            assert r.scores(v.name, every=True) == scores.get(v.name, [])
+            assert r.scores(v.name) == shown_scores(scores.get(v.name, []))
+        assert [(s.successes, s.episodes) for s in r.scores("v1") if s.skill == "plates" and s.split == "id"] == [(7, 10)]
         assert r.learn_runs() == learn
     alphas = [e.alpha for e in lineage.edges]
     assert alphas == [0.75, 1.0, {"vision": 1.0, "language": 0.8, "action": 1}]  # decoded, not JSON text

@@ -99,6 +99,7 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
     if episodes < 1:
         raise invalid(f"-n must be at least 1 episode, got {episodes}")
     from retain.eval_pool import EvalJob, EvalPool, checkpoint_bytes
+    from registry.evaluations import describe
     from retain.evaluate import GENERALIST, check_task, settings_for, to_scores
 
     if skill is not None:
@@ -112,9 +113,16 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
             with EvalPool(model_bytes=checkpoint_bytes(path)) as pool:
                 results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed)
                                     for s in settings])
-        reg.record_scores(v.name, to_scores(results, skill))
-    rows = [{"skill": r.task, "split": r.setting, "successes": r.successes, "episodes": r.episodes,
-             "rate": r.rate, "low": r.low, "high": r.high} for r in results]
+        reg.record_scores(v.name, to_scores(results, skill, seed))
+        shown = {(s.skill, s.split): s for s in reg.scores(v.name)}
+    rows = []
+    for r in results:
+        figure = shown.get((None if r.setting == GENERALIST else skill, r.setting))
+        kept = figure is not None and (figure.episodes, figure.seed) != (r.episodes, seed)
+        rows.append({"skill": r.task, "split": r.setting, "successes": r.successes, "episodes": r.episodes,
+                     "rate": r.rate, "low": r.low, "high": r.high, "seed": seed,
+                     "shown": None if not kept else {"successes": figure.successes, "episodes": figure.episodes,
+                                                     "rate": figure.rate, "evaluation": describe(figure)}})
     emit({"version": v.name, "scores": rows}, as_json, lambda o: _table(o["version"], o["scores"]))
 
 
@@ -127,4 +135,11 @@ def _table(version: str, rows: list[dict]) -> str:
     lines = [f"{version}", f"{'skill':<14}{'split':<18}{'success':>10}{'rate':>8}  95% interval"]
     for r in rows:
         lines.append(f"{r['skill']:<14}{r['split']:<18}{r['successes']:>5}/{r['episodes']:<4}{r['rate']:>8.2f}  [{r['low']:.2f}, {r['high']:.2f}]")
+    kept = [r for r in rows if r.get("shown")]
+    for r in kept:
+        s = r["shown"]
+        lines.append(f"note: {version} {r['skill']} {r['split']} still shows {s['successes']}/{s['episodes']} ({s['evaluation']}), "
+                     f"which has more episodes; this evaluation is recorded beside it")
+    if kept:
+        lines.append(f"every evaluation: retain scores {version} --all")
     return "\n".join(lines)
