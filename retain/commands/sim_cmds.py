@@ -20,13 +20,17 @@ def demos_group() -> None:
               help="Image side in pixels (default: what the shipped default base sees, 64).")
 @click.option("--noise", type=float, default=0.0, show_default=True,
               help="Std of noise added to executed (not recorded) actions, so demos show recoveries.")
+@click.option("--video", is_flag=True,
+              help="Store the camera as MP4 video, as LeRobot records real robots (needs the [video] extra).")
+@click.option("--vcodec", type=click.Choice(["av1", "h264", "hevc"]), default="av1", show_default=True,
+              help="Codec of --video (av1 is LeRobot's default).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="New dataset folder to write.")
 @json_option
-def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | None, noise: float, output: str,
-                as_json: bool) -> None:
+def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | None, noise: float, video: bool,
+                vcodec: str, output: str, as_json: bool) -> None:
     """Record N expert demos of TASK and write them as a LeRobot v3 dataset.
 
-    Example: retain demos collect plates -n 50 --setting id --seed 0 -o demos/plates
+    Example: retain demos collect plates -n 50 --setting id --seed 0 -o demos/plates [--video]
     """
     from pathlib import Path
 
@@ -50,15 +54,24 @@ def collect_cmd(task: str, n: int, setting: str, seed: int, image_size: int | No
         raise invalid(f"--image-size must be in [8, 256], got {image_size}")
     if not 0.0 <= noise <= 1.0:
         raise invalid(f"--noise must be in [0, 1], got {noise}")
+    if video:
+        from retain.data.video import require_av
+
+        require_av()
+        if image_size % 2:
+            raise invalid(f"--video needs an even --image-size (yuv420p video), got {image_size}")
     episodes = collect_episodes(task, n, setting, seed, image_size=image_size, noise=noise)
     recipe = {"source": "retain-sim-expert", "task": task, "setting": setting, "seed": seed, "episodes": n,
               "image_size": int(episodes[0].images.shape[1]), "noise": noise}
-    write_dataset(output, episodes, FPS, extra_info={"retain_recipe": recipe})
+    if video:
+        recipe["video"] = vcodec
+    write_dataset(output, episodes, FPS, extra_info={"retain_recipe": recipe}, video=video, vcodec=vcodec)
     frames = sum(int(e.state.shape[0]) for e in episodes)
     summary = {"path": output, "task": task, "setting": setting, "seed": seed, "episodes": len(episodes),
-               "frames": frames, "instructions": sorted({e.instruction for e in episodes})}
+               "frames": frames, "instructions": sorted({e.instruction for e in episodes}),
+               "video": vcodec if video else None}
     emit(summary, as_json, lambda s: f"wrote {s['episodes']} episodes ({s['frames']} frames) of {task} "
-                                     f"[{setting}, seed {seed}] to {output}")
+                                     f"[{setting}, seed {seed}] to {output}" + (f" (camera as {vcodec} video)" if video else ""))
 
 
 @demos_group.command("show")

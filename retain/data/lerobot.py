@@ -1,6 +1,6 @@
 """LeRobot v3-layout datasets: write our demos, read ours or a user's.
 
-Layout written (a LeRobot v3.0 dataset without videos):
+Layout written (a LeRobot v3.0 dataset; with `video=True` the camera goes to MP4 files instead):
 
     meta/info.json                                 codebase_version "v3.0", fps, features, totals
     meta/tasks.parquet                             task_index, task (the instruction text)
@@ -8,13 +8,19 @@ Layout written (a LeRobot v3.0 dataset without videos):
                                                    dataset_from_index / dataset_to_index
     meta/stats.json                                min / max / mean / std of state and action
     data/chunk-000/file-000.parquet                one row per frame
+    videos/observation.images.<camera>/chunk-000/file-000.mp4
+                                                   with video=True: the episodes back to back; each
+                                                   episode's videos/<key>/chunk_index, file_index,
+                                                   from_timestamp and to_timestamp in meta/episodes
 
 Frame columns: `observation.images.<camera>` (uint8 H x W x 3 as nested fixed-size lists,
 declared in info.json with dtype "image" and "retain_image_storage": "uint8-hwc-lists"),
 `observation.state` and `action` (float32 lists), `timestamp`, `frame_index`, `episode_index`,
 `index`, `task_index`.
 
-The reader also accepts the variants users have: images as LeRobot's struct {bytes: PNG, path},
+The reader decodes video features (dtype "video") through retain.data.video: only the frames the
+rows ask for, found by timestamp (episode from_timestamp + frame timestamp, within `tolerance_s`,
+as LeRobot does). It also accepts the variants users have: images as LeRobot's struct {bytes: PNG, path},
 as flat lists, channel-first (C, H, W) shapes, or floats in [0, 1]; a tasks table whose task text
 is the index; several data files. It reads from a local folder or any fsspec URL. Writing goes to a
 temporary sibling folder renamed into place at the end, so a failure leaves nothing half-written.
@@ -40,6 +46,9 @@ from registry.errors import already_exists, corrupt, invalid, not_found
 CODEBASE_VERSION = "v3.0"
 IMAGE_STORAGE = "uint8-hwc-lists"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+VIDEO_FILE_MB = 200   # LeRobot's default size at which a camera stream moves on to the next file
+TOLERANCE_S = 1e-4    # LeRobot's default: how far a decoded frame may lie from the row's timestamp
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 STATE_KEY, ACTION_KEY, IMAGE_PREFIX = "observation.state", "action", "observation.images."
 
@@ -86,7 +95,8 @@ class DemoData:
 
 # -- writing ---------------------------------------------------------------------------------------
 def write_dataset(path: "str | os.PathLike", episodes: Sequence[Episode], fps: float, *, camera: str = "top",
-                  robot_type: str = "retain-tabletop", extra_info: dict[str, Any] | None = None) -> Path:
+                  robot_type: str = "retain-tabletop", extra_info: dict[str, Any] | None = None,
+                  video: bool = False, vcodec: str = "av1", video_file_mb: float = VIDEO_FILE_MB) -> Path:
     """Write `episodes` as a LeRobot v3 dataset folder at `path` (which must not exist).
 
     Args:
@@ -95,6 +105,9 @@ def write_dataset(path: "str | os.PathLike", episodes: Sequence[Episode], fps: f
         fps: frames per second recorded in info.json and used for timestamps.
         camera: name of the image feature (`observation.images.<camera>`).
         extra_info: more keys for info.json (e.g. how the demos were made).
+        video: store the camera as MP4 (LeRobot's "video" dtype, needs PyAV) instead of pixel arrays.
+        vcodec: the video codec: av1 (LeRobot's default), h264 or hevc.
+        video_file_mb: start a new MP4 file once one reaches this size (whole episodes per file).
     Returns:
         The folder written.
     Example:
@@ -110,7 +123,8 @@ def write_dataset(path: "str | os.PathLike", episodes: Sequence[Episode], fps: f
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        _write_into(tmp, episodes, fps, camera, robot_type, extra_info or {})
+        _write_into(tmp, episodes, fps, camera, robot_type, extra_info or {},
+                    (vcodec, video_file_mb) if video else None)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,7 +148,7 @@ def _check_episodes(episodes: Sequence[Episode]) -> None:
 
 
 def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str, robot_type: str,
-                extra: dict[str, Any]) -> None:
+                extra: dict[str, Any], video: "tuple[str, float] | None") -> None:
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
     (root / "data" / "chunk-000").mkdir(parents=True)
     tasks: list[str] = []
@@ -150,8 +164,10 @@ def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str
     frame_index = np.concatenate([np.arange(t) for t in lengths])
     task_index = np.repeat([tasks.index(ep.instruction) for ep in episodes], lengths)
     image_key = IMAGE_PREFIX + camera
+    h, w, c = images.shape[1:]
+    columns: dict[str, Any] = {} if video else {image_key: _nested_uint8(images)}
     table = pa.table({
-        image_key: _nested_uint8(images),
+        **columns,
         STATE_KEY: _float_lists(state),
         ACTION_KEY: _float_lists(action),
         "timestamp": pa.array((frame_index / fps).astype(np.float32)),
@@ -164,6 +180,14 @@ def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str
     pq.write_table(pa.table({"task_index": pa.array(np.arange(len(tasks), dtype=np.int64)),
                              "task": pa.array(tasks, pa.string())}), root / "meta" / "tasks.parquet")
     ends = np.cumsum(lengths)
+    if video:
+        from retain.data.lerobot_video import write_videos
+
+        video_columns, image_feature = write_videos(root, image_key, episodes, fps, *video)
+    else:
+        video_columns = {}
+        image_feature = {"dtype": "image", "shape": [h, w, c], "names": ["height", "width", "channels"],
+                         "retain_image_storage": IMAGE_STORAGE}
     pq.write_table(pa.table({
         "episode_index": pa.array(np.arange(len(episodes), dtype=np.int64)),
         "tasks": pa.array([[ep.instruction] for ep in episodes], pa.list_(pa.string())),
@@ -172,17 +196,17 @@ def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str
         "data/file_index": pa.array(np.zeros(len(episodes), np.int64)),
         "dataset_from_index": pa.array(ends - lengths),
         "dataset_to_index": pa.array(ends),
+        **video_columns,
     }), root / EPISODES_PATH.format(chunk_index=0, file_index=0))
-    h, w, c = images.shape[1:]
     s, a = state.shape[1], action.shape[1]
     info = {
         "codebase_version": CODEBASE_VERSION, "robot_type": robot_type,
         "total_episodes": len(episodes), "total_frames": n, "total_tasks": len(tasks),
         "chunks_size": 1000, "fps": fps, "splits": {"train": f"0:{len(episodes)}"},
-        "data_path": DATA_PATH, "video_path": None,
+        "data_files_size_in_mb": 100, "video_files_size_in_mb": video[1] if video else VIDEO_FILE_MB,
+        "data_path": DATA_PATH, "video_path": VIDEO_PATH if video else None,
         "features": {
-            image_key: {"dtype": "image", "shape": [h, w, c], "names": ["height", "width", "channels"],
-                        "retain_image_storage": IMAGE_STORAGE},
+            image_key: image_feature,
             STATE_KEY: {"dtype": "float32", "shape": [s], "names": None},
             ACTION_KEY: {"dtype": "float32", "shape": [a], "names": None},
             "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -213,7 +237,8 @@ def _float_lists(x: np.ndarray) -> pa.Array:
 
 # -- reading ---------------------------------------------------------------------------------------
 def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_dim: int | None = None,
-                 action_dim: int | None = None, image_shape: tuple[int, int] | None = None) -> DemoData:
+                 action_dim: int | None = None, image_shape: tuple[int, int] | None = None,
+                 episodes: Sequence[int] | None = None, tolerance_s: float = TOLERANCE_S) -> DemoData:
     """Read a LeRobot v3-layout dataset from a local folder or an fsspec URL.
 
     Args:
@@ -221,6 +246,9 @@ def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_
         camera: which `observation.images.<camera>` to load (default: the first one).
         state_dim / action_dim / image_shape: what the caller needs; a mismatch is an error that
             says so, rather than a failure deep inside training.
+        episodes: read only these episode indices (default: all); a video is decoded only where
+            their rows point.
+        tolerance_s: how far a video frame may lie from a row's timestamp (LeRobot's default).
     Returns:
         DemoData with frame-aligned arrays.
     """
@@ -240,16 +268,24 @@ def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_
     for needed in (STATE_KEY, ACTION_KEY):
         if needed not in features:
             raise invalid(f"{path}: meta/info.json declares no {needed!r} feature; a demo set needs it")
-    table = _read_frames(fs, root, str(path), [key, STATE_KEY, ACTION_KEY, "episode_index", "frame_index",
-                                                "task_index", "timestamp"])
+    is_video = features[key].get("dtype") == "video"
+    table = _read_frames(fs, root, str(path), ([] if is_video else [key]) + [
+        STATE_KEY, ACTION_KEY, "episode_index", "frame_index", "task_index", "timestamp"])
+    if episodes is not None:
+        table = _select_episodes(table, episodes, path)
     n = table.num_rows
     state = _matrix(table, STATE_KEY, features, path)
     action = _matrix(table, ACTION_KEY, features, path)
-    images = _images(table.column(key), features[key], n, path, key)
     ints = {c: _ints(table, c, path) for c in ("episode_index", "frame_index", "task_index")}
     fps = float(info.get("fps", 10))
     ts = (np.asarray(table.column("timestamp").to_numpy(zero_copy_only=False), np.float32)
           if "timestamp" in table.column_names else (ints["frame_index"] / fps).astype(np.float32))
+    if is_video:
+        from retain.data.lerobot_video import video_images
+
+        images = video_images(fs, root, str(path), info, key, ints["episode_index"], ints["frame_index"], ts, tolerance_s)
+    else:
+        images = _images(table.column(key), features[key], n, path, key)
     tasks = _read_tasks(fs, root, str(path))
     if ints["task_index"].size and (ints["task_index"].min() < 0 or ints["task_index"].max() >= len(tasks)):
         raise corrupt(f"{path}: task_index runs to {ints['task_index'].max()} but meta/tasks.parquet has "
@@ -291,6 +327,16 @@ def _read_frames(fs, root: str, shown: str, wanted: list[str]) -> pa.Table:
         return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
     except pa.ArrowInvalid as e:
         raise corrupt(f"{shown}: data files disagree on their columns ({e})") from None
+
+
+def _select_episodes(table: pa.Table, wanted: Sequence[int], path) -> pa.Table:
+    ep = _ints(table, "episode_index", path)
+    want = np.asarray(sorted(set(int(e) for e in wanted)), np.int64)
+    absent = np.setdiff1d(want, ep)
+    if absent.size:
+        raise invalid(f"{path} has no episode {int(absent[0])}; it holds episodes {int(ep.min())}-{int(ep.max())}"
+                      if ep.size else f"{path} has no frames")
+    return table.filter(pa.array(np.isin(ep, want)))
 
 
 def _read_parquet(fs, f: str, shown: str) -> pa.Table:
