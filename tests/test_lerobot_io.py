@@ -49,6 +49,10 @@ def test_round_trip_is_exact_and_layout_is_lerobot_v3(tmp_path):
     assert d.num_episodes == 3 and d.fps == 10 and d.camera == "top"
     ep = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pydict()
     assert ep["dataset_from_index"] == [0, 3, 7] and ep["dataset_to_index"] == [3, 7, 12]
+    # LeRobot reads the task text as the pandas index of meta/tasks.parquet (tasks.iloc[i].name)
+    tasks = pq.read_table(root / "meta/tasks.parquet")
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]
+    assert tasks.column("task").to_pylist() == ["task 0", "task 1"]
 
 
 def test_reads_from_an_fsspec_url(tmp_path):

@@ -177,8 +177,7 @@ def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str
         "task_index": pa.array(task_index.astype(np.int64)),
     })
     pq.write_table(table, root / DATA_PATH.format(chunk_index=0, file_index=0))
-    pq.write_table(pa.table({"task_index": pa.array(np.arange(len(tasks), dtype=np.int64)),
-                             "task": pa.array(tasks, pa.string())}), root / "meta" / "tasks.parquet")
+    pq.write_table(_tasks_table(tasks), root / "meta" / "tasks.parquet")
     ends = np.cumsum(lengths)
     if video:
         from retain.data.lerobot_video import write_videos
@@ -221,6 +220,18 @@ def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str
     stats = {k: {"min": v.min(0).tolist(), "max": v.max(0).tolist(), "mean": v.mean(0).tolist(),
                  "std": v.std(0).tolist(), "count": [n]} for k, v in ((STATE_KEY, state), (ACTION_KEY, action))}
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
+
+
+def _tasks_table(tasks: list[str]) -> pa.Table:
+    """meta/tasks.parquet as LeRobot's pandas writes it: task_index, with the text as the frame's index
+    (`tasks.iloc[i].name` is how LeRobot looks a task's text up)."""
+    pandas_meta = {
+        "index_columns": ["task"], "column_indexes": [],
+        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+                    {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}],
+    }
+    table = pa.table({"task_index": pa.array(np.arange(len(tasks), dtype=np.int64)), "task": pa.array(tasks, pa.string())})
+    return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
 
 
 def _nested_uint8(images: np.ndarray) -> pa.Array:

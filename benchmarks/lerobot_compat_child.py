@@ -1,0 +1,56 @@
+"""The `lerobot` side of benchmarks/lerobot_compat.py; runs in lerobot's own virtual environment.
+
+    python lerobot_compat_child.py write DATASET FRAMES.npz   # LeRobotDataset.create + add_frame + save_episode
+    python lerobot_compat_child.py read DATASET OUT.npz        # LeRobotDataset(...)[i] for every frame
+
+FRAMES.npz holds images (N, H, W, 3) uint8, state, action, lengths (per episode), tasks (per episode), fps.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def write(dataset: Path, frames: Path) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    f = np.load(frames)
+    h, w = f["images"].shape[1:3]
+    features = {
+        "observation.images.top": {"dtype": "video", "shape": (int(h), int(w), 3), "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (f["state"].shape[1],), "names": None},
+        "action": {"dtype": "float32", "shape": (f["action"].shape[1],), "names": None},
+    }
+    ds = LeRobotDataset.create("local/compat", fps=int(f["fps"]), features=features, root=dataset, use_videos=True)
+    i = 0
+    for length, task in zip(f["lengths"], f["tasks"]):
+        for _ in range(int(length)):
+            ds.add_frame({"observation.images.top": f["images"][i], "observation.state": f["state"][i],
+                          "action": f["action"][i], "task": str(task)})
+            i += 1
+        ds.save_episode()
+    ds.finalize()
+
+
+def read(dataset: Path, out: Path) -> None:
+    import lerobot
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("local/compat", root=dataset)
+    items = [ds[i] for i in range(len(ds))]
+    img = np.stack([(it["observation.images.top"].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8) for it in items])
+    np.savez(out, images=img,
+             state=np.stack([it["observation.state"].numpy() for it in items]),
+             action=np.stack([it["action"].numpy() for it in items]),
+             episode_index=np.array([int(it["episode_index"]) for it in items]),
+             frame_index=np.array([int(it["frame_index"]) for it in items]),
+             task=np.array([str(it["task"]) for it in items]),
+             meta=json.dumps({"lerobot": lerobot.__version__, "video_backend": ds.video_backend,
+                              "episodes": ds.num_episodes, "frames": ds.num_frames}))
+
+
+if __name__ == "__main__":
+    {"write": write, "read": read}[sys.argv[1]](Path(sys.argv[2]), Path(sys.argv[3]))
