@@ -53,7 +53,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RegistryError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {one_line(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing was committed.", err=True)
@@ -68,6 +68,11 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, home: str | None, db_url: str | None, store_url: str | None) -> None:
     """A continual-learning skill registry for robot policies (RETAIN weight merging)."""
     ctx.obj = {"home": home, "db_url": db_url, "store_url": store_url}
+
+
+def one_line(message: str) -> str:
+    """A message as one line: a control character a user put in a name is shown escaped, never obeyed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -42,6 +43,7 @@ from registry.store import BlobStore, FolderManifest, folder_listing
 HOWS = ("base-import", "pretrain", "learn", "replay")
 FAULT_PAUSE_ENV = "RETAIN_FAULT_PAUSE_AFTER_BLOBS"  # test hook: seconds to sleep between blobs and commit
 COMMIT_RETRIES = 5
+POLICY_ENTRY_POINTS = "retain.policies"  # where policies register (retain.policies.ENTRY_POINT_GROUP)
 DEFAULT_GC_GRACE = 3600.0
 
 T = TypeVar("T")
@@ -141,6 +143,7 @@ class Registry(reader.Queries):
         if name is not None:
             check_plain_name("base", name)
         check_plain_name("ref", ref)
+        _check_policy(config)
         current = self.head(ref)
         full_recipe = {"source": str(Path(path).absolute()), **({"name": name} if name else {}), **(recipe or {})}
         return self.commit_version(path, parent=None, how=how, ref=ref, expected_head=current.name if current else None,
@@ -170,6 +173,7 @@ class Registry(reader.Queries):
             _check_alpha(learn_run.alpha)
             for field in ("recipe", "alpha", "sweep", "timings", "status"):
                 _check_json(f"learn run {field}", getattr(learn_run, field))
+        pause = _fault_pause_seconds()
         weight_hash, files = _validated_weights(weights_dir)
         if parent is not None:
             self.resolve(parent)  # fail before storing anything
@@ -177,7 +181,7 @@ class Registry(reader.Queries):
         delta = None
         if learn_run is not None and learn_run.delta_dir is not None:
             delta = self.store.put_folder(folder_listing(learn_run.delta_dir))
-        _fault_pause()
+        _fault_pause(pause)
 
         def tx(s: Session) -> Version:
             expected_id = _resolve_row(s, expected_head).id if expected_head is not None else None
@@ -216,7 +220,7 @@ class Registry(reader.Queries):
         def tx(s: Session) -> Optional[RefLogEntry]:
             current = refs.lock_head(s, ref)
             if current is None:
-                raise not_found(f"ref '{ref}' does not exist{reader.known_refs(_db(s))}; see `retain lineage`")
+                raise not_found(f"ref {ref!r} does not exist{reader.known_refs(_db(s))}; see `retain lineage`")
             target = _resolve_row(s, version)
             if target.id == current:
                 return None
@@ -382,6 +386,8 @@ class Registry(reader.Queries):
 
         The grace period protects a commit in flight, whose blob files exist before its rows do.
         """
+        if not (isinstance(grace_seconds, (int, float)) and math.isfinite(grace_seconds) and grace_seconds >= 0):
+            raise invalid(f"gc grace period {grace_seconds!r} must be a finite number of seconds >= 0, e.g. 3600")
         report = GcReport(grace_seconds=grace_seconds, dry_run=dry_run)
         cutoff_ts = time.time() - grace_seconds
 
@@ -467,11 +473,42 @@ def _check_json(what: str, obj: Any) -> None:
         raise invalid(f"{what} must be plain JSON (dicts, lists, str, int, finite float): {e}") from None
 
 
-def _fault_pause() -> None:
-    pause = os.environ.get(FAULT_PAUSE_ENV)
-    if pause:
-        print(f"retain: {FAULT_PAUSE_ENV}: blobs written, pausing {pause}s before the commit transaction", file=sys.stderr, flush=True)
-        time.sleep(float(pause))
+def _check_policy(config: Optional[dict]) -> None:
+    """A config naming a policy must name one this installation has, or learn and eval would fail later.
+
+    Policies register in the entry-point group retain.policies (retain/policies/__init__.py); the
+    registry reads only the names, so it imports neither retain nor torch. Without any entry
+    point (run from a source tree, not installed) there is no list to check against.
+    """
+    from importlib import metadata
+
+    name = (config or {}).get("policy")
+    if name is None:
+        return
+    known = sorted({ep.name for ep in metadata.entry_points(group=POLICY_ENTRY_POINTS)})
+    if not isinstance(name, str) or (known and name not in known):
+        raise invalid(f"config names policy {name!r}, which is not installed here; known policies: {', '.join(known) or 'none'} "
+                      "(fix the config's \"policy\", or install the package that provides it)")
+
+
+def _fault_pause_seconds() -> Optional[float]:
+    """The test hook's pause, read before anything is stored so a bad value changes nothing."""
+    text = os.environ.get(FAULT_PAUSE_ENV)
+    if not text:
+        return None
+    try:
+        pause = float(text)
+    except ValueError:
+        pause = math.nan
+    if not (math.isfinite(pause) and pause >= 0):
+        raise invalid(f"{FAULT_PAUSE_ENV}={text!r} is not a number of seconds >= 0; unset it (it is a test hook) or give e.g. 5")
+    return pause
+
+
+def _fault_pause(pause: Optional[float]) -> None:
+    if pause is not None:
+        print(f"retain: {FAULT_PAUSE_ENV}: blobs written, pausing {pause:g}s before the commit transaction", file=sys.stderr, flush=True)
+        time.sleep(pause)
 
 
 def _one_line(e: Exception) -> str:

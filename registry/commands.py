@@ -55,14 +55,16 @@ def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, m
 def _policy_config_file(path: str) -> dict:
     """The JSON object in `path`; a missing, unreadable or non-object file is one INVALID line."""
     import json
-    from pathlib import Path
 
-    from registry.errors import invalid
+    from registry.errors import Code, RegistryError, invalid
+    from registry.files import read_regular
 
     try:
-        config = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise invalid(f"cannot read --config {path}: {e.strerror or e}; pass a JSON file") from None
+        config = json.loads(read_regular(path, "--config"))
+    except RegistryError as e:
+        if e.code is Code.NOT_FOUND:
+            raise invalid(f"cannot read --config {path}: it does not exist; pass a JSON file") from None
+        raise
     except ValueError as e:
         raise invalid(f"--config {path} is not valid JSON ({e}); fix the file") from None
     if not isinstance(config, dict) or not isinstance(config.get("policy"), str):
@@ -214,7 +216,7 @@ def verify_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command("gc")
-@click.option("--grace", "grace", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+@click.option("--grace", "grace", type=float, default=3600.0, show_default=True,
               help="Only delete what is older than this many seconds (protects commits in flight).")
 @click.option("--dry-run", is_flag=True, help="List what would go; delete nothing.")
 @json_option

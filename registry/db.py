@@ -100,11 +100,30 @@ def alembic_config(engine: Engine):
     return cfg
 
 
+def revisions() -> list[str]:
+    """The schema's revisions, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    return [s.revision for s in reversed(list(ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()))]
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to `revision` ("head" or one of revisions()); never down.
+
+    An unknown revision, or one older than the database's (a downgrade), is one INVALID line.
+    """
     from alembic import command
 
+    known = revisions()
+    target = known[-1] if revision == "head" else revision
+    if target not in known:
+        raise invalid(f"unknown schema revision {revision!r}; known: {', '.join(known)} (head is {known[-1]})")
+    current = current_revision(engine)
+    if current in known and known.index(target) < known.index(current):
+        raise invalid(f"the database is at schema {current}, newer than {target}; `db upgrade` never goes back "
+                      f"(restore a backup taken at {target} instead)")
     try:
-        command.upgrade(alembic_config(engine), revision)
+        command.upgrade(alembic_config(engine), target)
     except OperationalError as e:
         raise unavailable(_unreachable(engine, e)) from None
 

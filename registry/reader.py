@@ -169,7 +169,7 @@ def resolve_id(db: Db, spec: str) -> tuple[int, int]:
         return r
     r = db.row("SELECT v.id, v.number FROM refs r JOIN versions v ON v.id = r.version_id WHERE r.name = ?", (spec,))
     if r is None:
-        raise not_found(f"'{spec}' is neither a version (v0, v1, ...) nor a ref{known_refs(db)}; see `retain lineage`")
+        raise not_found(f"{spec!r} is neither a version (v0, v1, ...) nor a ref{known_refs(db)}; see `retain lineage`")
     return r
 
 
@@ -216,7 +216,7 @@ def log(db: Db, ref: Optional[str] = "main", limit: Optional[int] = None) -> lis
     params: list[Any] = []
     if ref is not None:
         if db.row("SELECT 1 FROM refs WHERE name = ?", (ref,)) is None:
-            raise not_found(f"ref '{ref}' does not exist{known_refs(db)}")
+            raise not_found(f"ref {ref!r} does not exist{known_refs(db)}")
         sql += " WHERE l.ref = ?"
         params.append(ref)
     sql += " ORDER BY l.id DESC"

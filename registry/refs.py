@@ -63,6 +63,6 @@ def move(session: Session, ref: str, expected: Optional[int], new: int, action: 
 
 def _moved(ref: str, now: Optional[str], expected: Optional[str]):
     return conflict(
-        f"CONFLICT: ref '{ref}' is at {now or 'nothing'} but this commit expected {expected or 'no head'}; "
+        f"CONFLICT: ref {ref!r} is at {now or 'nothing'} but this commit expected {expected or 'no head'}; "
         f"another commit moved it first. Nothing was committed; start again from {now or 'an empty ref'}"
     )

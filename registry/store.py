@@ -2,8 +2,10 @@
 
 A blob lives at `blobs/<aa>/<sha256>`. Writes go to `tmp/<random>` and are then renamed (or put
 in one call where the filesystem has no rename), so a reader never sees half a blob; an existing
-blob is never overwritten. Reads hash every byte and refuse a blob whose content does not match
-its name. Folders (a checkpoint, a delta, a demo set) are stored as one blob per file plus a
+blob is never overwritten, and on a local store it is read-only once written. Nothing found in
+the store is trusted: a blob about to be reused is hashed first, reads hash every byte, and
+either refuses a blob whose content does not match its name. A file that changes while it is
+being stored is refused too. Folders (a checkpoint, a delta, a demo set) are stored as one blob per file plus a
 manifest {relative path: (sha256, size)} whose own hash names the folder.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
 from registry.errors import already_exists, corrupt, invalid, not_found, unavailable
+from registry.files import open_regular
 
 CHUNK = 1 << 22
 
@@ -81,7 +84,12 @@ class BlobStore:
     # ------------------------------------------------------------------ writing
 
     def put_file(self, src: str | os.PathLike) -> tuple[str, int]:
-        """Store the file at `src`; returns (sha256, size). Idempotent: a present blob is kept."""
+        """Store the file at `src`; returns (sha256, size). Idempotent: a present, intact blob is kept.
+
+        A present blob whose bytes do not hash to its name is CORRUPT (left for the operator, as
+        the message says); a new one is copied while hashed again, so a source that changed
+        after the first hash never gets stored under the wrong name.
+        """
         sha, size = file_digest(src)
         dest = self.path(sha)
         if self.fs.exists(dest):
@@ -97,9 +105,15 @@ class BlobStore:
             self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
             self.fs.makedirs(f"{self.root}/blobs/{sha[:2]}", exist_ok=True)
             if self._local:
-                _copy_fsync(Path(src), Path(tmp))
+                copied = _copy_fsync(Path(src), Path(tmp))
+                os.chmod(tmp, 0o444)
             else:
                 self.fs.put_file(str(src), tmp)
+                copied = (sha, size)  # the upload is checked on every read instead
+            if copied != (sha, size):
+                self._discard(tmp)
+                raise invalid(f"file {src} changed while it was being stored (it hashed to {sha}, then to {copied[0]}); "
+                              "store it again once nothing writes to it")
             self.fs.mv(tmp, dest)
         except OSError as e:
             self._discard(tmp)
@@ -118,6 +132,10 @@ class BlobStore:
         have = self.fs.size(self.path(sha))
         if have != size:
             raise corrupt(f"blob {sha} in {self.url} has {have} bytes but its content has {size}; run `retain verify` and restore the store")
+        problem = self.check(sha)
+        if problem:
+            raise corrupt(f"{problem} in {self.url}, and this store would reuse it; nothing was committed. Restore it from a "
+                          f"backup, or delete {self.path(sha)} and store the file again (run `retain verify` for the rest)")
 
     def _discard(self, tmp: str) -> None:
         try:
@@ -204,22 +222,25 @@ class BlobStore:
 def file_digest(path: str | os.PathLike) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-                size += len(block)
-    except FileNotFoundError:
-        raise not_found(f"file {path} does not exist") from None
+    with open_regular(path) as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+            size += len(block)
     return h.hexdigest(), size
 
 
-def _copy_fsync(src: Path, dest: Path) -> None:
-    with open(src, "rb") as f, open(dest, "xb") as out:
+def _copy_fsync(src: Path, dest: Path) -> tuple[str, int]:
+    """Copy `src` to a new file `dest`, synced to disk; returns the (sha256, size) of what was copied."""
+    h = hashlib.sha256()
+    size = 0
+    with open_regular(src) as f, open(dest, "xb") as out:
         while block := f.read(CHUNK):
+            h.update(block)
+            size += len(block)
             out.write(block)
         out.flush()
         os.fsync(out.fileno())
+    return h.hexdigest(), size
 
 
 def _check_rel(rel: str) -> None:

@@ -36,6 +36,12 @@ def assert_one_line_error(result, code: Code, *needles: str) -> None:
         assert n in lines[0], out
 
 
+def overwrite_blob(path: str | os.PathLike, data: bytes) -> None:
+    """Damage a stored blob as a failing disk or a careless user would: blob files are read-only."""
+    os.chmod(path, 0o644)
+    Path(path).write_bytes(data)
+
+
 def snapshot(registry) -> tuple:
     """Everything a user could see change: versions, refs, ref log, scores, store files."""
     store = Path(registry.locations.store_url)

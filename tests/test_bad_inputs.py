@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_kit import assert_one_line_error, assert_unchanged, private_tmp, state  # noqa: F401 (fixture)
+from bad_input_kit import assert_one_line_error, assert_unchanged, overwrite_blob, private_tmp, state  # noqa: F401 (fixture)
 from registry.errors import Code
 from test_checkpoint_conformance import HAND, S1, S2, _ours, _shards
 
@@ -49,3 +49,195 @@ def test_safetensors_conformance_at_base_import(populated, cli, tmp_path):
     for path in corpus:
         assert_one_line_error(cli("base", "import", str(path)), Code.INVALID_VALUE, str(path.parent.name))
     assert_unchanged(populated, before)
+
+
+# ------------------------------------------------------------------------------- hangs and crashes
+
+def _special_paths(tmp_path: Path, make_checkpoint) -> list[tuple[list[str], Code, str]]:
+    """(arguments, exit kind, message fragment): non-regular files, symlink loops, odd names."""
+    d = tmp_path / "special"
+    d.mkdir()
+    fifo_dir = d / "fifo-folder"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "model.safetensors")
+    os.mkfifo(d / "bare.safetensors")
+    loop_dir = d / "loop-folder"
+    loop_dir.mkdir()
+    os.symlink("model.safetensors", loop_dir / "model.safetensors")
+    os.symlink("self.safetensors", d / "self.safetensors")
+    os.symlink(d / "absent.safetensors", d / "dangling.safetensors")
+    dir_dir = d / "dir-folder"
+    (dir_dir / "model.safetensors").mkdir(parents=True)
+    os.mkfifo(d / "config.json")
+    good = str(make_checkpoint("good.safetensors", seed=3))
+    unknown = d / "unknown-policy.json"
+    unknown.write_text('{"policy": "no-such-policy"}')
+    number = d / "number-policy.json"
+    number.write_text('{"policy": 7}')
+    return [
+        (["base", "import", str(fifo_dir)], Code.INVALID_VALUE, "is a FIFO (named pipe), not a regular file"),
+        (["base", "import", str(d / "bare.safetensors")], Code.INVALID_VALUE, "is a FIFO"),
+        (["base", "import", str(loop_dir)], Code.INVALID_VALUE, "symbolic link that loops"),
+        (["base", "import", str(d / "self.safetensors")], Code.INVALID_VALUE, "symbolic link that loops"),
+        (["base", "import", str(d / "dangling.safetensors")], Code.NOT_FOUND, "symbolic link to a missing file"),
+        (["base", "import", str(dir_dir)], Code.INVALID_VALUE, "is a folder, not a regular file"),
+        (["base", "import", good, "--config", str(d / "config.json")], Code.INVALID_VALUE, "--config"),
+        (["base", "import", good, "--config", str(unknown)], Code.INVALID_VALUE, "policy 'no-such-policy', which is not installed"),
+        (["base", "import", good, "--config", str(number)], Code.INVALID_VALUE, "must be a JSON object with a \"policy\" name"),
+        (["gc", "--grace", "nan"], Code.INVALID_VALUE, "must be a finite number of seconds"),
+        (["gc", "--grace", "inf"], Code.INVALID_VALUE, "must be a finite number of seconds"),
+        (["gc", "--grace", "-1"], Code.INVALID_VALUE, "must be a finite number of seconds"),
+        (["db", "upgrade", "--revision", "nope"], Code.INVALID_VALUE, "unknown schema revision 'nope'"),
+        (["db", "upgrade", "--revision", "0001"], Code.INVALID_VALUE, "`db upgrade` never goes back"),
+        (["show", "v1\nmain"], Code.NOT_FOUND, "'v1\\nmain' is neither"),
+        (["show", "ma\rin"], Code.NOT_FOUND, "'ma\\rin' is neither"),
+        (["log", "--ref", "a\nb"], Code.NOT_FOUND, "ref 'a\\nb' does not exist"),
+        (["rollback", "v0", "--ref", "x\ny"], Code.NOT_FOUND, "ref 'x\\ny' does not exist"),
+        (["base", "import", good, "--ref", "new\nref"], Code.INVALID_VALUE, "ref name 'new\\nref' is not allowed"),
+        (["base", "import", good, "--name", "a\x1bb"], Code.INVALID_VALUE, "base name 'a\\x1bb' is not allowed"),
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # processes are slow; the database plays no part
+def test_inputs_that_hung_or_crashed_get_one_line(populated, make_checkpoint, tmp_path):
+    """Run as real processes with a deadline: a FIFO must not hang, nothing may print a traceback."""
+    import subprocess
+
+    from conftest import cli_argv
+
+    cases = _special_paths(tmp_path, make_checkpoint)
+    before = state(populated)
+    failures = []
+    for args, code, fragment in cases:
+        r = subprocess.run(cli_argv(populated, *args), capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        if not (r.returncode == code.value and r.stdout == "" and len(lines) == 1 and lines[0].startswith("Error: ")
+                and fragment in lines[0]):
+            failures.append(f"{args!r}: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+    assert not failures, "\n".join(failures)
+    assert_unchanged(populated, before)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_a_bad_fault_hook_value_refuses_before_storing_anything(populated, make_checkpoint, cli, monkeypatch, value):
+    src = str(make_checkpoint("fault.safetensors", seed=5))
+    monkeypatch.setenv("RETAIN_FAULT_PAUSE_AFTER_BLOBS", value)
+    before = state(populated)
+    assert_one_line_error(cli("base", "import", src), Code.INVALID_VALUE, "RETAIN_FAULT_PAUSE_AFTER_BLOBS")
+    assert_unchanged(populated, before)
+
+
+def _demo_variant(path: Path, column: str, change) -> str:
+    """A valid tiny LeRobot dataset whose `column` rows are rewritten by change(list of rows)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retain.data.lerobot import Episode, write_dataset
+
+    write_dataset(path, [Episode(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 5), np.float32),
+                                 np.zeros((4, 4), np.float32), "wipe it")], 10)
+    f = next(path.glob("data/**/*.parquet"))
+    t = pq.read_table(f)
+    rows = change(t.column(column).to_pylist())
+    t = t.set_column(t.column_names.index(column), column, pa.array(rows, pa.list_(pa.float32())))
+    pq.write_table(t, f)
+    return str(path)
+
+
+def _ragged(rows):
+    rows[1], rows[2] = rows[1][:-1], rows[2] + [0.0]  # the total still matches the declared shape
+    return rows
+
+
+def _short(rows):
+    rows[3] = rows[3][:-2]
+    return rows
+
+
+def _with(value):
+    def change(rows):
+        rows[2][0] = value
+        return rows
+    return change
+
+
+def test_demo_data_that_crashed_or_warned_gets_one_line(tmp_path, private_tmp):
+    """Ragged or non-finite state and action rows: one line, no torch warning, nothing committed."""
+    from click.testing import CliRunner
+
+    from cli import cli as root_cli
+    from learn_support import FAST_CLI, tiny_registry
+
+    reg = tiny_registry(tmp_path)
+    try:
+        cases = [
+            ("observation.state", _ragged, "is ragged"), ("observation.state", _short, "is ragged"),
+            ("action", _ragged, "is ragged"), ("action", _with(float("nan")), "holds NaN or inf"),
+            ("action", _with(float("inf")), "holds NaN or inf"), ("observation.state", _with(float("nan")), "holds NaN or inf"),
+            ("observation.state", _with(1e39), "holds NaN or inf"),  # beyond float32: inf once converted
+        ]
+        before = state(reg)
+        for i, (column, change, fragment) in enumerate(cases):
+            demos = _demo_variant(tmp_path / f"demos{i}", column, change)
+            r = CliRunner().invoke(root_cli, ["--home", str(tmp_path / "home"), "learn", "plates", "--demos", demos, *FAST_CLI],
+                                   catch_exceptions=False)
+            assert_one_line_error(r, Code.INVALID_VALUE, fragment, repr(column))
+        assert_unchanged(reg, before)
+    finally:
+        reg.close()
+
+
+# ------------------------------------------------------------------------------- the store trusts nothing
+
+def _same_size_damage(data: bytes) -> list[bytes]:
+    flip_first = bytes([data[0] ^ 1]) + data[1:]
+    flip_last = data[:-1] + bytes([data[-1] ^ 0x80])
+    zeros = bytes(len(data))
+    shifted = data[1:] + data[:1]
+    return [flip_first, flip_last, zeros, shifted]
+
+
+def test_reimport_over_a_damaged_blob_is_refused(populated, cli, make_checkpoint, tmp_path):
+    """The issue's case: same-size corruption, then good content imported again. Before, a new
+    version pointed at the bad bytes (exit 0). Now: CORRUPT naming the blob, nothing committed."""
+    src = tmp_path / "checkpoints" / "base.safetensors"  # the file v0 was imported from
+    blob = populated.show("v0").files[0].blob
+    path = Path(populated.store.path(blob))
+    good = path.read_bytes()
+    assert not os.access(path, os.W_OK) or os.geteuid() == 0  # read-only (root may write anyway)
+    assert path.stat().st_mode & 0o222 == 0
+    for damaged in _same_size_damage(good) + [good[:-1], good + b"\0"]:
+        overwrite_blob(path, damaged)
+        os.chmod(path, 0o444)
+        before = state(populated)
+        assert_one_line_error(cli("base", "import", str(src)), Code.CORRUPT, blob)
+        assert state(populated) == before
+    overwrite_blob(path, good)
+    assert populated.verify().ok
+
+
+def test_a_file_changing_while_stored_is_refused(tmp_path):
+    from registry.errors import RegistryError
+    from registry.store import BlobStore
+
+    store = BlobStore(str(tmp_path / "store"))
+    src = tmp_path / "moving.bin"
+    src.write_bytes(b"first content")
+    import registry.store as store_mod
+
+    real = store_mod.file_digest
+
+    def digest_then_change(path):  # the file changes between the hash and the copy
+        out = real(path)
+        Path(path).write_bytes(b"other content")
+        return out
+
+    store_mod.file_digest = digest_then_change
+    try:
+        with pytest.raises(RegistryError) as e:
+            store.put_file(src)
+    finally:
+        store_mod.file_digest = real
+    assert "changed while it was being stored" in str(e.value)
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []

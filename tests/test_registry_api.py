@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bad_input_kit import overwrite_blob
 from registry.api import Registry
 from registry.checkpoint import open_checkpoint, weight_hash
 from registry.errors import Code, RegistryError
@@ -118,7 +119,7 @@ def test_flipped_byte_is_reported_as_corruption_naming_the_blob(registry, make_c
     path = Path(registry.store.path(blob))
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    overwrite_blob(path, bytes(data))
     report = registry.verify()
     assert not report.ok and any(blob in p for p in report.problems) and any(p.startswith("v0:") for p in report.problems)
     with pytest.raises(RegistryError) as err:

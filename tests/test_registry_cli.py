@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_input_kit import assert_one_line_error, snapshot
+from bad_input_kit import assert_one_line_error, overwrite_blob, snapshot
 from conftest import cli_argv
 from registry.checkpoint import save_tensors
 from registry.db import SCHEMA_HEAD
@@ -170,7 +170,7 @@ def test_verify_reports_corruption_with_nonzero_exit(populated, cli):
     path = Path(populated.store.path(blob))
     data = bytearray(path.read_bytes())
     data[100] ^= 1
-    path.write_bytes(bytes(data))
+    overwrite_blob(path, bytes(data))
     r = cli("verify")
     assert r.exit_code == Code.CORRUPT.value and f"problem: blob {blob} is corrupt" in r.output
     assert "Traceback" not in r.output and r.output.strip().splitlines()[-1].startswith("Error: verify found")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bad_input_kit import overwrite_blob
 from registry.errors import Code, RegistryError
 from registry.store import BlobStore, FolderManifest, folder_listing
 
@@ -35,7 +36,7 @@ def test_existing_blob_of_another_size_is_corruption_not_overwritten(tmp_path):
     src = tmp_path / "x.bin"
     src.write_bytes(b"the real content")
     sha, _ = store.put_file(src)
-    Path(store.path(sha)).write_bytes(b"short")
+    overwrite_blob(store.path(sha), b"short")
     with pytest.raises(RegistryError) as err:
         store.put_file(src)
     assert err.value.code == Code.CORRUPT and sha in str(err.value)

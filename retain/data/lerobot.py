@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute.list_value_length)
 import pyarrow.parquet as pq
 
 from registry.errors import already_exists, corrupt, invalid, not_found
@@ -353,7 +354,10 @@ def _select_episodes(table: pa.Table, wanted: Sequence[int], path) -> pa.Table:
 def _read_parquet(fs, f: str, shown: str) -> pa.Table:
     try:
         with fs.open(f, "rb") as fh:
-            return pq.read_table(io.BytesIO(fh.read()))
+            # One thread: Arrow's thread pool would start C++ worker threads that are still alive
+            # when the process exits, and an exit racing them can end in std::terminate (exit 134,
+            # "terminate called without an active exception") after a clean error line.
+            return pq.read_table(io.BytesIO(fh.read()), use_threads=False)
     except (pa.ArrowInvalid, OSError) as e:
         raise corrupt(f"{shown}: cannot read {f.rsplit('/', 1)[-1]} as parquet ({e})") from None
 
@@ -393,10 +397,30 @@ def _matrix(table: pa.Table, key: str, features: dict, path) -> np.ndarray:
     except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise corrupt(f"{path}: column {key!r} is not a list of numbers ({e})") from None
     n = table.num_rows
+    lengths = _row_lengths(table.column(key))
+    if lengths is not None and lengths.size and lengths.min() != lengths.max():
+        row = int(np.argmax(lengths != shape[0])) if (lengths != shape[0]).any() else 0
+        raise invalid(f"{path}: column {key!r} is ragged: frame {row} holds {int(lengths[row])} values where meta/info.json "
+                      f"declares shape {shape}; every frame needs {shape[0]} (fix the column or the declared shape)")
     if flat.size != n * shape[0]:
         raise invalid(f"{path}: column {key!r} holds {flat.size} values for {n} frames; meta/info.json "
                       f"declares shape {shape} (expected {n * shape[0]}); fix the column or the declared shape")
-    return flat.reshape(n, shape[0])
+    out = flat.reshape(n, shape[0])
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise invalid(f"{path}: column {key!r} holds NaN or inf (first at frame {row}, {int((~finite).sum())} frame(s) "
+                      "in all); a demo needs finite numbers, so fix or drop those frames")
+    return out
+
+
+def _row_lengths(col: "pa.ChunkedArray") -> "np.ndarray | None":
+    """Values per row of a list column (None for other types), so rows of unequal length are caught
+    even when their total happens to match."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
+        return None
+    return np.asarray(pa.compute.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False), np.int64)
 
 
 def _ints(table: pa.Table, key: str, path) -> np.ndarray:
