@@ -461,6 +461,7 @@ class CheckpointWriter:
         max_shard_bytes: int | None = None,
         metadata: Mapping[str, str] | None = None,
         single_file: bool | None = None,
+        extra_files: Mapping[str, bytes] | None = None,
     ):
         self.dest = Path(dest)
         if self.dest.exists():
@@ -471,6 +472,8 @@ class CheckpointWriter:
         self.single_file = (len(self.shards) == 1 and self.dest.suffix == ".safetensors") if single_file is None else single_file
         if self.single_file and len(self.shards) > 1:
             raise invalid(f"{self.dest} is a single file but the layout needs {len(self.shards)} shards; give a folder")
+        # Files published with a folder checkpoint in the same rename (config.json); a single file has no room for them.
+        self.extra_files = {} if self.single_file else dict(extra_files or {})
         self.metadata = dict(metadata or {"format": "pt"})
         self._order = [s.name for shard in self.shards for s in shard]
         self._specs = {s.name: s for shard in self.shards for s in shard}
@@ -566,6 +569,11 @@ class CheckpointWriter:
                 index = {"metadata": {"total_size": sum(s.nbytes for s in self._specs.values())}, "weight_map": weight_map}
                 with open(self._tmp / INDEX_NAME, "w") as f:
                     f.write(json.dumps(index, indent=2, sort_keys=True))
+                    f.flush()
+                    os.fsync(f.fileno())
+            for fname, data in self.extra_files.items():
+                with open(self._tmp / fname, "wb") as f:
+                    f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
             os.rename(self._tmp, self.dest)

@@ -46,10 +46,32 @@ def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, m
 
     Example: retain base import ./pi0_base --name pi0 --config pi0.json
     """
-    config = _policy_config_file(config_path) if config_path else None
+    config, config_from = _import_config(path, config_path)
     with registry_from_ctx(ctx) as reg:
         v = reg.import_base(path, name=name, ref=ref, message=message, config=config)
-    emit(v, as_json, lambda v: f"{v.name} imported from {path} ({v.weight_hash}); {ref} -> {v.name}")
+    note = f"; policy {config['policy']} from {config_from}" if config else ""
+    emit(v, as_json, lambda v: f"{v.name} imported from {path} ({v.weight_hash}); {ref} -> {v.name}{note}")
+
+
+def _import_config(path: str, config_path: str | None) -> tuple[dict | None, str | None]:
+    """The policy config of an import: --config, else the config.json of a folder that names a policy
+    (what `export` and `merge` write), else none."""
+    from pathlib import Path
+
+    if config_path:
+        return _policy_config_file(config_path), config_path
+    beside = Path(path) / "config.json"
+    if beside.is_file():
+        import json
+
+        try:
+            config = json.loads(beside.read_text())
+        except (OSError, ValueError):
+            return None, None  # a foreign config.json (say, a transformers one) is not ours to judge
+        if isinstance(config, dict) and isinstance(config.get("policy"), str):
+            config.pop("retain", None)  # export's record of the version it came from
+            return config, str(beside)
+    return None, None
 
 
 def _policy_config_file(path: str) -> dict:

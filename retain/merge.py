@@ -119,6 +119,7 @@ def merge_checkpoints(
     extrapolate: bool = False,
     chunk_elems: int = DEFAULT_CHUNK_ELEMS,
     threads: int | None = 1,
+    config: dict | None = None,
 ) -> MergeReport:
     """Merge finetuned checkpoints into a pretrained one and write the result to `dest`.
 
@@ -134,6 +135,8 @@ def merge_checkpoints(
         extrapolate: allow alphas outside [0, 1].
         chunk_elems: elements per processing chunk (bounds memory).
         threads: torch intra-op threads during the merge (None: leave torch's setting).
+        config: written as config.json beside the weights when `dest` is a folder (what
+            `base import` and `eval` read to know the policy).
 
     Returns:
         A MergeReport. Raises RegistryError (nothing written at `dest`) on bad input, on
@@ -169,7 +172,8 @@ def merge_checkpoints(
         }
         with FileReader() as reader, torch_threads(threads):
             _check_plain_buffers(jobs, pre_ck, ft_cks, reader, on_mismatch, taken)
-            stats = _execute(jobs, reader, dest, max_shard_bytes, metadata, progress, chunk_elems)
+            extra = {"config.json": (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()} if config else None
+            stats = _execute(jobs, reader, dest, max_shard_bytes, metadata, progress, chunk_elems, extra)
     finally:
         pre_ck.close()
         for c in ft_cks:
@@ -324,6 +328,7 @@ def _execute(
     metadata: dict[str, str],
     progress: bool,
     chunk_elems: int,
+    extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, int]:
     """Three stages at once: a thread reads blocks, this thread computes, a thread writes them."""
     from tqdm import tqdm
@@ -335,7 +340,7 @@ def _execute(
     show = progress and sys.stderr.isatty()
     widest = max((1 + len(j.terms) for j in jobs), default=1)
     block_bytes = max(_BLOCK_BYTES // widest, min(_BLOCK_BYTES, 1 << 20))
-    out = _AsyncWriter(CheckpointWriter(dest, specs, max_shard_bytes, metadata), [s.name for s in specs], block_bytes)
+    out = _AsyncWriter(CheckpointWriter(dest, specs, max_shard_bytes, metadata, extra_files=extra_files), [s.name for s in specs], block_bytes)
     with tqdm(total=total, unit="B", unit_scale=True, desc="merge", disable=not show, leave=False) as bar, \
             _BlockReader(jobs, reader, block_bytes) as blocks, out:
         for k, job in enumerate(jobs):

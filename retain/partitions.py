@@ -157,6 +157,19 @@ def get_partition_map(preset: str | None = None, rules: str | os.PathLike | None
         raise invalid(f"unknown partition preset {preset!r}; choose one of {', '.join(PRESETS)} or pass a rules file") from None
 
 
+def resolve_partition(names: Iterable[str], preset: str | None = None,
+                      rules: str | os.PathLike | None = None) -> tuple[PartitionMap | None, bool]:
+    """The map a command uses on a checkpoint holding `names`, and whether it was detected.
+
+    An explicit preset or rules file wins; otherwise the preset that claims the most tensors
+    (`detect_preset`). `partitions` and `merge` both call this, so they agree on the same file.
+    """
+    if preset is not None or rules is not None:
+        return get_partition_map(preset, rules), False
+    detected = detect_preset(names)
+    return detected, detected is not None
+
+
 def detect_preset(names: Iterable[str]) -> PartitionMap | None:
     """The preset that claims the most of `names` (None if none claims any): a guess to show users."""
     names = list(names)

@@ -83,6 +83,7 @@ def _bad(d):
     (d / "bad_rules.txt").write_text("vision ^x\n")
     write(d / "big_pre.safetensors", {"vision.w": torch.tensor([1.0, 60000.0], dtype=torch.float16)})
     write(d / "big_ft.safetensors", {"vision.w": torch.tensor([1.0, -60000.0], dtype=torch.float16)})
+    write(d / "plain.safetensors", {"w": torch.zeros(2)})
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,8 @@ def _bad(d):
         ("pre.safetensors", "ft.safetensors", ["--alpha", "vision=1,language=zero,action=1", "--preset", "openpi-pi0"], 4,
          "alpha for language 'zero' is not a number"),
         ("pre.safetensors", "ft.safetensors", ["--alpha", "2"], 4, "outside [0, 1]; pass --extrapolate"),
-        ("pre.safetensors", "ft.safetensors", ["--alpha", "vision=1,language=1,action=1"], 4, "needs a partition map"),
+        ("plain.safetensors", "plain.safetensors", ["--alpha", "vision=1,language=1,action=1"], 4,
+         "no partition preset claims any tensor of {d}/plain.safetensors"),
         ("pre.safetensors", "ft.safetensors", ["--alpha", "vision=1,language=1,action=1", "--preset", "builtin"], 4,
          "match no rule of partition 'builtin'"),
         ("big_pre.safetensors", "big_ft.safetensors", ["--alpha", "-0.5", "--extrapolate"], 4, "merge produced NaN or inf in tensor vision.w"),
@@ -188,3 +190,51 @@ def test_partitions_print_rules_round_trips_through_rules(ckpts):
     a = json.loads(run("partitions", d / "pre.safetensors", "--rules", d / "mine.txt", "--json").output)["modalities"]
     b = json.loads(run("partitions", d / "pre.safetensors", "--preset", "openpi-pi0", "--json").output)["modalities"]
     assert a == b
+
+
+def test_merge_detects_the_preset_that_partitions_shows(ckpts):
+    d, _, _ = ckpts
+    shown = json.loads(run("partitions", d / "pre.safetensors", "--json").output)["partition"]
+    r = run("merge", d / "pre.safetensors", d / "ft.safetensors", "--alpha", "vision=0,language=1,action=0.5",
+            "-o", d / "detected", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert f"partition {shown} (detected" in r.output
+    given = run("merge", d / "pre.safetensors", d / "ft.safetensors", "--alpha", "vision=0,language=1,action=0.5",
+                "--preset", shown, "-o", d / "given", "--quiet")
+    assert given.exit_code == 0, given.output
+    a, b = read(d / "detected"), read(d / "given")
+    assert a.keys() == b.keys() and all(same_bits(a[k], b[k]) for k in a)
+
+
+def test_scalar_alpha_reports_a_row_per_modality_when_a_preset_matches(ckpts):
+    d, _, _ = ckpts
+    r = run("merge", d / "pre.safetensors", d / "ft.safetensors", "--alpha", "0.5", "-o", d / "out", "--quiet")
+    assert r.exit_code == 0, r.output
+    rows = [line.split()[0] for line in r.output.splitlines() if "alpha 0.5" in line]
+    assert rows == ["vision", "language", "action"], r.output
+
+
+def test_merged_folder_carries_the_policy_config_that_base_import_reads(tmp_path):
+    from registry.api import Registry
+
+    g = torch.Generator().manual_seed(0)
+    pre = {"vision.w": torch.randn(4, generator=g), "language.w": torch.randn(4, generator=g), "action.w": torch.randn(4, generator=g)}
+    (tmp_path / "pre").mkdir()
+    write(tmp_path / "pre" / "model.safetensors", pre)
+    write(tmp_path / "ft.safetensors", {k: v + 1 for k, v in pre.items()})
+    config = {"policy": "builtin-vla", "policy_config": {"d_model": 8}, "retain": {"version": "v0", "weight_hash": "sha256:x"}}
+    (tmp_path / "pre" / "config.json").write_text(json.dumps(config))
+    r = run("merge", tmp_path / "pre", tmp_path / "ft.safetensors", "--alpha", "vision=1,language=0.5,action=1",
+            "-o", tmp_path / "merged", "--quiet")
+    assert r.exit_code == 0, r.output
+    written = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert written["policy"] == "builtin-vla" and written["policy_config"] == {"d_model": 8}
+    assert "retain" not in written  # v0's hash is not the merge's
+    assert written["retain_merge"]["partition"] == "builtin"
+    home = tmp_path / "home"
+    r = run("--home", home, "init")
+    r = run("--home", home, "base", "import", tmp_path / "merged", "--name", "m")
+    assert r.exit_code == 0, r.output
+    assert "policy builtin-vla from" in r.output
+    with Registry.open(home=str(home)) as reg:
+        assert reg.resolve("v0").config["policy_config"] == {"d_model": 8}

@@ -27,12 +27,35 @@ def parse_size(text: str) -> int:
     return size
 
 
-def _partition(preset: str | None, rules: str | None):
-    from retain.partitions import get_partition_map
+def _partition_of(checkpoint: str, preset: str | None, rules: str | None):
+    """(map, detected) for CHECKPOINT: the same choice for `merge` and `partitions`."""
+    from registry.checkpoint import open_checkpoint
+    from retain.partitions import get_partition_map, resolve_partition
 
-    if preset is None and rules is None:
+    if preset is not None or rules is not None:
+        return get_partition_map(preset, rules), False  # a bad preset fails before any file is read
+    with open_checkpoint(checkpoint) as ckpt:
+        return resolve_partition(ckpt.names)
+
+
+def _policy_config(pre: str, finetuned: tuple[str, ...], alphas, partition) -> dict | None:
+    """config.json for a merged folder: PRE's policy (so `base import` and `eval` can load it) and how it was merged."""
+    import json
+    from pathlib import Path
+
+    source = Path(pre) / "config.json"
+    if not source.is_file():
         return None
-    return get_partition_map(preset, rules)
+    try:
+        config = json.loads(source.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config.pop("retain", None)  # export's record names PRE's version and hash, which the merge does not have
+    config["retain_merge"] = {"pre": str(pre), "finetuned": [str(f) for f in finetuned],
+                              "alphas": [a.to_json() for a in alphas], "partition": partition.name if partition else None}
+    return config
 
 
 @click.command("merge")
@@ -63,12 +86,22 @@ def merge_cmd(pre, finetuned, alphas, preset, rules, output, shard_size, extrapo
     if len(parsed) not in (1, len(finetuned)):
         raise invalid(f"got {len(parsed)} --alpha for {len(finetuned)} finetuned checkpoints; give one, or one per checkpoint")
     max_shard = parse_size(shard_size) if shard_size else None
-    report = merge_checkpoints(pre, list(finetuned), parsed, _partition(preset, rules), output, max_shard_bytes=max_shard,
-                               progress=not quiet, on_mismatch=on_mismatch, extrapolate=extrapolate)
+    partition, detected = _partition_of(pre, preset, rules)
+    if partition is None and not all(a.is_uniform for a in parsed):
+        raise invalid(f"no partition preset claims any tensor of {pre}, and a per-modality alpha needs one; "
+                      "write a rules file and pass --rules FILE (`retain partitions CKPT --print-rules` starts one)")
+    config = _policy_config(pre, finetuned, parsed, partition)
+    report = merge_checkpoints(pre, list(finetuned), parsed, partition, output, max_shard_bytes=max_shard,
+                               progress=not quiet, on_mismatch=on_mismatch, extrapolate=extrapolate, config=config)
 
     def text(r):
+        how = "detected; --preset or --rules to choose another" if detected else "given"
         lines = [f"merged {r.tensors} tensors ({r.params:,} params) into {r.dest} in {r.seconds:.1f}s "
-                 f"({(r.bytes_read + r.bytes_written) / max(r.seconds, 1e-9) / 1e6:.0f} MB/s)", modalities_summary(r)]
+                 f"({(r.bytes_read + r.bytes_written) / max(r.seconds, 1e-9) / 1e6:.0f} MB/s)",
+                 f"  partition {partition.name} ({how})" if partition else "",
+                 modalities_summary(r)]
+        if config and not r.dest.endswith(".safetensors"):
+            lines.append(f"  config.json: policy {config.get('policy', '?')} from {pre}")
         if r.taken_finetuned:
             lines.append(f"  took {len(r.taken_finetuned)} tensors from the finetuned checkpoint: {', '.join(r.taken_finetuned[:5])}")
         if r.dropped:
@@ -97,11 +130,10 @@ def partitions_cmd(checkpoint, preset, rules, examples, print_rules, as_json):
       retain partitions pi0/ --preset openpi-pi0 --print-rules > my-rules.txt
     """
     from registry.checkpoint import open_checkpoint
-    from retain.partitions import detect_preset
 
+    pm, _ = _partition_of(checkpoint, preset, rules)
     with open_checkpoint(checkpoint) as ckpt:
         names = ckpt.names
-        pm = _partition(preset, rules) or detect_preset(names)
         if pm is None:
             raise invalid(f"no preset claims any tensor of {checkpoint}; write a rules file and pass --rules")
         if print_rules:
