@@ -27,7 +27,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from registry import db, reader, refs
+from registry import db, demo_refs, reader, refs
 from registry.config import Locations, redact, require_registry_file, resolve_locations
 from registry.errors import RegistryError, already_exists, corrupt, invalid, invalid_state, not_found, unavailable
 from registry.models import (
@@ -246,14 +246,22 @@ class Registry(reader.Queries):
         return self._write(tx)
 
     def put_demo_set(self, skill: str, folder: str | os.PathLike, *, source: str, episodes: int, frames: int,
-                     fmt: str = "lerobot-v3") -> DemoSet:
-        """Store a demo-set folder (as blobs) for `skill`, creating the skill if needed."""
+                     fmt: str = "lerobot-v3", reference: Optional[str] = None) -> DemoSet:
+        """Store a demo-set folder (as blobs) for `skill`, creating the skill if needed.
+
+        With `reference` (the dataset's lasting path or URL) the files stay where they are: only a
+        manifest of their hashes (taken from `folder`, a copy of the same files, or the location
+        itself) is stored, and every later use checks the files against it (registry.demo_refs).
+        """
         from registry.checkpoint import check_plain_name
 
         check_plain_name("skill", skill)
         if episodes < 0 or frames < 0:
             raise invalid(f"episodes and frames must be >= 0, got {episodes} and {frames}")
-        manifest = self.store.put_folder(folder_listing(folder))
+        if reference is not None:
+            manifest, fmt = self._put_reference(reference, folder), demo_refs.FORMAT
+        else:
+            manifest = self.store.put_folder(folder_listing(folder))
 
         def tx(s: Session) -> DemoSet:
             sk = _skill_row(s, skill)
@@ -266,13 +274,33 @@ class Registry(reader.Queries):
 
         return self._write(tx)
 
-    def fetch_demo_set(self, demo_set_id: int, dest_dir: str | os.PathLike) -> Path:
+    def fetch_demo_set(self, demo_set_id: int, dest_dir: str | os.PathLike) -> "Path | str":
+        """The demo set as a dataset location: a copy at `dest_dir`, or for one recorded by reference its
+        own path or URL, after checking its files against the recorded hashes (refused if they changed)."""
         with db.read_session(self.engine) as s:
             row = s.get(DemoSetRow, demo_set_id)
             if row is None:
                 raise not_found(f"demo set {demo_set_id} does not exist")
-            manifest = _manifest(s, row.folder)
-        return self.store.get_folder(manifest, _fresh_dest(dest_dir))
+            manifest, fmt, skill = _manifest(s, row.folder), row.format, s.get(SkillRow, row.skill_id).name
+        if fmt != demo_refs.FORMAT:
+            return self.store.get_folder(manifest, _fresh_dest(dest_dir))
+        location, files = self._reference(manifest, f"demo set {demo_set_id}")
+        demo_refs.refuse_changed(f"demo set {demo_set_id} ({skill})", location, demo_refs.differences(location, files))
+        return location if "://" in location else Path(location)
+
+    def _put_reference(self, location: str, folder: str | os.PathLike) -> FolderManifest:
+        files = demo_refs.hash_tree(str(folder))
+        with tempfile.TemporaryDirectory(prefix="retain-demo-ref-") as tmp:
+            (Path(tmp) / demo_refs.MANIFEST_NAME).write_text(demo_refs.manifest_json(location, files))
+            return self.store.put_folder(folder_listing(tmp))
+
+    def _reference(self, manifest: FolderManifest, what: str) -> tuple[str, dict[str, list]]:
+        """(location, files) of a by-reference demo set's stored manifest."""
+        entry = manifest.files.get(demo_refs.MANIFEST_NAME)
+        if entry is None:
+            raise corrupt(f"{what} is marked as recorded by reference but stores no {demo_refs.MANIFEST_NAME}")
+        with self.store.fs.open(self.store.path(entry[0]), "rb") as f:
+            return demo_refs.parse_manifest(f.read().decode("utf-8"), what)
 
     def demo_set(self, demo_set_id: int) -> DemoSet:
         with db.read_session(self.engine) as s:
@@ -345,6 +373,8 @@ class Registry(reader.Queries):
             shas = list(s.execute(select(Blob.sha256).order_by(Blob.sha256)).scalars())
             versions = [(r.number, r.weight_hash, _manifest(s, r.weights))
                         for r in s.execute(select(VersionRow).order_by(VersionRow.number)).scalars()]
+            references = [(r.id, _manifest(s, r.folder))
+                          for r in s.execute(select(DemoSetRow).where(DemoSetRow.format == demo_refs.FORMAT).order_by(DemoSetRow.id)).scalars()]
         known, bad = set(shas), set()
         for sha in shas:
             report.blobs_checked += 1
@@ -369,6 +399,15 @@ class Registry(reader.Queries):
                     continue
                 if got != expected:
                     report.problems.append(f"v{number}: weights hash to {got}, recorded {expected}")
+        for demo_set_id, manifest in references:
+            report.demo_sets_checked += 1
+            what = f"demo set {demo_set_id}"
+            try:
+                location, files = self._reference(manifest, what)
+            except (RegistryError, OSError) as e:
+                report.problems.append(f"{what}: {e}")
+                continue
+            report.problems.extend(f"{what} (by reference to {location}): {p}" for p in demo_refs.differences(location, files))
         return report
 
     def _materialise(self, manifest: FolderManifest, folder: Path) -> None:

@@ -218,7 +218,8 @@ def export_cmd(ctx: click.Context, version: str, output: str) -> None:
 @json_option
 @click.pass_context
 def verify_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Check every blob against its hash and rebuild every version's weight hash.
+    """Check every blob against its hash, rebuild every version's weight hash, and re-hash the files of
+    demo sets recorded by reference.
 
     Example: retain verify
     """
@@ -232,9 +233,10 @@ def verify_cmd(ctx: click.Context, as_json: bool) -> None:
         for p in report.problems:
             click.echo(f"problem: {p}")
         if report.ok:
-            click.echo(f"ok: {report.blobs_checked} blobs and {report.versions_checked} versions verified")
+            refs = f", {report.demo_sets_checked} demo sets by reference" if report.demo_sets_checked else ""
+            click.echo(f"ok: {report.blobs_checked} blobs{refs} and {report.versions_checked} versions verified")
     if not report.ok:
-        raise corrupt(f"verify found {len(report.problems)} problem(s); restore the named blobs from a backup")
+        raise corrupt(f"verify found {len(report.problems)} problem(s); restore the named blobs or dataset files from a backup")
 
 
 @click.command("gc")

@@ -163,6 +163,7 @@ class VersionDetail:
 class VerifyReport:
     blobs_checked: int = 0
     versions_checked: int = 0
+    demo_sets_checked: int = 0  # those recorded by reference, re-hashed where they live
     problems: list[str] = dataclasses.field(default_factory=list)
 
     @property

@@ -37,7 +37,7 @@ from registry.errors import invalid, not_found
 from registry.records import NewLearnRun, Version
 from retain.finetune import RECIPE_VERSION, FinetuneRecipe, policy_of
 from retain.eval_pool import checkpoint_bytes
-from retain.learn_demos import Demos, check_builtin, expected_shapes, load_demos
+from retain.learn_demos import Demos, check_builtin, check_demos_store, demos_reference, expected_shapes, load_demos
 from retain.learn_scoring import GENERALIST, Job, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills
 from retain.provenance import code_version, runtime
 from retain.select import DEFAULT_GRID, STRATEGIES, Selection, alpha_key, alpha_to_json, check_grid, get_strategy, tie_warning
@@ -533,6 +533,7 @@ def _score_step(registry, parent: Version, parent_dir: Path, skill: str, opts: L
 def learn(
     registry, task: str, opts: Optional[LearnOptions] = None, *, demos: Optional[str] = None, ref: str = "main",
     finetuned: Optional[str] = None, progress: bool = False, say: Optional[Say] = None, work_dir: Optional[str] = None,
+    demos_store: str = "auto",
 ) -> LearnResult:
     """Learn `task` on top of the head of `ref` and commit ONE new version (see the module docstring).
 
@@ -540,6 +541,8 @@ def learn(
         registry: an open registry.api.Registry.
         task: the skill name (a built-in simulator skill, or any name with `demos`).
         demos: a LeRobot-format folder or fsspec URL (default: built-in expert demos for built-in tasks).
+        demos_store: how the registry keeps `demos`: "copy" into the blob store, "reference" (its location
+            and a manifest of its files' hashes), or "auto" (by reference above 1 GiB).
         finetuned: weights finetuned elsewhere from the head's weights: skips the finetune.
         progress: stage lines on stderr, and progress bars when stderr is a terminal.
     Returns:
@@ -556,6 +559,7 @@ def learn(
     head = require_head(registry, ref)
     if demos is None and finetuned is None:
         check_builtin(task)
+    check_demos_store(demos_store, demos)
     if opts.eval_cmd:
         from retain.external_eval import command_for
 
@@ -586,13 +590,17 @@ def learn(
             delta = write_delta(work / "step" / "parent", step.finetuned, work / "delta")
         recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.finetuned_hash if finetuned else None,
                               rehearsed=step.rehearsed)
+        reference = demos_reference(d, demos, demos_store) if d is not None else None
+        if reference:
+            recipe["demos"]["stored"] = "by reference"
         timings = {**{k: v for k, v in timer.timings.items() if k == "demos"}, **step.timings, "delta": timer.timings["delta"]}
         say(f"committing: alpha {alpha_key(step.alpha)} onto {ref} (expected head {head.name})")
         with timer("commit"):
             demo_set = None
             if d is not None:
                 registry.ensure_skill(task, instructions=list(dict.fromkeys(d.frames.tasks)))
-                demo_set = registry.put_demo_set(task, d.folder, source=d.source, episodes=d.episodes, frames=len(d.frames))
+                demo_set = registry.put_demo_set(task, d.folder, source=d.source, episodes=d.episodes, frames=len(d.frames),
+                                                 reference=reference)
             timings["total"] = round(time.perf_counter() - t0, 3)
             run = NewLearnRun(skill=task, demo_set_id=demo_set.id if demo_set else None, recipe=recipe, delta_dir=str(work / "delta"),
                               alpha=step.alpha, sweep=step.sweep, timings=timings)

@@ -1,7 +1,9 @@
 """Demo sets for `learn`: the user's LeRobot folder or fsspec URL, or the built-in expert's demos.
 
-Whatever the source, the demos end up as a local LeRobot-format folder (stored in the registry as
-is, content-addressed, so `replay` can fetch them) plus the frames the finetune trains on.
+Whatever the source, the demos end up as a local LeRobot-format folder plus the frames the
+finetune trains on. The registry stores the folder as is (content-addressed, so `replay` can fetch
+it), or, for a big dataset of the user's, only its location and a manifest of its files' hashes
+(registry.demo_refs), which every later use checks.
 """
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from typing import Any, Callable, Mapping, Optional
 
 from registry.errors import RegistryError, invalid, not_found
 from retain.learn_scoring import sim_skills
+
+
+DEMOS_STORE = ("auto", "copy", "reference")
+REFERENCE_ABOVE = 1 << 30  # bytes; auto records a user's dataset larger than this by reference
 
 
 @dataclasses.dataclass
@@ -83,6 +89,24 @@ def _local_copy(source: str, dest: Path) -> Path:
     except Exception as e:  # network, credentials, unknown protocol
         raise invalid(f"cannot read demos from {source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return dest
+
+
+def check_demos_store(store: str, demos: Optional[str]) -> None:
+    if store not in DEMOS_STORE:
+        raise invalid(f"--demos-store must be one of {', '.join(DEMOS_STORE)}, got {store!r}")
+    if store == "reference" and demos is None:
+        raise invalid("--demos-store reference needs --demos PATH|URL: the built-in demos are made in a temporary folder "
+                      "that will not last; drop the option or pass your dataset")
+
+
+def demos_reference(d: Demos, demos: Optional[str], store: str) -> Optional[str]:
+    """Where the user's dataset lives, when it is to be recorded by reference rather than copied:
+    always with store="reference", above REFERENCE_ABOVE bytes with "auto", never for built-in demos."""
+    if demos is None or store == "copy":
+        return None
+    if store == "auto" and sum(p.stat().st_size for p in Path(d.folder).rglob("*") if p.is_file()) <= REFERENCE_ABOVE:
+        return None
+    return demos if "://" in demos else str(Path(demos).resolve())
 
 
 def expected_shapes(adapter, policy_config: Mapping[str, Any]) -> dict[str, Any]:

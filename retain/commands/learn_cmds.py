@@ -110,6 +110,9 @@ def _learn_json(res) -> dict:
 @click.command("learn")
 @click.argument("task")
 @click.option("--demos", default=None, help="LeRobot-format demo folder or fsspec URL (default: built-in expert demos).")
+@click.option("--demos-store", type=click.Choice(["auto", "copy", "reference"]), default="auto", show_default=True,
+              help="Keep --demos as a copy in the registry, or by reference (location + file hashes, checked on every "
+                   "use); auto: by reference above 1 GiB.")
 @click.option("--ref", default="main", show_default=True, help="Learn on top of this ref's head; the ref moves by compare-and-swap.")
 @click.option("--mode", type=click.Choice(["task-ft", "co-ft"]), default="task-ft", show_default=True)
 @click.option("--mix", type=float, default=None, help="co-ft: share of pretraining data per batch, in [0, 1) (default 0.2).")
@@ -138,7 +141,7 @@ def _learn_json(res) -> dict:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
+def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
               seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
@@ -160,7 +163,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, ref, mode, mix, rehearse, al
     opts = LearnOptions(**{k: v for k, v in values.items() if v is not None})
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
-        res = learn(reg, task, opts, demos=demos, ref=ref, finetuned=finetuned, progress=not quiet)
+        res = learn(reg, task, opts, demos=demos, ref=ref, finetuned=finetuned, progress=not quiet, demos_store=demos_store)
     click.echo(to_json(_learn_json(res)) if as_json else learn_text(res))
 
 
