@@ -9,7 +9,9 @@ simulator's expert demos (the ground truth frames) this:
      AV1 video) and reads it back with its own reader (LeRobotDataset[i], its default decoder);
      our read_dataset reads the same folder; the two are compared frame by frame.
   2. our write_dataset(video=True) writes a dataset; lerobot's LeRobotDataset loads it and reads every
-     frame; compared with our own reading of it.
+     frame; compared with our own reading of it. lerobot also reads it as its trainers do
+     (delta_timestamps: the previous image and a 3-step action chunk per frame), each window checked
+     against the frames read one by one (the same check on lerobot's own dataset is the control).
 Prints JSON and a short table; exits 1 when either direction disagrees (state, action, indices or
 task text not equal, or a pixel more than --max-pixel-diff apart).
 """
@@ -95,9 +97,14 @@ def main() -> int:
         theirs = dict(np.load(work / "lerobot-reads-retain.npz"))
         theirs.pop("meta")
         they_read_ours = {**compare(read_dataset(work / "by-retain"), theirs, truth), "our_write_s": round(write_s, 3)}
+        for name, res in (("by-lerobot", we_read_theirs), ("by-retain", they_read_ours)):
+            child(args.lerobot_python, "chunks", str(work / name), str(work / f"{name}-chunks.json"))
+            res["lerobot_training_windows"] = json.loads((work / f"{name}-chunks.json").read_text())
 
     def ok(r: dict) -> bool:
-        return r["state_action_equal"] and r["indices_equal"] and r["tasks_equal"] and 0 <= r["pixel_max_abs_diff"] <= args.max_pixel_diff
+        w = r["lerobot_training_windows"]
+        return (r["state_action_equal"] and r["indices_equal"] and r["tasks_equal"] and 0 <= r["pixel_max_abs_diff"] <= args.max_pixel_diff
+                and w["image_windows_wrong"] == 0 and w["action_steps_wrong"] == 0)
 
     res = {"lerobot": lr_version, "lerobot_torch": lr_torch, "lerobot_av": lr_av, "lerobot_video_backend": meta["video_backend"],
            "our_av": av.__version__, "task": args.task, "episodes": args.episodes, "image_size": args.image_size,
@@ -107,11 +114,14 @@ def main() -> int:
     if not args.json:
         print(f"\nlerobot {lr_version} (torch {lr_torch}, decoder {meta['video_backend']}) vs retain (PyAV {av.__version__}), "
               f"{args.episodes} episodes of {args.task} at {args.image_size}px")
-        print(f"{'direction':<22}{'frames':>7}{'meta equal':>11}{'identical px':>13}{'max diff':>9}{'err ours':>9}{'err lerobot':>12}")
+        print(f"{'direction':<22}{'frames':>7}{'meta equal':>11}{'identical px':>13}{'max diff':>9}{'err ours':>9}"
+              f"{'err lerobot':>12}{'windows wrong':>14}")
         for name, r in (("retain reads lerobot", we_read_theirs), ("lerobot reads retain", they_read_ours)):
             meta_ok = r["state_action_equal"] and r["indices_equal"] and r["tasks_equal"]
+            w = r["lerobot_training_windows"]
             print(f"{name:<22}{r['frames']:>7}{str(meta_ok):>11}{100 * r['pixels_identical_fraction']:>12.2f}%"
-                  f"{r['pixel_max_abs_diff']:>9}{r['ours_vs_truth_mean_abs']:>9.2f}{r['lerobot_vs_truth_mean_abs']:>12.2f}")
+                  f"{r['pixel_max_abs_diff']:>9}{r['ours_vs_truth_mean_abs']:>9.2f}{r['lerobot_vs_truth_mean_abs']:>12.2f}"
+                  f"{w['image_windows_wrong'] + w['action_steps_wrong']:>8}/{w['windows']}")
         print("compatible" if res["compatible"] else "NOT compatible")
     return 0 if res["compatible"] else 1
 

@@ -2,6 +2,7 @@
 
     python lerobot_compat_child.py write DATASET FRAMES.npz   # LeRobotDataset.create + add_frame + save_episode
     python lerobot_compat_child.py read DATASET OUT.npz        # LeRobotDataset(...)[i] for every frame
+    python lerobot_compat_child.py chunks DATASET OUT.json     # as a trainer reads it: delta_timestamps windows
 
 FRAMES.npz holds images (N, H, W, 3) uint8, state, action, lengths (per episode), tasks (per episode), fps.
 """
@@ -52,5 +53,31 @@ def read(dataset: Path, out: Path) -> None:
                               "episodes": ds.num_episodes, "frames": ds.num_frames}))
 
 
+def chunks(dataset: Path, out: Path) -> None:
+    """Read every frame as a trainer does (previous image + this one, a 3-step action chunk) and check
+    each window against the frames read one by one: the from_timestamp and episode-boundary arithmetic."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    fps = LeRobotDataset("local/compat", root=dataset).fps
+    plain = LeRobotDataset("local/compat", root=dataset)
+    win = LeRobotDataset("local/compat", root=dataset, delta_timestamps={
+        "observation.images.top": [-1 / fps, 0.0], "action": [0.0, 1 / fps, 2 / fps]})
+    frames = [plain[i] for i in range(len(plain))]
+    bad_images = bad_actions = 0
+    for i in range(len(win)):
+        item = win[i]
+        ep, fi = int(frames[i]["episode_index"]), int(frames[i]["frame_index"])
+        prev = i - 1 if fi > 0 else i   # lerobot clamps a window at the episode's start
+        bad_images += not (torch.equal(item["observation.images.top"][1], frames[i]["observation.images.top"])
+                           and torch.equal(item["observation.images.top"][0], frames[prev]["observation.images.top"]))
+        for k in range(3):
+            j = i + k
+            j = j if j < len(frames) and int(frames[j]["episode_index"]) == ep else max(
+                m for m in range(i, min(i + 3, len(frames))) if int(frames[m]["episode_index"]) == ep)
+            bad_actions += not torch.equal(item["action"][k], frames[j]["action"])
+    out.write_text(json.dumps({"windows": len(win), "image_windows_wrong": int(bad_images), "action_steps_wrong": int(bad_actions)}))
+
+
 if __name__ == "__main__":
-    {"write": write, "read": read}[sys.argv[1]](Path(sys.argv[2]), Path(sys.argv[3]))
+    {"write": write, "read": read, "chunks": chunks}[sys.argv[1]](Path(sys.argv[2]), Path(sys.argv[3]))

@@ -180,7 +180,25 @@ def test_demos_collect_video_cli(tmp_path):
     assert json.loads(r.stdout)["video"] == "av1" and (out / MP4).is_file()
     d = read_dataset(out)
     assert d.images.shape[1:] == (16, 16, 3) and d.num_episodes == 2
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "demos", "show", str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "camera top 16x16x3 (av1 video)" in r.stdout, r.stderr
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "demos", "collect", "plates", "-n", "2", "--image-size", "15",
                         "--video", "-o", str(tmp_path / "w")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 4 and r.stderr.strip() == "Error: --video needs an even --image-size (yuv420p video), got 15"
     assert not (tmp_path / "w").exists()
+
+
+def test_decoding_costs_only_the_requested_stretches(tmp_path):
+    from retain.data.video import decode_at
+
+    eps = smooth_episodes(1)
+    long = Episode(np.concatenate([eps[0].images] * 50), np.zeros((300, 5), np.float32), np.zeros((300, 4), np.float32), "x")
+    root = write_dataset(tmp_path / "ds", [long], fps=10, video=True)   # one 30 s video, a keyframe every 2 frames
+    opener = lambda: open(root / MP4, "rb")   # noqa: E731
+    everything = decode_at(opener, "v", np.arange(300) / 10, 1e-4)
+    assert everything.found.all() and everything.decoded == 300
+    few = decode_at(opener, "v", np.array([20.0, 1.0, 1.1]), 1e-4)
+    assert few.found.all() and few.decoded <= 8, few.decoded   # two seeks, not 300 frames
+    assert np.array_equal(few.frames, everything.frames[[200, 10, 11]])
+    stats = json.loads((root / "meta/stats.json").read_text())[KEY]
+    assert np.asarray(stats["mean"]).shape == (3, 1, 1) and 0 <= np.min(stats["min"]) <= np.max(stats["max"]) <= 1

@@ -85,12 +85,15 @@ def show_cmd(path: str, as_json: bool) -> None:
     from retain.data.lerobot import read_dataset
 
     d = read_dataset(path)
+    feature = d.info["features"][f"observation.images.{d.camera}"]
+    video = (feature.get("info") or {}).get("video.codec", "?") if feature.get("dtype") == "video" else None
     summary = {"path": path, "episodes": d.num_episodes, "frames": d.num_frames, "fps": d.fps, "camera": d.camera,
-               "image_shape": list(d.images.shape[1:]), "state_dim": int(d.state.shape[1]),
+               "image_shape": list(d.images.shape[1:]), "video": video, "state_dim": int(d.state.shape[1]),
                "action_dim": int(d.action.shape[1]), "tasks": d.tasks}
     emit(summary, as_json, lambda s: "\n".join(
         [f"{s['episodes']} episodes, {s['frames']} frames at {s['fps']:g} fps; camera {s['camera']} "
-         f"{'x'.join(map(str, s['image_shape']))}; state {s['state_dim']}, action {s['action_dim']}"]
+         f"{'x'.join(map(str, s['image_shape']))}{' (' + s['video'] + ' video)' if s['video'] else ''}; "
+         f"state {s['state_dim']}, action {s['action_dim']}"]
         + [f"  task {i}: {t}" for i, t in enumerate(s["tasks"])]))
 
 

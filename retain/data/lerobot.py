@@ -220,6 +220,10 @@ def _write_into(root: Path, episodes: Sequence[Episode], fps: float, camera: str
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
     stats = {k: {"min": v.min(0).tolist(), "max": v.max(0).tolist(), "mean": v.mean(0).tolist(),
                  "std": v.std(0).tolist(), "count": [n]} for k, v in ((STATE_KEY, state), (ACTION_KEY, action))}
+    if video:
+        from retain.data.lerobot_video import image_stats
+
+        stats[image_key] = image_stats(images)
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
 
 

@@ -53,6 +53,18 @@ def write_videos(root: Path, key: str, episodes: Sequence[Episode], fps: float, 
             feature)
 
 
+def image_stats(images: np.ndarray) -> dict[str, Any]:
+    """A camera's stats as LeRobot records them (per channel, pixels scaled to [0, 1], shape (3, 1, 1)),
+    which its trainers read to normalise images."""
+    x = images.reshape(-1, 3).astype(np.float64) / 255.0
+
+    def per_channel(v: np.ndarray) -> list:
+        return v.reshape(3, 1, 1).tolist()
+
+    return {"min": per_channel(x.min(0)), "max": per_channel(x.max(0)), "mean": per_channel(x.mean(0)),
+            "std": per_channel(x.std(0)), "count": [int(images.shape[0])]}
+
+
 def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, episode_index: np.ndarray,
                  frame_index: np.ndarray, timestamp: np.ndarray, tolerance_s: float) -> np.ndarray:
     """The (N, H, W, 3) uint8 frames of video feature `key` for N frame rows, decoding only those."""
@@ -89,15 +101,14 @@ def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, epis
             raise invalid(f"{shown}: frame {int(frame_index[i])} of episode {int(episode_index[i])} has timestamp "
                           f"{float(timestamp[i]):.4f} s, outside its {key} video span ({_span_s(where, episode_index[i])}); "
                           f"fix the frame timestamps or the episode's from/to_timestamp in meta/episodes")
-        frames, found, (first, last) = decode_at(lambda: fs.open(full, "rb"), f"{shown}: {rel}", starts + t,
-                                                 tolerance_s, (height, width))
-        if not found.all():
-            j = int(np.argmin(found))
+        got = decode_at(lambda: fs.open(full, "rb"), f"{shown}: {rel}", starts + t, tolerance_s, (height, width))
+        if not got.found.all():
+            j = int(np.argmin(got.found))
             i = rows[j]
             raise invalid(f"{shown}: {rel} has no frame within {tolerance_s:g} s of {starts[j] + t[j]:.4f} s "
                           f"(episode {int(episode_index[i])}, frame {int(frame_index[i])}); its frames run from "
-                          f"{first:.4f} s to {last:.4f} s: the timestamps in data/ or meta/episodes do not match the video")
-        images[rows] = frames
+                          f"{got.first:.4f} s to {got.last:.4f} s: the timestamps in data/ or meta/episodes do not match the video")
+        images[rows] = got.frames
     return images
 
 

@@ -10,6 +10,7 @@ conversion to RGB is FFmpeg's, so the same file gives the same pixels on the sam
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from fractions import Fraction
 from typing import Any, BinaryIO, Callable
@@ -106,27 +107,60 @@ def video_info(opener: Callable[[], BinaryIO], shown: str) -> dict[str, Any]:
         stream = _video_stream(container, shown)
         return {"video.height": stream.height, "video.width": stream.width, "video.codec": _codec(stream),
                 "video.pix_fmt": stream.pix_fmt, "video.is_depth_map": False,
-                "video.fps": float(stream.guessed_rate or stream.average_rate or 0), "video.channels": 3,
+                "video.fps": _number(stream.guessed_rate or stream.average_rate or 0), "video.channels": 3,
                 "has_audio": bool(container.streams.audio)}
 
 
+@dataclasses.dataclass
+class Decoded:
+    """What decode_at found: frames in request order, and what it cost."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8; black where nothing was found
+    found: np.ndarray   # (N,) bool: a frame lay within the tolerance of the requested time
+    first: float        # earliest and latest frame time decoded (seconds into the file)
+    last: float
+    decoded: int        # frames the decoder produced, requested or not
+
+
 def decode_at(opener: Callable[[], BinaryIO], shown: str, timestamps: np.ndarray, tolerance_s: float,
-              shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+              shape: tuple[int, int] | None = None) -> Decoded:
     """The frames nearest to `timestamps` (seconds into the file), decoding only what they need.
 
-    Returns (frames (N, H, W, 3) uint8, found (N,) bool: a frame lay within `tolerance_s`,
-    (first, last) frame time seen). Frames not found are left black for the caller to report.
-    A gap of more than SEEK_GAP_S between requested times is crossed by a seek to the keyframe
-    before the next one; frames in between are decoded (inter-frame coding needs them) but never
-    converted to RGB unless requested.
+    Requested times more than SEEK_GAP_S apart are reached by a seek to the keyframe before them;
+    frames in between are decoded (inter-frame coding needs them) but converted to RGB only when
+    requested. A seek that lands past its target (a file whose index is off) is retried from the
+    start of the file.
     """
     av = require_av()
     ts = np.asarray(timestamps, np.float64)
     order = np.argsort(ts, kind="stable")
     q = ts[order]
     best = np.full(q.size, np.inf)
-    out: np.ndarray | None = None
-    seen = [np.inf, -np.inf]
+    out: list = [None]
+    seen = [np.inf, -np.inf, 0]
+
+    def run(container, stream, start: float, end: float) -> float:
+        """Decode from the keyframe before `start` until past `end`; the first frame time decoded."""
+        tb, first = stream.time_base, np.inf
+        container.seek(max(0, int(start / tb)), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * tb)
+            first = min(first, t)
+            seen[0], seen[1], seen[2] = min(seen[0], t), max(seen[1], t), seen[2] + 1
+            lo, hi = np.searchsorted(q, t - tolerance_s, "left"), np.searchsorted(q, t + tolerance_s, "right")
+            take = [j for j in range(lo, hi) if abs(q[j] - t) < best[j]]
+            if take:
+                img = frame.to_ndarray(format="rgb24")
+                if out[0] is None:
+                    out[0] = np.zeros((q.size,) + img.shape, np.uint8)
+                for j in take:
+                    out[0][j], best[j] = img, abs(q[j] - t)
+            if t > end + tolerance_s:
+                break
+        return first
+
     with opener() as fh, _open(av, fh, shown) as container:
         stream = _video_stream(container, shown)
         codec = _codec(stream)
@@ -136,36 +170,23 @@ def decode_at(opener: Callable[[], BinaryIO], shown: str, timestamps: np.ndarray
         if shape is not None and (stream.height, stream.width) != tuple(shape):
             raise invalid(f"{shown}: frames are {stream.height}x{stream.width} but meta/info.json declares "
                           f"{shape[0]}x{shape[1]}; fix the feature's shape")
-        tb = stream.time_base
-        for seg in _segments(q):
-            try:
-                container.seek(max(0, int(q[seg[0]] / tb)), stream=stream, backward=True)
-                for frame in container.decode(stream):
-                    if frame.pts is None:
-                        continue
-                    t = float(frame.pts * tb)
-                    seen[0], seen[1] = min(seen[0], t), max(seen[1], t)
-                    lo, hi = np.searchsorted(q, t - tolerance_s, "left"), np.searchsorted(q, t + tolerance_s, "right")
-                    take = [j for j in range(lo, hi) if abs(q[j] - t) < best[j]]
-                    if take:
-                        img = frame.to_ndarray(format="rgb24")
-                        if out is None:
-                            out = np.zeros((q.size,) + img.shape, np.uint8)
-                        for j in take:
-                            out[j], best[j] = img, abs(q[j] - t)
-                    if t > q[seg[-1]] + tolerance_s:
-                        break
-            except av.error.FFmpegError as e:
-                raise corrupt(f"{shown}: the video is damaged and does not decode ({_one_line(e)}); "
-                              f"re-download or re-encode it") from None
-    if out is None:
+        try:
+            for seg in _segments(q):
+                first = run(container, stream, q[seg[0]], q[seg[-1]])
+                if first > q[seg[0]] + tolerance_s and not np.isfinite(best[seg]).all():
+                    run(container, stream, 0.0, q[seg[-1]])
+        except av.error.FFmpegError as e:
+            raise corrupt(f"{shown}: the video is damaged and does not decode ({_one_line(e)}); "
+                          f"re-download or re-encode it") from None
+    frames = out[0]
+    if frames is None:
         h, w = shape if shape is not None else (0, 0)
-        out = np.zeros((q.size, h, w, 3), np.uint8)
-    result = np.empty_like(out)
-    result[order] = out
+        frames = np.zeros((q.size, h, w, 3), np.uint8)
+    result = np.empty_like(frames)
+    result[order] = frames
     found = np.empty(q.size, bool)
     found[order] = np.isfinite(best)
-    return result, found, (float(seen[0]), float(seen[1]))
+    return Decoded(result, found, float(seen[0]), float(seen[1]), int(seen[2]))
 
 
 def _segments(q: np.ndarray) -> list[np.ndarray]:
@@ -173,6 +194,10 @@ def _segments(q: np.ndarray) -> list[np.ndarray]:
         return []
     cuts = np.nonzero(np.diff(q) > SEEK_GAP_S)[0] + 1
     return np.split(np.arange(q.size), cuts)
+
+
+def _number(rate) -> "int | float":
+    return int(rate) if rate == int(rate) else float(rate)
 
 
 def _open(av, fh, shown: str):
