@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from registry import db, demo_refs, reader, refs
 from registry.config import Locations, redact, require_registry_file, resolve_locations
 from registry.errors import RegistryError, already_exists, corrupt, invalid, invalid_state, not_found, unavailable
 from registry.models import (
-    Blob, DemoSetRow, Folder, FolderFile, LearnRunRow, ScoreRow, SkillRow, VersionRow, utcnow,
+    Blob, CounterRow, DemoSetRow, Folder, FolderFile, LearnRunRow, RefLogRow, ScoreRow, SkillRow, VersionRow, utcnow,
 )
 from registry.reader import as_utc as _aware
 from registry.records import (
@@ -186,9 +186,11 @@ class Registry(reader.Queries):
         def tx(s: Session) -> Version:
             expected_id = _resolve_row(s, expected_head).id if expected_head is not None else None
             refs.check_head(s, ref, expected_id, expected_head)
+            # The number first: every commit then takes its ref's lock, then the counter's, then
+            # inserts, so no commit holding rows another one inserts can wait on the counter (no deadlock).
+            number = _next_version_number(s)
             parent_row = _resolve_row(s, parent) if parent is not None else None
             _add_folder(s, weights)
-            number = s.execute(select(func.coalesce(func.max(VersionRow.number), -1))).scalar() + 1
             row = VersionRow(number=number, parent_id=parent_row.id if parent_row else None, weight_hash=weight_hash,
                              weights=weights.sha256, how=how, config=config or {}, recipe=recipe or {},
                              message=message or "", created_at=utcnow())
@@ -214,8 +216,13 @@ class Registry(reader.Queries):
 
         self._write(tx)
 
-    def rollback(self, version: str, ref: str = "main", reason: Optional[str] = None) -> Optional[RefLogEntry]:
-        """Move `ref` back to `version` and record why; deletes nothing. None if already there."""
+    def rollback(self, version: str, ref: str = "main", reason: Optional[str] = None, force: bool = False) -> Optional[RefLogEntry]:
+        """Move `ref` back to `version` and record why; deletes nothing. None if already there.
+
+        `version` must be an ancestor of the ref's head or a version the ref pointed at before (an
+        undo of a move, such as a second base import); anything else, a version of another lineage,
+        is refused naming the choices unless `force`.
+        """
 
         def tx(s: Session) -> Optional[RefLogEntry]:
             current = refs.lock_head(s, ref)
@@ -224,6 +231,8 @@ class Registry(reader.Queries):
             target = _resolve_row(s, version)
             if target.id == current:
                 return None
+            if not force:
+                _check_rollback_target(s, ref, current, target)
             refs.move(s, ref, current, target.id, action="rollback", reason=reason or "")
             s.flush()
             return reader.log(_db(s), ref, limit=1)[0]
@@ -497,10 +506,46 @@ class Registry(reader.Queries):
 # ---------------------------------------------------------------------------------- helpers
 
 
+def _next_version_number(s: Session) -> int:
+    """The next version number, drawn from the counter row (locked until this transaction ends, so
+    concurrent commits onto any refs get distinct numbers without retrying)."""
+    drawn = s.execute(update(CounterRow).where(CounterRow.name == "versions").values(value=CounterRow.value + 1)
+                      .returning(CounterRow.value)).scalar()
+    if drawn is None:  # a counter row lost by hand: rebuild it from the versions (this transaction holds the write)
+        drawn = s.execute(select(func.coalesce(func.max(VersionRow.number), -1))).scalar() + 2
+        s.add(CounterRow(name="versions", value=drawn))
+        s.flush()
+    return drawn - 1
+
+
 def _is_number_race(e: IntegrityError) -> bool:
     """Did a concurrent commit take the same version number (the one collision worth retrying)?"""
     text = str(e.orig)
     return "uq_versions_number" in text or "versions.number" in text
+
+
+def _check_rollback_target(s: Session, ref: str, head_id: int, target: VersionRow) -> None:
+    ancestors, vid = [], s.get(VersionRow, head_id).parent_id
+    while vid is not None:
+        row = s.get(VersionRow, vid)
+        ancestors.append(row.number)
+        vid = row.parent_id
+    moved = select(RefLogRow.old_version_id).where(RefLogRow.ref == ref, RefLogRow.old_version_id.is_not(None))
+    earlier = sorted({n for n in s.execute(select(VersionRow.number).where(VersionRow.id.in_(moved))).scalars()} - set(ancestors),
+                     reverse=True)
+    if target.number in ancestors or target.number in earlier:
+        return
+    head = s.get(VersionRow, head_id).number
+
+    def names(numbers: list[int]) -> str:
+        shown = ", ".join(f"v{n}" for n in numbers[:12])
+        return shown + (f" and {len(numbers) - 12} more" if len(numbers) > 12 else "")
+
+    choices = [f"its ancestors {names(ancestors)}" if ancestors else f"v{head} has no ancestors"]
+    if earlier:
+        choices.append(f"earlier heads of {ref} {names(earlier)}")
+    raise invalid(f"v{target.number} is not an ancestor of {ref}'s head v{head} (it is another lineage); roll back to "
+                  f"{' or '.join(choices)}, or pass --force to move {ref} to v{target.number} anyway")
 
 
 def _check_json(what: str, obj: Any) -> None:

@@ -186,15 +186,18 @@ def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, every: 
 @click.argument("version")
 @click.option("--ref", default="main", show_default=True)
 @click.option("--reason", "-m", default=None, help="Why (recorded in the ref log).")
+@click.option("--force", is_flag=True, help="Move the ref even to a version that is not an ancestor of its head "
+                                            "(nor one it pointed at before).")
 @json_option
 @click.pass_context
-def rollback_cmd(ctx: click.Context, version: str, ref: str, reason: str | None, as_json: bool) -> None:
-    """Move a ref back to an earlier version. Deletes nothing; the next commit builds on it.
+def rollback_cmd(ctx: click.Context, version: str, ref: str, reason: str | None, force: bool, as_json: bool) -> None:
+    """Move a ref back to an earlier version: an ancestor of its head, or one it pointed at before
+    (--force for any other). Deletes nothing; the next commit builds on it.
 
     Example: retain rollback v2 -m "whiteboard merge hurt plates"
     """
     with registry_from_ctx(ctx) as reg:
-        entry = reg.rollback(version, ref=ref, reason=reason)
+        entry = reg.rollback(version, ref=ref, reason=reason, force=force)
         target = reg.resolve(version).name
     emit(entry, as_json, lambda e: f"{ref} is already at {target}; nothing to do" if e is None else f"{ref}: {e.old} -> {e.new} (rollback)")
 

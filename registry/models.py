@@ -142,3 +142,12 @@ class RefLogRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     who: Mapped[str] = mapped_column(String(200))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CounterRow(Base):
+    """A named counter; "versions" holds the next version number (migration 0005). Taken by
+    UPDATE ... RETURNING, whose row lock makes concurrent commits draw distinct numbers."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

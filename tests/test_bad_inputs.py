@@ -241,3 +241,27 @@ def test_a_file_changing_while_stored_is_refused(tmp_path):
         store_mod.file_digest = real
     assert "changed while it was being stored" in str(e.value)
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+# ------------------------------------------------------------------------------- rollback
+
+def test_rollback_refuses_another_lineage_unless_forced(registry, make_checkpoint, cli, private_tmp):
+    """v0 -> v1 -> v2 on main; v3 learned from v0 on exp; v4 a base of its own on other."""
+    reg = registry
+    reg.import_base(make_checkpoint("a.safetensors", seed=0))
+    reg.commit_version(make_checkpoint("b.safetensors", seed=1), parent="v0", how="learn", expected_head="v0")
+    reg.commit_version(make_checkpoint("c.safetensors", seed=2), parent="v1", how="learn", expected_head="v1")
+    reg.commit_version(make_checkpoint("d.safetensors", seed=3), parent="v0", how="learn", ref="exp", expected_head=None)
+    reg.import_base(make_checkpoint("e.safetensors", seed=4), ref="other")
+    before = state(reg)
+    for target in ("v3", "v4", "exp", "other"):
+        assert_one_line_error(cli("rollback", target), Code.INVALID_VALUE, "is not an ancestor of main's head v2",
+                              "its ancestors v1, v0", "--force")
+    assert_one_line_error(cli("rollback", "v2", "--ref", "exp"), Code.INVALID_VALUE, "its ancestors v0")
+    assert_one_line_error(cli("rollback", "v0", "--ref", "other"), Code.INVALID_VALUE, "v4 has no ancestors")
+    assert_unchanged(reg, before)
+    assert cli("rollback", "v0").exit_code == 0  # an ancestor
+    assert cli("rollback", "v2").exit_code == 0  # main pointed at v2 before: undoing a move is a rollback too
+    r = cli("rollback", "v3", "--force", "-m", "adopt the exp line")
+    assert r.exit_code == 0 and r.output.strip() == "main: v2 -> v3 (rollback)"
+    assert reg.head("main").name == "v3"

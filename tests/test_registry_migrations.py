@@ -150,3 +150,18 @@ def test_downgrade_to_base_and_back(db_url):
     db.upgrade(engine)
     assert db.current_revision(engine) == db.SCHEMA_HEAD
     engine.dispose()
+
+
+def test_version_counter_starts_after_the_highest_number_and_is_dropped_again(db_url):
+    """0004 -> 0005: counters("versions") holds max(number) + 1; commits draw from it; downgrade drops it."""
+    engine = db.make_engine(db_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _fill_at_first_revision(conn)
+        top = conn.execute(text("SELECT max(number) FROM versions")).scalar()
+    db.upgrade(engine, "0005")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM counters WHERE name = 'versions'")).scalar() == top + 1
+    db.downgrade(engine, "0004")
+    assert "counters" not in inspect(engine).get_table_names()
+    engine.dispose()
