@@ -148,6 +148,17 @@ def test_a_feature_declared_as_video_with_no_file(tmp_path):
     _fails(root2, Code.INVALID_VALUE, f"feature '{KEY}' is declared as video but meta/info.json has no video_path")
 
 
+def test_an_older_layout_or_a_foreign_video_path_is_one_line(tmp_path):
+    root = write_dataset(tmp_path / "ds", smooth_episodes(), fps=10, video=True)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    (root / "meta/info.json").write_text(json.dumps(info))
+    _fails(root, Code.INVALID_VALUE, r"video_path .* is not a v3.0 template .*KeyError: 'episode_chunk'")
+    info["codebase_version"] = "v2.1"
+    (root / "meta/info.json").write_text(json.dumps(info))
+    _fails(root, Code.INVALID_VALUE, "is a LeRobot v2.1 dataset .*convert_dataset_v21_to_v30")
+
+
 def test_an_unsupported_codec(tmp_path):
     root = write_dataset(tmp_path / "ds", smooth_episodes(), fps=10, video=True)
     n = sum(e.images.shape[0] for e in smooth_episodes())
@@ -202,3 +213,12 @@ def test_decoding_costs_only_the_requested_stretches(tmp_path):
     assert np.array_equal(few.frames, everything.frames[[200, 10, 11]])
     stats = json.loads((root / "meta/stats.json").read_text())[KEY]
     assert np.asarray(stats["mean"]).shape == (3, 1, 1) and 0 <= np.min(stats["min"]) <= np.max(stats["max"]) <= 1
+
+
+def test_without_pyav_a_video_dataset_says_how_to_install_it(tmp_path, monkeypatch):
+    root = write_dataset(tmp_path / "ds", smooth_episodes(), fps=10, video=True)
+    monkeypatch.setitem(sys.modules, "av", None)   # as if the [video] extra were not installed
+    _fails(root, Code.INVALID_VALUE, r"needs PyAV; install it with: pip install 'retain-registry\[video\]'")
+    with pytest.raises(RegistryError, match="needs PyAV"):
+        write_dataset(tmp_path / "w", smooth_episodes(), fps=10, video=True)
+    assert not (tmp_path / "w").exists()

@@ -72,10 +72,19 @@ def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, epis
 
     feature = info["features"][key]
     height, width = _frame_size(feature, shown, key)
+    version = str(info.get("codebase_version", "v3.0"))
+    if version.startswith(("v1.", "v2.")):
+        raise invalid(f"{shown} is a LeRobot {version} dataset (one video per episode); this reads v3.0: convert it "
+                      f"with lerobot's `python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=...`")
     template = info.get("video_path")
     if not isinstance(template, str) or "{video_key}" not in template:
         raise invalid(f"{shown}: feature {key!r} is declared as video but meta/info.json has no video_path "
                       f"(LeRobot's is {VIDEO_PATH!r}); add it, or declare the feature as an image")
+    try:
+        template.format(video_key=key, chunk_index=0, file_index=0)
+    except (KeyError, IndexError, ValueError) as e:
+        raise invalid(f"{shown}: video_path {template!r} in meta/info.json is not a v3.0 template (it may use only "
+                      f"video_key, chunk_index and file_index; {type(e).__name__}: {e}); LeRobot's is {VIDEO_PATH!r}") from None
     where = _episode_files(fs, root, shown, key)
     n = episode_index.size
     images = np.zeros((n, height, width, 3), np.uint8)
