@@ -3,10 +3,12 @@
 Layout written (a LeRobot v3.0 dataset; with `video=True` the camera goes to MP4 files instead):
 
     meta/info.json                                 codebase_version "v3.0", fps, features, totals
-    meta/tasks.parquet                             task_index, task (the instruction text)
+    meta/tasks.parquet                             task_index, task (the instruction text, marked
+                                                   as the pandas index, where LeRobot looks for it)
     meta/episodes/chunk-000/file-000.parquet       episode_index, tasks, length, data/* file and
                                                    dataset_from_index / dataset_to_index
     meta/stats.json                                min / max / mean / std of state and action
+                                                   (and, with video=True, of the camera as LeRobot has it)
     data/chunk-000/file-000.parquet                one row per frame
     videos/observation.images.<camera>/chunk-000/file-000.mp4
                                                    with video=True: the episodes back to back; each
