@@ -141,3 +141,24 @@ def test_reference_without_user_demos_is_refused(tmp_path):
             learn(reg, "plates", fast_options(), demos_store="reference")
     finally:
         reg.close()
+
+
+def test_a_url_reference_is_checked_where_it_lives(tmp_path):
+    import fsspec
+
+    from retain.data import read_dataset
+
+    ds = video_dataset(tmp_path / "ds")
+    fs = fsspec.filesystem("memory")
+    for f in ds.rglob("*"):
+        if f.is_file():
+            fs.pipe(f"/ref-test/ds/{f.relative_to(ds).as_posix()}", f.read_bytes())
+    url = "memory://ref-test/ds"
+    with Registry.open(home=str(tmp_path / "home"), create=True) as reg:
+        demo = reg.put_demo_set("wipe", ds, source=url, episodes=3, frames=30, reference=url)   # hashed from a local copy
+        where = reg.fetch_demo_set(demo.id, tmp_path / "unused")
+        assert where == url and read_dataset(where).num_frames == 30
+        fs.pipe(f"/ref-test/ds/{MP4}", b"replaced")
+        with pytest.raises(RegistryError, match=f"recorded by reference to {url} and its files no longer match: {MP4} changed"):
+            reg.fetch_demo_set(demo.id, tmp_path / "unused")
+    fs.rm("/ref-test", recursive=True)
