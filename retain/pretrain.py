@@ -159,6 +159,7 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
         raise invalid("the experts produced no successful pretraining episode; check the simulator")
     with deterministic_torch(recipe.threads):
         model = adapter.build(recipe.policy_config, seed=recipe.seed)
+    freeze_pretrained_text(model)
     report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
                       threads=recipe.threads, progress=progress, targets=True)
     frames = len(data)
@@ -171,6 +172,14 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> Pret
         frames += len(visited)
     adapter.save(model, dest)
     return PretrainResult(Path(dest), recipe, report, frames, collect_s)
+
+
+def freeze_pretrained_text(model) -> None:
+    """Keep a pretrained text encoder (language_backbone "minilm") as it was shipped through
+    pretraining, so the generality it brings survives; `learn` finetunes every weight, it included."""
+    text = getattr(getattr(model, "language", None), "text", None)
+    for p in text.parameters() if text is not None else ():
+        p.requires_grad_(False)
 
 
 def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, episodes: int, steps: int, lr: float,

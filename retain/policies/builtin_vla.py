@@ -41,6 +41,7 @@ from retain.policies.adapter import (
 )
 
 POLICY_NAME = "builtin-vla"
+LANGUAGE_BACKBONES = ("hashed", "minilm")
 
 
 @dataclasses.dataclass
@@ -93,6 +94,13 @@ class VLAConfig:
     (one map for the thing, one for its destination) instead of an MLP over the flattened last
     map: translation-equivariant, so where a thing is transfers across the table (a probe on 20 k
     pretraining frames: thing error 0.088 vs 0.097, within 0.1 for 54% vs 45% of frames)."""
+    language_backbone: str = "hashed"
+    """Where the words' features come from. "hashed": embeddings of hashed words (tokenizer.py), learned
+    from the pretraining instructions alone. "minilm": sentence-transformers' all-MiniLM-L6-v2
+    (minilm.py, 22.7 M parameters, pretrained on a billion sentence pairs) encodes the instruction's
+    word pieces, projected to d_model, so words and phrasings pretraining never used still land near
+    the ones it did; its weights are `language.text.*`, merged by the language alpha. `max_words`
+    then counts word pieces, [CLS] and [SEP] included."""
     locate_feeds_action: bool = False
     """Hand the located (thing, destination) positions to the action expert's state token, so
     moving to what the words name is a function of four numbers it is given rather than something
@@ -110,6 +118,8 @@ class VLAConfig:
         for width, name in ((self.d_model, "d_model"), (self.d_action, "d_action")):
             if width % self.n_heads:
                 raise invalid(f"{name} {width} must be divisible by n_heads {self.n_heads}")
+        if self.language_backbone not in LANGUAGE_BACKBONES:
+            raise invalid(f"language_backbone {self.language_backbone!r} is unknown; use one of {', '.join(LANGUAGE_BACKBONES)}")
         if self.vocab_size < 16:
             raise invalid(f"vocab_size {self.vocab_size} is too small; use at least 16 (4096 is the default)")
         if self.locate_weight < 0:
@@ -131,7 +141,10 @@ class VLAConfig:
         return cls(**dict(d))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["language_backbone"] == "hashed":  # the default is left out, so every config recorded before it stays the same
+            del d["language_backbone"]
+        return d
 
 
 # ------------------------------------------------------------------------------------ building blocks
@@ -295,25 +308,67 @@ class HeatmapLocator(nn.Module):
 
 
 class LanguageBackbone(nn.Module):
-    """A transformer over [vision tokens; instruction tokens] -> context (B, G*G + L, D)."""
+    """A transformer over [vision tokens; instruction tokens] -> context (B, G*G + L, D).
+
+    The instruction tokens are learned hashed-word embeddings, or (language_backbone "minilm") the
+    pretrained text encoder's outputs projected to the width. A frozen encoder's outputs are cached
+    by token row, so pretraining encodes each distinct instruction once."""
 
     def __init__(self, cfg: VLAConfig):
         super().__init__()
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos = nn.Parameter(torch.zeros(1, cfg.max_words, cfg.d_model))
-        self.kind = nn.Parameter(torch.zeros(2, cfg.d_model))  # 0 = vision token, 1 = word
-        for p in (self.embed.weight, self.pos, self.kind):
-            nn.init.normal_(p, std=0.02)
+        if cfg.language_backbone == "minilm":
+            from retain.policies import minilm
+
+            self.text = minilm.MiniLM().load_pretrained()
+            self.text_proj = nn.Linear(minilm.WIDTH, cfg.d_model)
+            self.kind = nn.Parameter(torch.zeros(2, cfg.d_model))  # 0 = vision token, 1 = word
+            nn.init.normal_(self.kind, std=0.02)
+            self._cache: dict[bytes, torch.Tensor] = {}
+            self._cache_stamp: tuple = ()
+        else:
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.pos = nn.Parameter(torch.zeros(1, cfg.max_words, cfg.d_model))
+            self.kind = nn.Parameter(torch.zeros(2, cfg.d_model))  # 0 = vision token, 1 = word
+            for p in (self.embed.weight, self.pos, self.kind):
+                nn.init.normal_(p, std=0.02)
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.language_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def mean_word(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) the pretrained encoder's projected outputs, computed once per distinct token row
+        (a batch of one skill's demos holds one instruction); while the encoder is frozen, rows seen
+        before come from the cache, which any change of its weights empties."""
+        params = list(self.text.parameters())
+        uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+        umask = uniq != 0  # [PAD] is id 0
+        stamp = tuple(p._version for p in params)  # bumped by every in-place write: an optimizer step, a load
+        if any(p.requires_grad for p in params) or stamp != self._cache_stamp:
+            self._cache.clear()
+            self._cache_stamp = stamp
+        if any(p.requires_grad for p in params):
+            hidden = self.text(uniq, umask)
+        else:
+            keys = [row.tobytes() for row in uniq.cpu().numpy()]
+            new = [i for i, k in enumerate(keys) if k not in self._cache]
+            if new:
+                with torch.no_grad():
+                    fresh = self.text(uniq[new], umask[new])
+                for j, i in enumerate(new):
+                    self._cache[keys[i]] = fresh[j]
+            hidden = torch.stack([self._cache[k] for k in keys])
+        return self.text_proj(hidden)[inverse]
+
+    def mean_word(self, tokens: torch.Tensor, token_mask: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) the mean embedding of each instruction's words: the vision encoder's FiLM input."""
         m = token_mask[..., None].float()
-        return (self.embed(tokens) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return ((self.embed(tokens) if feats is None else feats) * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def forward(self, vision: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
-        words = self.embed(tokens) + self.pos[:, : tokens.shape[1]] + self.kind[1]  # (B, L, D)
+    def forward(self, vision: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, feats: torch.Tensor | None = None):
+        """`feats`: the minilm backbone's encode_text output (the hashed backbone embeds `tokens` itself)."""
+        if feats is None:
+            words = self.embed(tokens) + self.pos[:, : tokens.shape[1]] + self.kind[1]  # (B, L, D)
+        else:
+            words = feats + self.kind[1]
         x = torch.cat([vision + self.kind[0], words], dim=1)  # (B, G*G + L, D)
         mask = torch.cat([torch.ones(vision.shape[:2], dtype=torch.bool, device=x.device), token_mask], dim=1)
         for block in self.blocks:
@@ -362,13 +417,20 @@ class BuiltinVLA(nn.Module):
         with `located`, also the locate head's (B, 4) output (None without the head). One forward
         for both, so a DistributedDataParallel wrapper syncs the gradients of each."""
         feed = self.cfg.locate_feeds_action
-        vision, where = self.vision(images, self.language.mean_word(tokens, token_mask), locate=located or feed)
-        ctx, mask = self.language(vision, tokens, token_mask)
+        # the hashed backbone looks its embeddings up twice, as every base before minilm was trained
+        feats = self.language.encode_text(tokens, token_mask) if self.cfg.language_backbone == "minilm" else None
+        vision, where = self.vision(images, self.language.mean_word(tokens, token_mask, feats), locate=located or feed)
+        ctx, mask = self.language(vision, tokens, token_mask, feats)
         actions = self.action(state, ctx, mask, where if feed else None)
         return (actions, where) if located else actions
 
     def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = tokenizer.tokenize(instructions, self.cfg.vocab_size, self.cfg.max_words)
+        if self.cfg.language_backbone == "minilm":
+            from retain.policies import minilm
+
+            ids, mask = minilm.tokenize(instructions, self.cfg.max_words)
+        else:
+            ids, mask = tokenizer.tokenize(instructions, self.cfg.vocab_size, self.cfg.max_words)
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
@@ -403,8 +465,11 @@ class BuiltinVLAAdapter:
 
     def loss(self, model: BuiltinVLA, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """L1 between the predicted and demonstrated chunks, ignoring steps past an episode's end;
-        plus `locate_weight` x the locate head's L1 when the batch carries TARGET positions."""
-        tokens, mask = model.tokenize(batch[INSTRUCTION])
+        plus `locate_weight` x the locate head's L1 when the batch carries TARGET positions. The
+        batch moves to the model's device (a no-op on the CPU)."""
+        dev = next(model.parameters()).device
+        batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        tokens, mask = (t.to(dev) for t in model.tokenize(batch[INSTRUCTION]))
         if TARGET in batch:
             pred, located = model(batch[IMAGE], batch[STATE], tokens, mask, located=True)  # (B, K, A), (B, 4)
         else:
@@ -424,10 +489,12 @@ class BuiltinVLAAdapter:
         """The next `execute` actions (n, execute, A) in [-1, 1] for n observations, one forward pass."""
         was_training = model.training
         model.eval()
-        tokens, mask = model.tokenize(instructions)
-        pred = model(torch.from_numpy(np.ascontiguousarray(obs["image"])), torch.from_numpy(np.asarray(obs["state"], np.float32)), tokens, mask)
+        dev = next(model.parameters()).device
+        tokens, mask = (t.to(dev) for t in model.tokenize(instructions))
+        pred = model(torch.from_numpy(np.ascontiguousarray(obs["image"])).to(dev),
+                     torch.from_numpy(np.asarray(obs["state"], np.float32)).to(dev), tokens, mask)
         model.train(was_training)
-        return pred[:, : model.cfg.execute].clamp(-1.0, 1.0).numpy()
+        return pred[:, : model.cfg.execute].clamp(-1.0, 1.0).cpu().numpy()
 
     def act(self, model: BuiltinVLA, obs: Mapping[str, np.ndarray], instructions: Sequence[str]) -> np.ndarray:
         """The next action (n, A) for each of n observations."""
