@@ -237,7 +237,7 @@ def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
         return 1
     skills = [k for k in args["skills"] if any(r["skill"] == k for r in results)]
     settings = [k for k in results[0] if k == "id" or k.startswith("ood:")]
-    families = [k for k in settings if k.startswith("ood:")]
+    families = pooled_families(settings)
     summary = summarise(results, skills, alphas, settings)
     verdict = check(summary, skills, alphas, families)
     for skill in skills:
@@ -259,6 +259,13 @@ def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
     return 0
 
 
+def pooled_families(settings) -> list[str]:
+    """The families the pooled OOD figure means: an opt-in family (ood:paraphrase) is its own column."""
+    from retain.sim import get_setting
+
+    return [s for s in settings if s.startswith("ood:") and not get_setting(s).opt_in]
+
+
 def summarise(results: list[dict], skills, alphas, settings) -> dict:
     """skill -> alpha -> setting -> mean success over seeds (pooled counts), plus 'ood' (mean of families)."""
     from retain.evaluate import GENERALIST
@@ -273,7 +280,7 @@ def summarise(results: list[dict], skills, alphas, settings) -> dict:
                 k = sum(r[s][0] for r in rows)
                 n = sum(r[s][1] for r in rows)
                 cell[s] = k / n if n else float("nan")
-            fams = [s for s in settings if s.startswith("ood:")]
+            fams = pooled_families(settings)
             cell["ood"] = float(np.mean([cell[s] for s in fams])) if fams else float("nan")
             cell["per_seed_ood"] = [float(np.mean([r[s][0] / r[s][1] for s in fams])) for r in rows] if fams else []
             out[skill][str(a)] = cell

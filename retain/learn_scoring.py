@@ -47,9 +47,9 @@ def sim_skills() -> list[str]:
 
 
 def ood_families() -> list[str]:
-    from retain import sim
+    from retain.evaluate import ood_settings
 
-    return [s for s in sim.SETTINGS if s.startswith("ood:")]
+    return ood_settings()
 
 
 class Scorer:

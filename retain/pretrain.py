@@ -51,6 +51,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dagger_episodes": 3000, "dagger_steps": 1500, "dagger_roll_in": 0.6, "dagger_setting": "pretrain-clutter",
     },
 }
+# the default recipe with all-MiniLM-L6-v2 as the language backbone (frozen while pretraining; needs
+# the minilm extra). max_words counts its word pieces, so the longest instruction fits whole
+PRESETS["minilm"] = {**PRESETS["default"], "policy_config": {**PRESETS["default"]["policy_config"],
+                                                              "language_backbone": "minilm", "max_words": 24}}
 
 
 @dataclasses.dataclass
@@ -103,7 +107,7 @@ class PretrainRecipe:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PretrainRecipe":
-        """The recipe of a named preset ("tiny" or "default"), with overrides (None means keep)."""
+        """The recipe of a named preset (see PRESETS: "tiny", "default", "minilm"), with overrides (None means keep)."""
         from retain import sim
         from retain.policies import get_policy
 

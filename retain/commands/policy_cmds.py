@@ -16,7 +16,7 @@ SPLITS = ("id", "ood", "generalist", "all")
 
 
 @click.command("pretrain")
-@click.option("--config", "config_name", default="default", show_default=True, help="Preset: tiny (seconds) or default (the shipped base).")
+@click.option("--config", "config_name", default="default", show_default=True, help="Preset: tiny (seconds), default (the shipped base) or minilm (the default with a pretrained text encoder; needs the minilm extra).")
 @click.option("--episodes", type=int, default=None, help="Generalist expert episodes to collect (default: the preset's).")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds collection, initialisation and batch order.")

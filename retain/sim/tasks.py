@@ -8,7 +8,8 @@ also holds a familiar receptacle as a decoy (WorldConfig.skill_decoys), so a pol
 the new noun to succeed; a base that only knows "put X in a receptacle" picks the decoy.
 
 Instruction templates: index 0 is the canonical phrasing (the only one in ID demos); the rest
-are the paraphrases the pretraining uses; `heldout` phrasings appear only under ood:language.
+are the paraphrases the pretraining uses; `heldout` phrasings appear only under ood:language, and
+`paraphrases`, rewordings with verbs no template uses, only under ood:paraphrase.
 """
 from __future__ import annotations
 
@@ -35,6 +36,18 @@ PLURAL_ON = ("put the {a} on the {b}", "place the {a} onto the {b}", "set the {a
              "move the {a} onto the {b}")
 PLURAL_HELDOUT = ("the {a} go on the {b}", "transfer every one of the {a} onto the {b}",
                   "could you set the {a} on the {b}")
+# ood:paraphrase: rewordings whose verbs and framing no template above (pretraining's or
+# ood:language's) uses; only the nouns and function words are shared
+PLACE_IN_PARAPHRASE = ("stow the {a} within the {b}", "deposit the {a} in the {b}, please",
+                       "grasp the {a} and lower it into the {b}", "the {b} should end up containing the {a}")
+PLACE_ON_PARAPHRASE = ("position the {a} atop the {b}", "lay the {a} down on the {b}, please",
+                       "grasp the {a} and lower it onto the {b}", "the {b} should end up holding the {a}")
+PLURAL_IN_PARAPHRASE = ("stow each of the {a} within the {b}", "deposit the {a} in the {b}, please",
+                        "gather the {a} and lower them into the {b}", "the {b} should end up containing the {a}")
+PLURAL_ON_PARAPHRASE = ("position each of the {a} atop the {b}", "lay the {a} down on the {b}, please",
+                        "gather the {a} and lower them onto the {b}", "the {b} should end up holding the {a}")
+WIPE_PARAPHRASE = ("get rid of the marks on the board", "remove the smudges from the board",
+                   "scrub the board until no marks remain", "tidy up the board by rubbing out the marks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +62,18 @@ class Task:
     build: Callable[[SceneBuilder], None]
     skill: bool = False
     description: str = ""
+    paraphrases: tuple[str, ...] = ()  # rewordings used only by the ood:paraphrase family
 
     def phrasings(self, phrasing: str) -> tuple[str, ...]:
         if phrasing == "canonical":
             return self.templates[:1]
         if phrasing == "train":
             return self.templates
+        if phrasing == "paraphrase":
+            if not self.paraphrases:
+                raise invalid(f"task {self.name!r} has no paraphrases, so ood:paraphrase cannot phrase it; "
+                              "use it with the skills (or give the task `paraphrases`)")
+            return self.paraphrases
         return self.templates[1:] + self.heldout
 
 
@@ -339,10 +358,10 @@ _TASKS: list[Task] = [
          "move the gripper over the {a}"), ("hover above the {a}",), 25, _reach_fixture),
     Task("pick-object", Behaviour.PICK, ("pick up the {a}", "grab the {a}", "lift the {a}", "take the {a}"),
          ("raise the {a} up",), 30, _one_block(0.0)),
-    Task("put-in-bowl", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _place_into(Kind.BOWL, 0.6)),
-    Task("put-in-box", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _place_into(Kind.BOX, 0.7)),
-    Task("put-on-tray", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _place_into(Kind.TRAY, 0.8)),
-    Task("put-on-mat", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _put_on_mat),
+    Task("put-in-bowl", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _place_into(Kind.BOWL, 0.6), paraphrases=PLACE_IN_PARAPHRASE),
+    Task("put-in-box", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _place_into(Kind.BOX, 0.7), paraphrases=PLACE_IN_PARAPHRASE),
+    Task("put-on-tray", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _place_into(Kind.TRAY, 0.8), paraphrases=PLACE_ON_PARAPHRASE),
+    Task("put-on-mat", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _put_on_mat, paraphrases=PLACE_ON_PARAPHRASE),
     Task("put-two-in-box", Behaviour.PLACE, ("put the {a} and the {c} in the {b}",
          "place the {a} and the {c} into the {b}", "move the {a} and the {c} to the {b}"),
          ("the {a} and the {c} go in the {b}",), 60, _put_two_in_box),
@@ -373,15 +392,16 @@ _TASKS: list[Task] = [
     Task("put-lid-on", Behaviour.PLACE, ("put the lid on the box", "cover the box with the lid",
          "place the lid onto the box"), ("close the box with its lid",), 45, _lid),
     # new skills: never in pretraining
-    Task("plates", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _plates, True, "put the plate into the rack"),
+    Task("plates", Behaviour.PLACE, PLACE_IN, PLACE_IN_HELDOUT, 45, _plates, True, "put the plate into the rack",
+         PLACE_IN_PARAPHRASE),
     Task("whiteboard", Behaviour.WIPE, ("wipe the marks off the board", "wipe the board clean",
          "clean the marks off the board", "wipe off the marks on the board"),
          ("erase the marks on the whiteboard", "make the board clean again"), 60, _whiteboard, True,
-         "wipe each mark off the board with a low stroke"),
-    Task("pot-on-stove", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _pot, True, "put the pot on the stove"),
-    Task("mugs-on-plates", Behaviour.PLACE, PLURAL_ON, PLURAL_HELDOUT, 60, _mugs, True, "put each mug on a plate"),
+         "wipe each mark off the board with a low stroke", WIPE_PARAPHRASE),
+    Task("pot-on-stove", Behaviour.PLACE, PLACE_ON, PLACE_ON_HELDOUT, 45, _pot, True, "put the pot on the stove", PLACE_ON_PARAPHRASE),
+    Task("mugs-on-plates", Behaviour.PLACE, PLURAL_ON, PLURAL_HELDOUT, 60, _mugs, True, "put each mug on a plate", PLURAL_ON_PARAPHRASE),
     Task("items-into-basket", Behaviour.PLACE, PLURAL_IN, PLURAL_HELDOUT, 75, _items, True,
-         "put the three items into the basket"),
+         "put the three items into the basket", PLURAL_IN_PARAPHRASE),
 ]
 TASKS: dict[str, Task] = {t.name: t for t in _TASKS}
 PRETRAIN_TASKS: list[str] = [t.name for t in _TASKS if not t.skill]
