@@ -1,0 +1,204 @@
+"""RETAIN's gain along base strength: the fixed protocol of docs/testbed.md ("The ladder") on
+several bases, one table and one plot of the gain against each base's generalist success.
+
+    # every cell of the protocol (resumable: a cell whose testbed.json holds every alpha is skipped)
+    nice python benchmarks/ladder.py run --base shipped=shipped --base minilm=/work/runs/minilm-cpu \\
+        --base gpu=/work/runs/minilm-gpu --out /work/runs/ladder
+    python benchmarks/ladder.py report --out /work/runs/ladder       # ladder.json, ladder.md, ladder.png
+
+A base is NAME=shipped or NAME=DIR, DIR holding weights/ and policy_config.json (what
+`device_pretrain.py complete` writes). One cell is one (base, finetune mode, skill, seed): a
+`testbed_probes.py` process (it knows the shipped skills and the probes) with the protocol's
+alphas and families; the base's strength is `base_skills.py`'s generalist success (220 episodes,
+seed 7, as the shipped base's recorded figure). Every metric is the one fixed in docs/testbed.md
+before any result was seen: gain = the best middle alpha's pooled OOD (the six default families)
+minus the finetune's, with the paired z over every paired OOD episode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SKILLS = ["plates", "whiteboard", "box-back", "place-crate-5"]
+FAMILIES = ["ood:position", "ood:object", "ood:background", "ood:distractor", "ood:viewpoint", "ood:language", "ood:paraphrase"]
+ALPHAS = ["0", "0.25", "0.5", "0.75", "vision=1,language=0.25,action=1", "vision=1,language=0.5,action=1",
+          "vision=1,language=0.75,action=1", "1"]
+MODES = {"task": 0.0, "co": 0.2}  # task-FT, and co-FT with a fifth of each batch from pretraining data
+HERE = Path(__file__).resolve().parent
+
+
+def _bases(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        name, eq, where = spec.partition("=")
+        if not eq or not name or not where:
+            raise SystemExit(f"Error: --base {spec!r} must be NAME=shipped or NAME=DIR")
+        if where != "shipped" and not (Path(where) / "weights").is_dir():
+            raise SystemExit(f"Error: --base {spec}: {where}/weights does not exist; give a folder with weights/ and policy_config.json")
+        out[name] = where
+    return out
+
+
+def _base_args(where: str) -> list[str]:
+    return ["--base", "shipped"] if where == "shipped" else ["--base", f"{where}/weights", "--base-config", f"{where}/policy_config.json"]
+
+
+def _complete(path: Path, alphas: list[str]) -> bool:
+    try:
+        data = json.loads((path / "testbed.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return len({json.dumps(r["alpha"]) for r in data["results"]}) >= len(alphas)
+
+
+def cmd_run(args) -> int:
+    bases = _bases(args.base)
+    out = Path(args.out)
+    cells = [(b, m, k, s) for b in bases for m in args.modes for k in args.skills for s in args.seeds]
+    for name, where in bases.items():
+        strength = out / name / "strength.json"
+        if not strength.exists():
+            strength.parent.mkdir(parents=True, exist_ok=True)
+            res = subprocess.run([sys.executable, str(HERE / "base_skills.py"), *_base_args(where), "--skills", "put-in-box",
+                                  "--splits", "generalist", "--episodes", str(args.strength_episodes), "--seed", "7",
+                                  "--threads", str(args.threads)], capture_output=True, text=True)
+            if res.returncode:
+                print(res.stderr, file=sys.stderr)
+                return res.returncode
+            strength.write_text(res.stdout.strip().splitlines()[-1] + "\n")
+    for i, (name, mode, skill, seed) in enumerate(cells):
+        cell = out / name / mode / skill / f"seed{seed}"
+        if _complete(cell, args.alphas):
+            continue
+        cmd = [sys.executable, str(HERE / "testbed_probes.py"), *_base_args(bases[name]), "--skills", skill, "--seeds", str(seed),
+               "--episodes", str(args.episodes), "--gen-episodes", str(args.gen_episodes), "--mix", str(MODES[mode]),
+               "--threads", str(args.threads), "--families", *args.families, "--alphas", *args.alphas, "--out", str(cell)]
+        print(f"[{i + 1}/{len(cells)}] {' '.join(cmd)}", flush=True)
+        res = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        if res.returncode:
+            print(f"Error: the cell {name}/{mode}/{skill}/seed{seed} failed (exit {res.returncode}); rerun to resume", file=sys.stderr)
+            return res.returncode
+    return cmd_report(args)
+
+
+def _modality(alpha) -> str:
+    """Which alpha the best merge moved: one alpha for every modality, the language one alone, or several."""
+    if not isinstance(alpha, str):
+        return "all (one alpha)"
+    parts = dict(p.split("=") for p in alpha.split(","))
+    return "language" if float(parts.get("vision", 1)) == float(parts.get("action", 1)) == 1 else "per-modality"
+
+
+def summarise_cell_group(dirs: list[Path]) -> dict | None:
+    """The seeds of one (base, mode, skill) pooled as testbed.py pools them, reduced to the ladder's row."""
+    import testbed
+
+    from retain.evaluate import GENERALIST
+
+    results = []
+    for d in dirs:
+        try:
+            results += json.loads((d / "testbed.json").read_text())["results"]
+        except (OSError, ValueError):
+            continue
+    if not results:
+        return None
+    alphas = []
+    for r in results:
+        if r["alpha"] not in alphas:
+            alphas.append(r["alpha"])
+    alphas.sort(key=lambda a: (a == 1, a != 0))  # base first, finetune last, merges in between as run
+    skill = results[0]["skill"]
+    settings = [k for k in results[0] if k == "id" or k.startswith("ood:")]
+    summary = testbed.summarise(results, [skill], alphas, settings)[skill]
+    families = testbed.pooled_families(settings)
+    mids = alphas[1:-1]
+    best = max(mids, key=lambda a: summary[str(a)]["ood"])
+    z = testbed.paired(results, skill, best, alphas, families)
+    base, ft, merge = summary[str(alphas[0])], summary[str(alphas[-1])], summary[str(best)]
+    para = "ood:paraphrase" in settings
+    return {
+        "seeds": sorted({r["seed"] for r in results}),
+        "finetune_id": ft["id"], "finetune_ood": ft["ood"], "best_merge": testbed._label(best), "modality": _modality(best),
+        "merge_id": merge["id"], "merge_ood": merge["ood"], "gain": merge["ood"] - ft["ood"],
+        "z_vs_finetune": z.get(f"vs_alpha_{alphas[-1]:g}", {}).get("z"),
+        "kept": merge[GENERALIST] / base[GENERALIST] if base[GENERALIST] else float("nan"),
+        "base_generalist": base[GENERALIST], "finetune_generalist": ft[GENERALIST],
+        "paraphrase_finetune": ft["ood:paraphrase"] if para else None, "paraphrase_merge": merge["ood:paraphrase"] if para else None,
+    }
+
+
+def cmd_report(args) -> int:
+    from pngplot import Panel, render, write_png
+
+    out = Path(args.out)
+    rows = []
+    for base_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        try:
+            strength = json.loads((base_dir / "strength.json").read_text())["put-in-box"]["generalist"] / 100
+        except (OSError, ValueError, KeyError):
+            continue
+        for mode_dir in sorted(p for p in base_dir.iterdir() if p.is_dir()):
+            for skill_dir in sorted(p for p in mode_dir.iterdir() if p.is_dir()):
+                row = summarise_cell_group(sorted(skill_dir.glob("seed*")))
+                if row:
+                    rows.append({"base": base_dir.name, "strength": strength, "mode": mode_dir.name, "skill": skill_dir.name, **row})
+    if not rows:
+        print(f"no finished cell under {out}")
+        return 1
+    rows.sort(key=lambda r: (r["strength"], r["mode"], r["skill"]))
+    head = ("| base | generalist | FT | skill | seeds | FT ID | FT OOD | best merge | merge OOD | gain | z | kept "
+            "| paraphrase FT / merge |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head] + [
+        f"| {r['base']} | {100 * r['strength']:.1f} | {r['mode']} | {r['skill']} | {','.join(map(str, r['seeds']))} "
+        f"| {100 * r['finetune_id']:.1f} | {100 * r['finetune_ood']:.1f} | {r['best_merge']} | {100 * r['merge_ood']:.1f} "
+        f"| {100 * r['gain']:+.1f} | {r['z_vs_finetune']} | {100 * r['kept']:.0f}% | "
+        + (f"{100 * r['paraphrase_finetune']:.1f} / {100 * r['paraphrase_merge']:.1f} |" if r["paraphrase_finetune"] is not None else "- |")
+        for r in rows]
+    (out / "ladder.md").write_text("\n".join(lines) + "\n")
+    (out / "ladder.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+    panels = []
+    for mode in sorted({r["mode"] for r in rows}):
+        mine = [r for r in rows if r["mode"] == mode]
+        xs = sorted({r["strength"] for r in mine})
+        series = {}
+        for skill in sorted({r["skill"] for r in mine}):
+            by = {r["strength"]: 100 * r["gain"] for r in mine if r["skill"] == skill}
+            series[skill.upper()] = [by.get(x, float("nan")) for x in xs]
+        panels.append(Panel(f"{mode}-FT: OOD GAIN OF THE BEST MERGE (POINTS)", [100 * x for x in xs], series,
+                            xlabel="BASE GENERALIST SUCCESS (%)"))
+    write_png(out / "ladder.png", render(panels, columns=len(panels)))
+    print(f"wrote {out / 'ladder.md'}, {out / 'ladder.json'} and {out / 'ladder.png'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run every missing cell of the protocol, then report")
+    r.add_argument("--base", action="append", required=True, help="NAME=shipped or NAME=DIR (repeat; at least three for a ladder)")
+    r.add_argument("--skills", nargs="+", default=SKILLS)
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["task", "co"])
+    r.add_argument("--episodes", type=int, default=200, help="paired episodes per family (the protocol: 200)")
+    r.add_argument("--gen-episodes", type=int, default=200)
+    r.add_argument("--strength-episodes", type=int, default=220)
+    r.add_argument("--families", nargs="+", default=FAMILIES)
+    r.add_argument("--alphas", nargs="+", default=ALPHAS)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--out", required=True)
+    p = sub.add_parser("report", help="the table and plot of finished cells")
+    p.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    return {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
