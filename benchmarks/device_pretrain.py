@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
 
     from retain import sim
     from retain.policies import get_policy
-    from retain.pretrain import PretrainRecipe, collect_frames, dagger_stage, freeze_pretrained_text
+    from retain.pretrain import PretrainRecipe, collect_frames, dagger_relabel, freeze_pretrained_text
     from retain.train import TrainReport, deterministic_torch, train_bc
 
     t0 = time.perf_counter()
@@ -127,8 +127,7 @@ def cmd_train(args) -> int:
     train_s = max(args.budget - spent - args.reserve, 10 * step_s)
     steps = max(int(train_s / step_s), 10)
     steps1 = steps if tiny else max(100 * (steps * 4 // 5 // 100), 100)
-    steps2 = 4 if tiny else max(100 * ((steps - steps1) // 100), 100)
-    recipe = dataclasses.replace(recipe, steps=steps1, **({} if tiny else {"dagger_steps": steps2}))
+    recipe = dataclasses.replace(recipe, steps=steps1)
     report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
                       threads=recipe.threads, targets=True)
     first = report
@@ -137,8 +136,14 @@ def cmd_train(args) -> int:
     write_json(out, recipe, params, device, deterministic, {"stage": "1 of 2", "stage1_train": round(first.seconds, 1),
                                                     "wall": round(time.perf_counter() - t0, 1)}, first, None)
     model.to(device)
-    visited, relabel_s, second = dagger_stage(model, adapter, data, recipe, recipe.dagger_episodes, recipe.dagger_steps,
-                                              recipe.dagger_lr, recipe.dagger_share, recipe.threads)
+    visited, relabel_s = dagger_relabel(model, adapter, recipe, recipe.dagger_episodes, recipe.threads)
+    # the second stage gets a quarter of the first's steps (6,000 to 1,500 in the default recipe), or
+    # what the budget has left once the rollouts are done, whichever is less
+    left = args.budget - (time.perf_counter() - t0) - 15.0
+    steps2 = 4 if tiny else max(min(100 * (steps1 // 4 // 100), 100 * int(left / step_s / 100)), 100)
+    recipe = dataclasses.replace(recipe, dagger_steps=steps2)
+    second = train_bc(model, adapter, data, recipe.dagger_steps, recipe.dagger_lr, recipe.batch_size, recipe.seed + 1,
+                      mix=(visited, recipe.dagger_share), threads=recipe.threads, targets=True)
     report = TrainReport(first.steps + second.steps, first.seconds + second.seconds, first.first_loss,
                          second.final_loss, first.losses + second.losses)
     model.cpu()

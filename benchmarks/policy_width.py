@@ -4,6 +4,8 @@ A report, not a test.
 
     python benchmarks/policy_width.py                        # 2 threads, batch 48: the pretrain recipe's shape
     python benchmarks/policy_width.py --widths vision_channels=96 vision_channels=128,d_model=192,d_action=192
+    python benchmarks/policy_width.py --widths language_backbone=minilm,max_words=24            # MiniLM, frozen
+    python benchmarks/policy_width.py --widths language_backbone=minilm,max_words=24 --unfrozen --threads 1 --batch 32
 
 Each width is a set of VLAConfig overrides of the shipped base's config, trained from a fresh
 init by `train_bc` on the same pretraining frames; the variants alternate in blocks inside one
@@ -26,11 +28,11 @@ DEFAULT_WIDTHS = ["vision_channels=96", "vision_channels=128", "vision_channels=
                   "vision_channels=128,d_model=256,d_action=256,n_heads=8"]
 
 
-def parse_width(text: str) -> dict[str, int]:
-    out = {}
+def parse_width(text: str) -> dict[str, "int | str"]:
+    out: dict[str, "int | str"] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
-        out[key.strip()] = int(value)
+        out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()  # language_backbone=minilm
     return out
 
 
@@ -42,11 +44,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per block")
     ap.add_argument("--blocks", type=int, default=3, help="blocks per width, alternating")
     ap.add_argument("--episodes", type=int, default=100, help="pretraining episodes per task to train on")
+    ap.add_argument("--unfrozen", action="store_true",
+                    help="train a pretrained text encoder too (learn's finetune); by default it is frozen, as pretraining keeps it")
     args = ap.parse_args(argv)
 
     from retain import sim
     from retain.policies import get_policy
-    from retain.pretrain import collect_frames, shipped_base
+    from retain.pretrain import collect_frames, freeze_pretrained_text, shipped_base
     from retain.train import train_bc
 
     base = shipped_base()
@@ -59,6 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name, over in widths.items():
             model = adapter.build({**shipped, **over}, seed=0)
             params[name] = sum(p.numel() for p in model.parameters())
+            if not args.unfrozen:
+                freeze_pretrained_text(model)
             train_bc(model, adapter, data, 2, 3e-4, args.batch, 1, threads=args.threads, targets=True)  # warm-up
             t = time.perf_counter()
             train_bc(model, adapter, data, args.steps, 3e-4, args.batch, 1, threads=args.threads, targets=True)
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows[name] = {"parameters": params[name], "best_seconds_per_step": round(best[name], 4),
                       "seconds_per_step": [round(x, 4) for x in seconds[name]], "over_shipped": round(ratio, 3),
                       "projected_pretrain_minutes": round((wall_s + train_s * (ratio - 1)) / 60, 1) if train_s else None}
-    report = {"threads": args.threads, "batch": args.batch, "steps_per_block": args.steps,
+    report = {"threads": args.threads, "batch": args.batch, "steps_per_block": args.steps, "text_encoder_trains": args.unfrozen,
               "recorded_train_seconds": train_s, "widths": rows}
     print(json.dumps(report, indent=2))
     print(f"{'width':<56}{'params':>10}{'s/step':>9}{'x':>7}{'min':>7}")

@@ -192,19 +192,27 @@ def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, epis
     for `episodes`, have the expert relabel every state it visits, then train `steps` more on `demos`
     with `share` of each batch from the relabelled states. Seeds and batch size come from `recipe`.
     Returns (relabelled frames, seconds spent rolling out and relabelling, the training report)."""
+    from retain.train import train_bc
+
+    visited, relabel_s = dagger_relabel(model, adapter, recipe, episodes, threads)
+    report = train_bc(model, adapter, demos, steps, lr, recipe.batch_size, recipe.seed + 1, mix=(visited, share),
+                      threads=threads, progress=progress, targets=True)
+    return visited, relabel_s, report
+
+
+def dagger_relabel(model, adapter, recipe: PretrainRecipe, episodes: int, threads: int) -> tuple[Any, float]:
+    """The DAgger stage's data: `episodes` rollouts of `model` on the pretraining tasks, every visited
+    state relabelled by the expert; with the seconds it took."""
     from retain import sim
     from retain.dagger import relabelled_frames
-    from retain.train import deterministic_torch, train_bc
+    from retain.train import deterministic_torch
 
     t0 = time.perf_counter()
     with deterministic_torch(threads):
         visited = relabelled_frames(model, adapter, list(sim.PRETRAIN_TASKS), recipe.dagger_setting or recipe.setting,
                                     episodes, seed=recipe.seed + 1,
                                     roll_in=recipe.dagger_roll_in)
-    relabel_s = time.perf_counter() - t0
-    report = train_bc(model, adapter, demos, steps, lr, recipe.batch_size, recipe.seed + 1, mix=(visited, share),
-                      threads=threads, progress=progress, targets=True)
-    return visited, relabel_s, report
+    return visited, time.perf_counter() - t0
 
 
 def version_config(recipe: PretrainRecipe) -> dict[str, Any]:

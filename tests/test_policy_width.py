@@ -11,6 +11,7 @@ import policy_width  # noqa: E402
 
 def test_parse_width_reads_config_overrides():
     assert policy_width.parse_width("vision_channels=96,d_model=192") == {"vision_channels": 96, "d_model": 192}
+    assert policy_width.parse_width("language_backbone=minilm,max_words=24") == {"language_backbone": "minilm", "max_words": 24}
 
 
 def test_report_times_each_width_and_projects_the_recipe(capsys):
