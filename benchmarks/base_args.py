@@ -14,6 +14,17 @@ def add_base_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--base-config", default=None, help="JSON file with the base's policy_config (for --base PATH)")
 
 
+def add_finetune_args(ap: argparse.ArgumentParser) -> None:
+    """--steps, --lr, --batch and --threads, defaulting to the finetune recipe `learn` records."""
+    from retain.finetune import FinetuneRecipe
+
+    recipe = FinetuneRecipe()
+    ap.add_argument("--steps", type=int, default=recipe.steps, help="finetuning steps")
+    ap.add_argument("--lr", type=float, default=recipe.lr)
+    ap.add_argument("--batch", type=int, default=recipe.batch_size)
+    ap.add_argument("--threads", type=int, default=recipe.threads, help="torch threads (1 is fastest on a shared machine)")
+
+
 def resolve_base(args: argparse.Namespace) -> tuple[Path, Any, dict]:
     """(weights folder, policy adapter, policy_config) named by the parsed options."""
     from registry.errors import invalid, not_found

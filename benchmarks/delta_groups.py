@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from base_args import add_base_args, resolve_base, run_cleanly  # noqa: E402
+from base_args import add_base_args, add_finetune_args, resolve_base, run_cleanly  # noqa: E402
 
 
 def default_groups(names: list[str]) -> dict[str, tuple[str, ...]]:
@@ -65,16 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     add_base_args(ap)
     ap.add_argument("--skill", default="plates")
     ap.add_argument("--seed", type=int, default=0, help="finetune seed; demos and episodes follow testbed.py's seeding")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--batch", type=int, default=32)
+    add_finetune_args(ap)
     ap.add_argument("--demos", type=int, default=50)
     ap.add_argument("--episodes", type=int, default=100, help="episodes per skill split and for the generalist suite")
     ap.add_argument("--families", nargs="*", default=["ood:position", "ood:background"], help="OOD families ('ood': all of them)")
     ap.add_argument("--groups", nargs="*", default=None, help="parameter groups, each comma-joined name prefixes (default: one per first two name parts)")
     ap.add_argument("--alpha", type=float, default=1.0, help="compare against the merge base + alpha * delta (1: the finetune)")
     ap.add_argument("--probe", action="store_true", help="also know benchmarks/testbed_probes.py's skills")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if not 0.0 < args.alpha <= 1.0:
         ap.error(f"--alpha {args.alpha} must be in (0, 1]: the share of the finetune's delta merged")

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from base_args import add_base_args, resolve_base, run_cleanly  # noqa: E402
+from base_args import add_base_args, add_finetune_args, resolve_base, run_cleanly  # noqa: E402
 
 
 def relative_moves(pre: dict, ft: dict, modality_of) -> dict[str, float]:
@@ -45,13 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skill", default="plates")
     ap.add_argument("--demos", type=int, default=50, help="narrow ID demos of the skill")
     ap.add_argument("--control-episodes", type=int, default=400, help="pretraining-distribution demos for the control")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--batch", type=int, default=32)
+    add_finetune_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--alphas", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     ap.add_argument("--episodes", type=int, default=200, help="generalist episodes per alpha (paired)")
-    ap.add_argument("--threads", type=int, default=1)
     add_base_args(ap)
     args = ap.parse_args(argv)
     if any(not 0.0 <= a <= 1.0 for a in args.alphas):

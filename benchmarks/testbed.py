@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from base_args import add_base_args, base_data_recipe, resolve_base, run_cleanly  # noqa: E402
+from base_args import add_base_args, add_finetune_args, base_data_recipe, resolve_base, run_cleanly  # noqa: E402
 from pngplot import Panel, render, write_png  # noqa: E402
 
 # What "the phenomenon holds" means here (issue 4), fixed before looking at any result.
@@ -52,14 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", type=int, default=50, help="narrow ID demos per skill")
     ap.add_argument("--episodes", type=int, default=200, help="paired episodes per skill split (ID and each OOD family)")
     ap.add_argument("--gen-episodes", type=int, default=200, help="episodes of the generalist suite")
-    ap.add_argument("--steps", type=int, default=300, help="finetuning steps")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    add_finetune_args(ap)
     ap.add_argument("--mix", type=float, default=0.0,
                     help="co-ft: share of each finetuning batch drawn from pretraining data (0: task-ft, learn's default mode)")
     ap.add_argument("--mix-episodes", type=int, default=200, help="co-ft: pretraining episodes regenerated for the mix (as learn)")
-    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr-scale", default="", help="learning-rate multipliers by module, e.g. vision=0.1 (as learn --lr-scale)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     ap.add_argument("--report-only", action="store_true", help="re-print the table and plot from OUT/testbed.json")
     ap.add_argument("--pool", nargs="+", metavar="DIR", default=None,
                     help="report earlier runs of one sweep (the same base, finetune recipe, alphas and OOD families; "
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     gen_cache: dict[tuple[int, float], dict] = {}  # alpha 0 (the base) is the same model for every skill
     mix = None
     if args.mix:  # the base's own pretraining distribution, regenerated as learn's co-ft does
-        from retain.learn import pretraining_frames
+        from retain.learn_step import pretraining_frames
 
         pre = pretraining_frames(base_data_recipe(args, policy_config), args.mix_episodes)
         mix = (pre, args.mix)

@@ -5,7 +5,9 @@ import dataclasses
 import datetime as dt
 from typing import Any, Optional, Union
 
-Alpha = Union[float, dict[str, float]]
+# An alpha as the registry keeps it: plain JSON, a float or {modality: float}. The value type
+# with its parsing and canonical text is retain.alphas.Alpha; the registry never imports it.
+AlphaJson = Union[float, dict[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +65,7 @@ class NewLearnRun:
     demo_set_id: Optional[int]
     recipe: dict[str, Any]
     delta_dir: Optional[str]  # a safetensors folder, stored as blobs; None if not kept
-    alpha: Alpha
+    alpha: AlphaJson
     sweep: list[dict[str, Any]]
     timings: dict[str, float]
     status: str = "committed"
@@ -86,7 +88,7 @@ class LearnRun:
     mode: Optional[str]  # task-ft | co-ft | external (weights finetuned elsewhere); None if the recipe names none
     recipe: dict[str, Any]
     delta: Optional[str]  # folder id ("sha256:<hex>") of the stored delta
-    alpha: Alpha
+    alpha: AlphaJson
     sweep: list[dict[str, Any]]
     timings: dict[str, float]
     status: str
@@ -131,7 +133,7 @@ class LineageEdge:
     how: str
     skill: Optional[str]
     mode: Optional[str]  # the learn run's finetune mode: task-ft | co-ft | external
-    alpha: Optional[Alpha]
+    alpha: Optional[AlphaJson]
 
 
 @dataclasses.dataclass(frozen=True)

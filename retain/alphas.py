@@ -9,12 +9,19 @@ the keyed form `other` is optional: without it, a tensor that no partition rule 
 error rather than silently merged. Values lie in [0, 1] unless `extrapolate=True` (the CLI's
 `--extrapolate`), since alpha > 1 moves past the finetuned weights and < 0 away from them.
 
+`Alpha` is the one value type for it: `parse_alpha` reads the text, `as_alpha` reads any form
+(an Alpha, a number, a recorded dict or the text), `str(alpha)` is its one canonical text (modality
+keys sorted, each number exact), which is also its `key`, and `to_json()` is the plain JSON the
+registry records (a float when uniform, else a dict with sorted keys).
+
 Example:
     >>> a = parse_alpha("vision=1,language=0.8,action=1")
     >>> a.for_modality("language")
     0.8
     >>> str(a)
-    'vision=1,language=0.8,action=1'
+    'action=1,language=0.8,vision=1'
+    >>> a.to_json()
+    {'action': 1.0, 'language': 0.8, 'vision': 1.0}
 """
 from __future__ import annotations
 
@@ -50,16 +57,37 @@ class Alpha:
             raise ValueError(f"unknown modality {modality!r}")
         return getattr(self, modality)
 
+    def _given(self) -> dict[str, float]:
+        return {m: v for m in sorted(MODALITIES) if (v := getattr(self, m)) is not None}
+
     def to_json(self) -> float | dict[str, float]:
-        """A float when uniform, else a dict: the shape `NewLearnRun.alpha` records."""
+        """The plain JSON a registry record keeps: a float when uniform, else a dict with sorted keys."""
+        if self.is_uniform:
+            return float(self.vision)
+        return {m: float(v) for m, v in self._given().items()}
+
+    def per_modality(self) -> float | dict[str, float]:
+        """A float when uniform, else a dict in modality order: what a merged checkpoint's metadata
+        records (its bytes are part of the stored files, so the order stays as it was written)."""
         if self.is_uniform:
             return self.vision
         return {m: v for m in MODALITIES if (v := getattr(self, m)) is not None}
 
+    @property
+    def key(self) -> str:
+        """The canonical text, used to tell candidates apart and to print them."""
+        return str(self)
+
+    def tie_rank(self) -> tuple[float, float]:
+        """Smaller keeps more of the parent: the sum of the coefficients, then the language one."""
+        if self.is_uniform:
+            return (self.vision, self.vision)
+        return (sum(self._given().values()), self.language)
+
     def __str__(self) -> str:
         if self.is_uniform:
             return _fmt(self.vision)
-        return ",".join(f"{m}={_fmt(v)}" for m in MODALITIES if (v := getattr(self, m)) is not None)
+        return ",".join(f"{m}={_fmt(v)}" for m, v in self._given().items())
 
 
 def _fmt(v: float) -> str:

@@ -29,7 +29,8 @@ from registry.continual import (
     history_along,
     score_matrix,
 )
-from retain.learn import LearnOptions, LearnResult, learn
+from retain.learn import LearnResult, learn
+from retain.learn_options import LearnOptions
 from retain.replay import ReplayResult, replay
 
 

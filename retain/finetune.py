@@ -43,8 +43,9 @@ class FinetuneRecipe:
 
     mode: str = "task-ft"
     """task-ft (the demos alone) or co-ft (mix in pretraining data)."""
-    mix: float = 0.0
-    """co-ft only: the share of each batch drawn from pretraining data, in [0, 1)."""
+    mix: Optional[float] = None
+    """co-ft only: the share of each batch drawn from pretraining data, in [0, 1) (default 0.2 for
+    co-ft, 0 for task-ft)."""
     steps: int = 300
     """Optimizer steps."""
     lr: float = 5e-4
@@ -53,12 +54,14 @@ class FinetuneRecipe:
     """Global batch size (split over ranks under DDP)."""
     seed: int = 0
     """Seeds batch sampling (rank r under DDP uses seed * 1000 + r)."""
-    threads: int = 2
-    """torch threads per process; recorded because it can change float rounding."""
+    threads: int = 1
+    """torch threads per process; recorded because it can change float rounding. One thread is
+    robust on a busy machine and is where the recorded figures were measured."""
     nproc: int = 1
     """Processes (DDP ranks); 1 trains in this process."""
-    pretrain_episodes: int = 0
-    """co-ft only: episodes of pretraining data generated for the mix (0 for task-ft)."""
+    pretrain_episodes: int = 200
+    """co-ft only: episodes of pretraining data regenerated from the base's recorded recipe for the
+    mix (task-ft ignores it)."""
     lr_scale: str = ""
     """Learning-rate multipliers by module, e.g. "vision=0.1" (empty: one rate for every weight)."""
     rehearse: float = 0.0
@@ -68,6 +71,8 @@ class FinetuneRecipe:
     def __post_init__(self) -> None:
         from retain.train import format_lr_scale, parse_lr_scale
 
+        if self.mix is None:
+            object.__setattr__(self, "mix", 0.2 if self.mode == "co-ft" else 0.0)
         object.__setattr__(self, "lr_scale", format_lr_scale(parse_lr_scale(self.lr_scale)))
         if self.mode not in MODES:
             raise invalid(f"unknown finetune mode {self.mode!r}; use {' or '.join(MODES)}")

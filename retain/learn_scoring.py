@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from registry.records import NewScore
+from registry.records import NewScore, Score
 from retain.eval_pool import EvalJob, EvalPool
 from retain.finetune import policy_of
 
@@ -33,11 +33,22 @@ class ScoreRow:
     evaluator: str
     seed: Optional[int] = None  # the evaluation seed (None: the user's evaluator, or not recorded)
 
+    @classmethod
+    def from_stored(cls, score: Score) -> "ScoreRow":
+        """A score as the registry holds it, as a row."""
+        return cls(score.skill, score.split, score.successes, score.episodes, score.rate, score.ci_low, score.ci_high,
+                   score.evaluator, score.seed)
+
     def to_new_score(self) -> NewScore:
         return NewScore(self.skill, self.split, self.successes, self.episodes, self.evaluator, self.seed)
 
     def brief(self) -> dict[str, Any]:
         return {"successes": self.successes, "episodes": self.episodes, "rate": self.rate, "low": self.low, "high": self.high}
+
+
+def stored_rows(registry, version: str) -> list[ScoreRow]:
+    """The scores `version` has recorded, as rows."""
+    return [ScoreRow.from_stored(s) for s in registry.scores(version)]
 
 
 def sim_skills() -> list[str]:

@@ -167,7 +167,7 @@ def merge_checkpoints(
         metadata = {
             "format": "pt",
             "retain_merge": json.dumps(
-                {"alphas": [a.to_json() for a in alphas], "partition": partition.name if partition else None, "on_mismatch": on_mismatch}
+                {"alphas": [a.per_modality() for a in alphas], "partition": partition.name if partition else None, "on_mismatch": on_mismatch}
             ),
         }
         with FileReader() as reader, torch_threads(threads):

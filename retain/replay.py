@@ -25,27 +25,26 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from registry.errors import RegistryError, already_exists, invalid, invalid_state, not_found
-from registry.records import LearnRun, NewLearnRun, Version
-from retain.learn import (
-    LearnOptions,
-    ScoreRow,
-    alpha_spec,
-    _quiet,
-    _stderr,
+from registry.records import LearnRun, Version
+from retain.alphas import Alpha, as_alpha
+from retain.learn_options import LearnOptions
+from retain.learn_scoring import ScoreRow, stored_rows
+from retain.learn_step import (
+    Say,
+    commit_step,
     pretraining_recipe,
     rehearsal_sets,
     run_step,
+    say_nothing,
+    say_on_stderr,
     stored_demo_frames,
 )
 from retain.provenance import code_version, runtime, runtime_changes
-from retain.select import alpha_key
-
-Say = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,13 +170,10 @@ def _recorded_rehearse(run: LearnRun) -> float:
 
 
 def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str], rehearse: Optional[float] = None) -> LearnOptions:
-    opts = LearnOptions.from_recipe(run.recipe, mode=mode, rehearse=rehearse)
-    if mode is not None and mode != run.recipe.get("mode"):
-        opts = dataclasses.replace(opts, mix=0.2 if mode == "co-ft" else 0.0)
-        opts = LearnOptions(**{**opts.to_dict(), "alpha_grid": tuple(opts.alpha_grid)})  # re-validate
-    if alpha is not None:
-        opts = LearnOptions(**{**opts.to_dict(), "alpha_grid": tuple(opts.alpha_grid), "alpha": alpha})
-    return opts
+    recipe = run.recipe
+    if mode is not None and mode != recipe.get("mode"):  # another mode: its own default mix
+        recipe = {k: v for k, v in recipe.items() if k != "mix"}
+    return LearnOptions.from_recipe(recipe, mode=mode, rehearse=rehearse, alpha=alpha)
 
 
 # ---------------------------------------------------------------------------------------- replay
@@ -199,10 +195,10 @@ def replay(
             recorded share); a step with no earlier skill on its new parent's history gets none.
         of: the version that learned the chain's last task (default: its latest `learn`).
     """
-    from retain.alphas import as_alpha, parse_alpha
+    from retain.alphas import parse_alpha
     from retain.finetune import MODES
 
-    say = say or (_stderr if progress else _quiet)
+    say = say or (say_on_stderr if progress else say_nothing)
     tasks = [t.strip() for t in tasks if t.strip()]
     if mode is not None and mode not in MODES:
         raise invalid(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
@@ -320,9 +316,9 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     frames = None if external else _demo_frames(registry, s.run, work, s.parent)
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
-    say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {alpha_key(s.run.alpha)})")
+    say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {as_alpha(s.run.alpha)})")
     out = run_step(registry, s.parent, s.skill, frames, opts, work / "run", finetuned_source=recorded_ft if external else None,
-                   alpha_override=s.run.alpha, score=False, progress=progress, say=say, parent_dir=parent_dir)
+                   alpha_override=as_alpha(s.run.alpha), score=False, progress=progress, say=say, parent_dir=parent_dir)
     with open_checkpoint(out.finetuned) as c:
         ft_hash = weight_hash(c)
     with open_checkpoint(out.merged) as c:
@@ -335,6 +331,14 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     return StepCheck(s.skill, s.version.name, s.parent.name, ft_state, ft_hash, recorded_ft_hash, ft_diff, merged_hash,
                      s.version.weight_hash, merge_diff, s.run.alpha, round(time.perf_counter() - t0, 3),
                      s.run.recipe.get("code_version", ""), code_version(), runtime_changes(s.run.recipe.get("runtime")))
+
+
+def _replayed_alpha(run: LearnRun, alpha: Optional[str], opts: LearnOptions) -> Optional[Alpha]:
+    """The fixed alpha a rebuilt step merges with (None: search again): the recorded one unless
+    --alpha says otherwise."""
+    if alpha is None:
+        return as_alpha(run.alpha)
+    return None if opts.auto else opts.alpha
 
 
 def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
@@ -354,7 +358,7 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
             share = 0.0
         opts = _options(s.run, mode, alpha, share)
         same_finetune = (parent.name == s.parent.name and "mode" not in changes
-                         and opts.rehearse == _recorded_rehearse(s.run))
+                         and opts.finetune.rehearse == _recorded_rehearse(s.run))
         source = None
         parent_dir = registry.checkout(parent.name, step_work / "parent")
         if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining
@@ -362,29 +366,22 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         frames = None if source is not None else _demo_frames(registry, s.run, step_work, parent)
         say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
         t0 = time.perf_counter()
-        requested = alpha if alpha is not None else alpha_spec(s.run.alpha)  # default: the recorded alpha
+        fixed = _replayed_alpha(s.run, alpha, opts)
         step = run_step(registry, parent, s.skill, frames, opts, step_work / "run", finetuned_source=source,
-                        alpha_override=None if requested == "auto" else requested, progress=progress, say=say,
-                        parent_dir=parent_dir)
+                        alpha_override=fixed, progress=progress, say=say, parent_dir=parent_dir)
         write_delta(parent_dir, step.finetuned, step_work / "newdelta")
         # a finetune run again rehearses what the new parent's history holds; a reused one, what it did
         kept = {k: v for k, v in s.run.recipe.items() if k != "rehearsed" or source is not None}
-        recipe = {**kept, **({} if external else opts.record()), "alpha": requested, "parent": parent.name,
+        recipe = {**kept, **({} if external else opts.record()), "alpha": "auto" if fixed is None else str(fixed), "parent": parent.name,
                   "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(), "runtime": runtime(),
                   **({"rehearsed": step.rehearsed} if step.rehearsed else {})}
         timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
-        run = NewLearnRun(skill=s.skill, demo_set_id=s.run.demo_set_id, recipe=recipe, delta_dir=str(step_work / "newdelta"),
-                          alpha=step.alpha, sweep=step.sweep, timings=timings)
-        new = registry.commit_version(
-            step.merged, parent=parent.name, how="replay", ref=branch, expected_head=out[-1].new.name if out else None,
-            config=parent.config, recipe=recipe, learn_run=run, scores=[r.to_new_score() for r in step.scores],
-            message=f"replay {s.skill} of {s.version.name} ({', '.join(f'{k}={v}' for k, v in changes.items())})",
-        )
-        if step.parent_new_scores:
-            registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_new_scores])
-        recorded = [ScoreRow(r.skill, r.split, r.successes, r.episodes, r.rate, r.ci_low, r.ci_high, r.evaluator, r.seed)
-                    for r in registry.scores(s.version.name)]
-        out.append(ReplayedStep(s.skill, s.version, new, step.alpha, s.run.alpha, recorded, step.scores))
+        new = commit_step(registry, step, parent=parent, skill=s.skill, how="replay", ref=branch,
+                          expected_head=out[-1].new.name if out else None, recipe=recipe, delta_dir=step_work / "newdelta",
+                          demo_set_id=s.run.demo_set_id, timings=timings,
+                          message=f"replay {s.skill} of {s.version.name} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
+        out.append(ReplayedStep(s.skill, s.version, new, step.alpha.to_json(), s.run.alpha, stored_rows(registry, s.version.name),
+                                step.scores))
         parent = new
 
 

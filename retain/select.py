@@ -5,28 +5,27 @@ merge methods). A strategy only sees `score(alpha) -> float`, the success rate o
 backbone on ONE out-of-distribution validation family, so it can be tested with any cheap
 objective and knows nothing about torch, simulators or the registry.
 
-An alpha is either one float (every modality) or a dict {modality: float}.
+Candidates are `retain.alphas.Alpha` values (one number for every modality, or one per modality).
 Ties are broken toward keeping more of the parent: the candidate with the smaller alpha (for
 per-modality alphas, the smaller sum, then the smaller language alpha) wins, because with equal
 evidence the less-moved backbone risks less of what the parent already knew.
 
 Example:
-    >>> sel = get_strategy("grid").choose(lambda a: 1 - abs(a - 0.5), grid=[0.25, 0.5, 0.75])
-    >>> sel.alpha, [p["alpha"] for p in sel.sweep]
-    (0.5, [0.25, 0.5, 0.75])
+    >>> sel = get_strategy("grid").choose(lambda a: 1 - abs(a.language - 0.5), grid=[0.25, 0.5, 0.75])
+    >>> str(sel.alpha), [str(p["alpha"]) for p in sel.sweep]
+    ('0.5', ['0.25', '0.5', '0.75'])
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 from registry.errors import invalid
+from retain.alphas import REQUIRED, Alpha
 
-Alpha = Union[float, dict[str, float]]
 ScoreFn = Callable[[Alpha], float]
 
-MODALITIES = ("vision", "language", "action")
 DEFAULT_GRID = (0.25, 0.5, 0.75)
 # Coordinate search visits the language backbone first: the paper finds its alpha matters most.
 COORDINATE_ORDER = ("language", "vision", "action")
@@ -39,7 +38,7 @@ class Selection:
     strategy: str
     alpha: Alpha
     score: float | None  # the chosen alpha's validation score (None when nothing was scored)
-    sweep: list[dict[str, Any]]  # [{"alpha": a, "score": s}, ...]
+    sweep: list[dict[str, Any]]  # [{"alpha": Alpha, "score": s}, ...]
 
 
 def tie_warning(selection: Selection, family: str) -> str | None:
@@ -47,7 +46,7 @@ def tie_warning(selection: Selection, family: str) -> str | None:
     scores = {p["score"] for p in selection.sweep}
     if len(selection.sweep) < 2 or len(scores) != 1:
         return None
-    return (f"warning: every alpha candidate scored {scores.pop():.2f} on {family}, so alpha {alpha_key(selection.alpha)} "
+    return (f"warning: every alpha candidate scored {scores.pop():.2f} on {family}, so alpha {selection.alpha} "
             f"is only the tie-break toward the parent; score more episodes (-n), another --val-family, or pass --alpha")
 
 
@@ -74,19 +73,6 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return check_grid(values)
 
 
-def alpha_key(alpha: Alpha) -> str:
-    """A stable text form, used to memoise scores and to print."""
-    if isinstance(alpha, dict):
-        return ",".join(f"{k}={alpha[k]:g}" for k in sorted(alpha))
-    return f"{float(alpha):g}"
-
-
-def _tie_rank(alpha: Alpha) -> tuple[float, float]:
-    if isinstance(alpha, dict):
-        return (sum(alpha.values()), alpha.get("language", 0.0))
-    return (float(alpha), float(alpha))
-
-
 class _Memo:
     """Scores each distinct alpha once and remembers the order of first visits."""
 
@@ -95,7 +81,7 @@ class _Memo:
         self.seen: dict[str, tuple[Alpha, float]] = {}
 
     def __call__(self, alpha: Alpha) -> float:
-        key = alpha_key(alpha)
+        key = alpha.key
         if key not in self.seen:
             value = float(self._score(alpha))
             if not math.isfinite(value):
@@ -106,7 +92,7 @@ class _Memo:
     def best(self, candidates: Sequence[Alpha]) -> tuple[Alpha, float]:
         """Highest score; ties go to the candidate that keeps more of the parent."""
         scored = [(c, self(c)) for c in candidates]
-        return max(scored, key=lambda cs: (cs[1], tuple(-x for x in _tie_rank(cs[0]))))
+        return max(scored, key=lambda cs: (cs[1], tuple(-x for x in cs[0].tie_rank())))
 
     def sweep(self) -> list[dict[str, Any]]:
         return [{"alpha": a, "score": s} for a, s in self.seen.values()]
@@ -149,7 +135,7 @@ class Grid(AlphaStrategy):
         return Selection(self.name, best, value, memo.sweep())
 
     def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
-        return list(check_grid(grid))
+        return [Alpha.uniform(g) for g in check_grid(grid)]
 
 
 class LanguageOnly(AlphaStrategy):
@@ -163,7 +149,7 @@ class LanguageOnly(AlphaStrategy):
         return Selection(self.name, best, value, memo.sweep())
 
     def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
-        return [{"vision": 1.0, "language": g, "action": 1.0} for g in check_grid(grid)]
+        return [Alpha(vision=1.0, language=g, action=1.0) for g in check_grid(grid)]
 
 
 class Coordinate(AlphaStrategy):
@@ -182,19 +168,17 @@ class Coordinate(AlphaStrategy):
     def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
         values = check_grid(grid)
         memo = _Memo(score)
-        start, _ = memo.best(self.first_round(values))
-        current = dict(start)
+        current, _ = memo.best(self.first_round(values))
         for _ in range(self.max_passes):
-            before = dict(current)
+            before = current
             for m in COORDINATE_ORDER:
-                current, _ = memo.best([{**current, m: g} for g in values])
-                current = dict(current)
+                current, _ = memo.best([dataclasses.replace(current, **{m: g}) for g in values])
             if current == before:
                 break
         return Selection(self.name, current, memo(current), memo.sweep())
 
     def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
-        return [{m: g for m in MODALITIES} for g in check_grid(grid)]
+        return [Alpha(**{m: g for m in REQUIRED}) for g in check_grid(grid)]
 
 
 STRATEGIES: dict[str, AlphaStrategy] = {s.name: s for s in (Fixed(), Grid(), LanguageOnly(), Coordinate())}
@@ -207,9 +191,3 @@ def get_strategy(name: str) -> AlphaStrategy:
     except KeyError:
         raise invalid(f"unknown alpha strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from None
 
-
-def alpha_to_json(alpha: Alpha) -> Alpha:
-    """Plain JSON form (floats, sorted modality keys) as recorded in the registry."""
-    if isinstance(alpha, dict):
-        return {k: float(alpha[k]) for k in sorted(alpha)}
-    return float(alpha)

@@ -38,9 +38,9 @@ FAST = dict(steps=8, batch_size=8, episodes=2, demo_episodes=4, threads=1, compa
 
 
 def fast_options(**changes):
-    from retain.learn import LearnOptions
+    from retain.learn_options import LearnOptions
 
-    return LearnOptions(**{**FAST, **changes})
+    return LearnOptions.of(**{**FAST, **changes})
 
 
 FAST_CLI = ["--steps", "8", "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "-q"]

@@ -13,10 +13,11 @@ def test_single_number_applies_to_every_modality_including_other():
 def test_keyed_form_and_round_trip():
     a = parse_alpha(" vision=1, language=0.8 ,action=1")
     assert (a.vision, a.language, a.action, a.other) == (1.0, 0.8, 1.0, None)
-    assert str(a) == "vision=1,language=0.8,action=1"
+    assert str(a) == a.key == "action=1,language=0.8,vision=1"  # one canonical text: keys sorted
     assert parse_alpha(str(a)) == a
-    assert a.to_json() == {"vision": 1.0, "language": 0.8, "action": 1.0}
+    assert list(a.to_json().items()) == [("action", 1.0), ("language", 0.8), ("vision", 1.0)]
     assert as_alpha(a.to_json()) == a
+    assert list(a.per_modality()) == ["vision", "language", "action"]  # a merged file's metadata keeps modality order
     b = parse_alpha("vision=0,language=0.25,action=1,other=0")
     assert b.for_modality("other") == 0.0 and parse_alpha(str(b)) == b
 
@@ -58,3 +59,14 @@ def test_as_alpha_accepts_numbers_dicts_and_strings():
         as_alpha(True)
     with pytest.raises(RegistryError):
         as_alpha([0.1])
+
+
+def test_the_canonical_text_is_exact_and_tells_close_alphas_apart():
+    a, b = Alpha.uniform(0.3), Alpha.uniform(0.1 + 0.2)
+    assert str(a) == "0.3" and str(b) == repr(0.1 + 0.2) and a.key != b.key
+    assert parse_alpha(str(b)) == b
+
+
+def test_ties_rank_by_how_much_of_the_parent_is_kept():
+    assert Alpha.uniform(0.25).tie_rank() == (0.25, 0.25)
+    assert Alpha(1.0, 0.5, 1.0).tie_rank() == (2.5, 0.5)

@@ -7,7 +7,7 @@ import torch
 
 from registry.errors import RegistryError
 from retain.finetune import FinetuneRecipe
-from retain.learn import LearnOptions
+from retain.learn_options import LearnOptions
 from retain.policies import get_policy
 from retain.train import format_lr_scale, parse_lr_scale, train_bc
 from tests.test_train_bc import TINY, synthetic_frames
@@ -18,7 +18,7 @@ def test_module_names_stand_for_their_parameters_and_recipes_record_one_canonica
     assert parse_lr_scale("") == {} == parse_lr_scale(None)
     assert format_lr_scale(parse_lr_scale("vision.=0.1,action=2")) == "action=2,vision=0.1"
     assert FinetuneRecipe(lr_scale="vision.=0.10").lr_scale == "vision=0.1"
-    assert LearnOptions(lr_scale="vision.=0.10").lr_scale == "vision=0.1"
+    assert LearnOptions.of(lr_scale="vision.=0.10").finetune.lr_scale == "vision=0.1"
 
 
 @pytest.mark.parametrize("text", ["vision", "vision=0", "vision=-1", "=0.1", "vision=fast"])
@@ -29,7 +29,7 @@ def test_a_malformed_scale_is_refused_with_the_form_to_use(text):
 
 def test_recipes_recorded_before_the_option_replay_with_one_rate():
     assert FinetuneRecipe.from_dict({"steps": 10}).lr_scale == ""
-    assert LearnOptions.from_recipe({"steps": 10}).lr_scale == ""
+    assert LearnOptions.from_recipe({"steps": 10}).finetune.lr_scale == ""
 
 
 def _trained(lr_scale, steps=20):

@@ -4,33 +4,34 @@ from __future__ import annotations
 import pytest
 
 from registry.errors import RegistryError
+from retain.alphas import Alpha
 from retain.select import STRATEGIES, get_strategy, parse_grid
 
 
 def peaked(center: float):
     """An inverted U: what a merged backbone's OOD success looks like along alpha."""
-    return lambda a: 1.0 - abs(float(a) - center)
+    return lambda a: 1.0 - abs(a.language - center)
 
 
 def test_grid_picks_the_peak_and_records_every_candidate():
     sel = get_strategy("grid").choose(peaked(0.5), grid=[0.75, 0.25, 0.5])
-    assert sel.alpha == 0.5
+    assert sel.alpha == Alpha.uniform(0.5)
     assert sel.score == pytest.approx(1.0)
-    assert [p["alpha"] for p in sel.sweep] == [0.25, 0.5, 0.75]
+    assert [p["alpha"].to_json() for p in sel.sweep] == [0.25, 0.5, 0.75]
     assert [p["score"] for p in sel.sweep] == pytest.approx([0.75, 1.0, 0.75])
 
 
 def test_grid_ties_go_to_the_smaller_alpha():
     sel = get_strategy("grid").choose(lambda a: 0.4, grid=[0.25, 0.5, 0.75])
-    assert sel.alpha == 0.25
-    flat_top = lambda a: 0.9 if a >= 0.5 else 0.1  # noqa: E731
-    assert get_strategy("grid").choose(flat_top, grid=[0.25, 0.5, 0.75]).alpha == 0.5
+    assert sel.alpha == Alpha.uniform(0.25)
+    flat_top = lambda a: 0.9 if a.vision >= 0.5 else 0.1  # noqa: E731
+    assert get_strategy("grid").choose(flat_top, grid=[0.25, 0.5, 0.75]).alpha == Alpha.uniform(0.5)
 
 
 def test_grid_scores_each_alpha_once():
     calls = []
     get_strategy("grid").choose(lambda a: calls.append(a) or 0.0, grid=[0.5, 0.5, 0.25])
-    assert sorted(calls) == [0.25, 0.5]
+    assert sorted(a.vision for a in calls) == [0.25, 0.5]
 
 
 def test_language_strategy_keeps_vision_and_action_at_one():
@@ -38,11 +39,11 @@ def test_language_strategy_keeps_vision_and_action_at_one():
 
     def score(alpha):
         seen.append(alpha)
-        return 1.0 - abs(alpha["language"] - 0.25)
+        return 1.0 - abs(alpha.language - 0.25)
 
     sel = get_strategy("language").choose(score, grid=[0.25, 0.5, 0.75])
-    assert sel.alpha == {"vision": 1.0, "language": 0.25, "action": 1.0}
-    assert all(a["vision"] == 1.0 and a["action"] == 1.0 for a in seen)
+    assert sel.alpha == Alpha(vision=1.0, language=0.25, action=1.0)
+    assert all(a.vision == 1.0 and a.action == 1.0 for a in seen)
     assert len(sel.sweep) == 3
 
 
@@ -50,10 +51,10 @@ def test_coordinate_search_finds_a_separable_optimum():
     target = {"vision": 0.75, "language": 0.25, "action": 0.5}
 
     def score(alpha):
-        return -sum((alpha[m] - target[m]) ** 2 for m in target)
+        return -sum((alpha.for_modality(m) - target[m]) ** 2 for m in target)
 
     sel = get_strategy("coordinate").choose(score, grid=[0.25, 0.5, 0.75])
-    assert sel.alpha == target
+    assert sel.alpha == Alpha(**target)
     assert sel.score == pytest.approx(0.0)
     # memoised: never more distinct candidates than the search space
     assert len(sel.sweep) <= 27
@@ -61,12 +62,12 @@ def test_coordinate_search_finds_a_separable_optimum():
 
 def test_coordinate_ties_keep_more_of_the_parent():
     sel = get_strategy("coordinate").choose(lambda a: 0.5, grid=[0.25, 0.75])
-    assert sel.alpha == {"vision": 0.25, "language": 0.25, "action": 0.25}
+    assert sel.alpha == Alpha(0.25, 0.25, 0.25)
 
 
 def test_fixed_scores_nothing():
-    sel = get_strategy("fixed").choose(lambda a: pytest.fail("fixed must not score"), alpha=0.5)
-    assert sel.alpha == 0.5 and sel.sweep == [] and sel.score is None
+    sel = get_strategy("fixed").choose(lambda a: pytest.fail("fixed must not score"), alpha=Alpha.uniform(0.5))
+    assert sel.alpha == Alpha.uniform(0.5) and sel.sweep == [] and sel.score is None
 
 
 @pytest.mark.parametrize("text", ["", " , ", "0.5,abc", "1.5", "-0.1", "nan"])
@@ -103,18 +104,15 @@ def test_a_sweep_where_every_candidate_ties_is_flagged_as_no_evidence():
 def test_the_first_round_is_what_every_search_scores_first(name):
     """learn scores a strategy's first round side by side before the search asks, so it must be
     exactly the candidates the search visits first, whatever the scores turn out to be."""
-    from retain.select import alpha_key
-
     strategy = get_strategy(name)
-    first = [alpha_key(a) for a in strategy.first_round((0.25, 0.5, 0.75))]
-    for objective in (lambda a: 0.0, lambda a: -sum(a.values()) if isinstance(a, dict) else -a,
-                      lambda a: (a.get("language", 0) if isinstance(a, dict) else a)):
+    first = [a.key for a in strategy.first_round((0.25, 0.5, 0.75))]
+    for objective in (lambda a: 0.0, lambda a: -a.tie_rank()[0], lambda a: a.language):
         visited = []
 
         def score(alpha):
-            visited.append(alpha_key(alpha))
+            visited.append(alpha.key)
             return objective(alpha)
 
-        strategy.choose(score, grid=(0.25, 0.5, 0.75), alpha=0.5)
+        strategy.choose(score, grid=(0.25, 0.5, 0.75), alpha=Alpha.uniform(0.5))
         assert visited[:len(first)] == first
     assert bool(first) == strategy.needs_scores

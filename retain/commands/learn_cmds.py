@@ -51,9 +51,9 @@ def _label(skill: Optional[str], split: str, validation: Optional[str], new_skil
 
 
 def _alpha_text(alpha: Any) -> str:
-    from retain.select import alpha_key
+    from retain.alphas import as_alpha
 
-    return alpha_key(alpha)
+    return str(as_alpha(alpha, extrapolate=True))
 
 
 def learn_text(res) -> str:
@@ -153,14 +153,15 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
       retain learn my-skill --demos s3://bucket/demos --alpha language=0.5,vision=1,action=1
       retain learn pick --finetuned ./ft --preset openpi-pi0 --eval-cmd 'python eval.py {checkpoint}'
     """
-    from retain.learn import LearnOptions, learn
+    from retain.learn import learn
+    from retain.learn_options import LearnOptions
     from retain.select import parse_grid
 
     values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "threads": threads, "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset}
-    opts = LearnOptions(**{k: v for k, v in values.items() if v is not None})
+    opts = LearnOptions.of(**{k: v for k, v in values.items() if v is not None})
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
         res = learn(reg, task, opts, demos=demos, ref=ref, finetuned=finetuned, progress=not quiet, demos_store=demos_store)

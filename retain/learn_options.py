@@ -1,0 +1,112 @@
+"""`LearnOptions`: how one skill is learned, and the flat form a learn recipe records them in.
+
+The finetune's own options are a nested `FinetuneRecipe` (retain.finetune), declared once there;
+the rest say how alpha is chosen and how the step is scored. `LearnOptions.of(**flat)` builds the
+options from flat names (the CLI's, and a recorded recipe's), and `record()` writes them flat
+again for storage, in the order recipes have always been recorded.
+
+Example:
+    >>> opts = LearnOptions.of(steps=100, alpha="0.5", episodes=20)
+    >>> opts.finetune.steps, str(opts.alpha), opts.record()["steps"]
+    (100, '0.5', 100)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Union
+
+from registry.errors import invalid
+from retain.alphas import Alpha, parse_alpha
+from retain.finetune import FinetuneRecipe
+from retain.select import DEFAULT_GRID, STRATEGIES, check_grid
+
+DEFAULT_VALIDATION = "ood:position"
+AUTO = "auto"
+
+# The recorded order of the flat recipe: a recipe's bytes are kept, so this order is too. Finetune
+# fields not named here (added later) follow at the end.
+RECORD_ORDER = (
+    "mode", "mix", "rehearse", "alpha", "strategy", "alpha_grid", "validation_family", "steps", "lr", "lr_scale",
+    "batch_size", "seed", "threads", "nproc", "pretrain_episodes", "demo_episodes", "demo_seed", "episodes", "eval_seed",
+    "compare_finetuned", "eval_cmd", "preset",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnOptions:
+    """How one skill is learned. Every field lands in the recorded recipe."""
+
+    finetune: FinetuneRecipe = dataclasses.field(default_factory=FinetuneRecipe)
+    """The finetune (mode, mix, rehearsal, steps, lr, ...); its defaults follow the testbed report."""
+    alpha: Union[Alpha, str] = AUTO
+    """"auto" (search with `strategy`), or a fixed Alpha (text such as "0.5" is parsed)."""
+    strategy: str = "language"
+    """auto only: language (vision = action = 1, the paper's recommendation), grid (one alpha for
+    every modality) or coordinate (per modality, language first); docs/testbed.md says why language."""
+    alpha_grid: tuple[float, ...] = DEFAULT_GRID
+    """Candidate alphas for the search, each in [0, 1]."""
+    validation_family: Optional[str] = None
+    """The ONE OOD family alpha is chosen on (default ood:position; "external" with an eval command)."""
+    demo_episodes: int = 50
+    """Built-in demos: expert episodes collected in the narrow ID setting."""
+    demo_seed: int = 0
+    episodes: int = 50
+    """Evaluation episodes per (skill, split); the same seed across versions and alphas (paired)."""
+    eval_seed: int = 12345
+    compare_finetuned: bool = True
+    """Also score the plain finetune (alpha = 1) on the new skill, for the record."""
+    eval_cmd: Optional[str] = None
+    """Score candidates with the user's evaluator ('CMD {checkpoint}' printing JSON) instead of the simulator."""
+    preset: Optional[str] = None
+    """Partition preset (default: the policy's own)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha_grid", check_grid(self.alpha_grid))
+        if isinstance(self.alpha, str) and self.alpha != AUTO:
+            object.__setattr__(self, "alpha", parse_alpha(self.alpha))
+        if self.auto and (self.strategy not in STRATEGIES or self.strategy == "fixed"):
+            raise invalid(f"unknown alpha strategy {self.strategy!r}; choose one of grid, language, coordinate")
+        if self.episodes < 1:
+            raise invalid(f"--episodes must be at least 1, got {self.episodes}")
+        if self.demo_episodes < 1:
+            raise invalid(f"--demo-episodes must be at least 1, got {self.demo_episodes}")
+        if self.validation_family is not None and self.eval_cmd is None and not self.validation_family.startswith("ood:"):
+            raise invalid(f"validation family {self.validation_family!r} is not an OOD family; use e.g. ood:position")
+
+    @property
+    def auto(self) -> bool:
+        """Whether alpha is searched (else it is the fixed `alpha`)."""
+        return self.alpha == AUTO
+
+    @property
+    def val_family(self) -> str:
+        if self.validation_family:
+            return self.validation_family
+        return "ood:external" if self.eval_cmd else DEFAULT_VALIDATION
+
+    @classmethod
+    def of(cls, **flat: Any) -> "LearnOptions":
+        """The options from flat names: the finetune's fields go to the nested recipe."""
+        recipe_fields = {f.name for f in dataclasses.fields(FinetuneRecipe)}
+        recipe = {k: v for k, v in flat.items() if k in recipe_fields}
+        return cls(finetune=FinetuneRecipe(**recipe), **{k: v for k, v in flat.items() if k not in recipe_fields})
+
+    def record(self) -> dict[str, Any]:
+        """The options flat, as a recipe records them (the validation family resolved)."""
+        flat = {**self.finetune.to_dict(), **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "finetune"}}
+        flat.update(alpha=AUTO if self.auto else str(self.alpha), alpha_grid=list(self.alpha_grid),
+                    validation_family=self.val_family)
+        return {**{k: flat[k] for k in RECORD_ORDER}, **{k: v for k, v in flat.items() if k not in RECORD_ORDER}}
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], **changes: Any) -> "LearnOptions":
+        """The options a recorded recipe was learned with, with `changes` applied (None keeps)."""
+        known = {f.name for f in dataclasses.fields(FinetuneRecipe)} | {f.name for f in dataclasses.fields(cls)} - {"finetune"}
+        base = {k: v for k, v in recipe.items() if k in known}
+        base.setdefault("lr_scale", "")  # recorded before the option existed: one rate for every weight
+        if base.get("mode") == "external":  # weights finetuned elsewhere: no finetune options apply
+            base["mode"] = "task-ft"
+        base.update({k: v for k, v in changes.items() if v is not None})
+        if "alpha_grid" in base:
+            base["alpha_grid"] = tuple(base["alpha_grid"])
+        return cls.of(**base)
