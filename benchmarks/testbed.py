@@ -172,6 +172,8 @@ def pool_runs(dirs: list[Path], out: Path | None) -> tuple[list[dict], dict, dic
             run_args, rows = saved["args"], saved["results"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise invalid(f"{d}: no readable testbed.json there ({e}); give a folder a run wrote with --out") from None
+        run_args = dict(run_args, alphas=[_canonical(a) for a in run_args.get("alphas", [])])
+        rows = [dict(r, alpha=_canonical(r["alpha"])) for r in rows]
         settings = sorted({k for r in rows for k in r if k == "id" or k.startswith("ood:")})
         if not args:
             args, first_settings = dict(run_args, skills=[]), settings
@@ -201,10 +203,20 @@ def _alpha_arg(text: str) -> "float | str":
     return a.vision if a.is_uniform else str(a)
 
 
+def _canonical(alpha: "float | str") -> "float | str":
+    """A saved alpha in today's canonical text (reports written before it kept modality order)."""
+    from retain.alphas import parse_alpha
+
+    return str(parse_alpha(alpha, extrapolate=True)) if isinstance(alpha, str) else alpha
+
+
 def _label(alpha: "float | str") -> str:
     """Short table label: 0.25, or v0.5/l0.25/a1 for a per-modality alpha."""
     if isinstance(alpha, str):
-        return "/".join(part[0] + part.split("=")[1] for part in alpha.split(","))
+        from retain.alphas import REQUIRED, parse_alpha
+
+        a = parse_alpha(alpha, extrapolate=True)
+        return "/".join(f"{m[0]}{a.for_modality(m):g}" for m in REQUIRED)
     return f"{alpha:.2f}"
 
 

@@ -67,8 +67,8 @@ def test_the_testbed_runs_end_to_end_with_co_finetuning(tmp_path, capsys):
 def test_a_per_modality_alpha_is_merged_reported_and_compared_as_a_middle_alpha(tmp_path, capsys):
     _, saved = _run_tiny(tmp_path, "--alphas", "0", "vision=0.5,language=0.25,action=1", "1")
     assert "v0.5/l0.25/a1" in capsys.readouterr().out
-    assert [r["alpha"] for r in saved["results"]] == [0.0, "vision=0.5,language=0.25,action=1", 1.0]
-    assert saved["verdict"]["plates"]["best_mid_alpha"] == "vision=0.5,language=0.25,action=1"
+    assert [r["alpha"] for r in saved["results"]] == [0.0, "action=1,language=0.25,vision=0.5", 1.0]
+    assert saved["verdict"]["plates"]["best_mid_alpha"] == "action=1,language=0.25,vision=0.5"
 
 
 def test_alphas_that_do_not_run_from_base_to_finetune_or_do_not_parse_are_refused_in_one_line(capsys):
@@ -119,6 +119,20 @@ def test_runs_of_one_sweep_pool_into_one_report(tmp_path, capsys):
     assert saved["summary"]["plates"]["0.5"]["id"] == 0.5 and saved["summary"]["plates"]["0.5"]["ood"] == 0.5
     assert saved["verdict"]["plates"]["paired_ood"]["vs_alpha_1"]["mid_only"] == (5 - 2) + (4 - 1) + (5 - 4) + (6 - 3)
     assert "plates" in capsys.readouterr().out
+
+
+def test_a_report_saved_with_modality_ordered_alpha_text_pools_with_one_in_the_canonical_text(tmp_path, capsys):
+    import json
+
+    old, new = "vision=1,language=0.5,action=1", "action=1,language=0.5,vision=1"
+    a = _saved_run(tmp_path / "s0", [_row(0, 0.0, 0, [1, 1], 9), _row(0, old, 6, [5, 4], 8), _row(0, 1.0, 9, [2, 1], 3)],
+                   alphas=[0.0, old, 1.0])
+    b = _saved_run(tmp_path / "s1", [_row(1, 0.0, 0, [3, 1], 7), _row(1, new, 4, [5, 6], 6), _row(1, 1.0, 7, [4, 3], 1)],
+                   alphas=[0.0, new, 1.0])
+    assert testbed.main(["--pool", str(a), str(b), "--out", str(tmp_path / "pooled")]) == 0
+    saved = json.loads((tmp_path / "pooled" / "testbed.json").read_text())
+    assert saved["seeds"] == {"plates": [0, 1]} and saved["summary"]["plates"][new]["id"] == 0.5
+    assert "v1/l0.5/a1" in capsys.readouterr().out
 
 
 def test_pooling_refuses_a_seed_twice_another_sweep_or_a_folder_without_a_run(tmp_path):
