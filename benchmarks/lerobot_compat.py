@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 CHILD = ROOT / "benchmarks" / "lerobot_compat_child.py"
 
 
-def child(py: str, *args: str) -> None:
-    r = subprocess.run([py, str(CHILD), *args], capture_output=True, text=True)
+def child(py: str, *args: str, backend: str | None = None) -> None:
+    env = {**os.environ, "RETAIN_LEROBOT_VIDEO_BACKEND": backend or ""}
+    r = subprocess.run([py, str(CHILD), *args], capture_output=True, text=True, env=env)
     if r.returncode:
         sys.exit(f"lerobot side failed ({' '.join(args[:1])}): {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
 
@@ -60,6 +62,8 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--task", default="plates")
+    ap.add_argument("--lerobot-video-backend", choices=["torchcodec", "pyav"], default=None,
+                    help="lerobot's decoder (default: lerobot's own default, torchcodec where it loads)")
     ap.add_argument("--max-pixel-diff", type=int, default=2, help="largest pixel difference still called compatible")
     ap.add_argument("--json", action="store_true", help="print only the JSON")
     args = ap.parse_args()
@@ -82,7 +86,7 @@ def main() -> int:
                  action=np.concatenate([e.action for e in eps]), lengths=np.array([len(e.action) for e in eps]),
                  tasks=np.array([e.instruction for e in eps]), fps=int(FPS))
         child(args.lerobot_python, "write", str(work / "by-lerobot"), str(work / "frames.npz"))
-        child(args.lerobot_python, "read", str(work / "by-lerobot"), str(work / "lerobot-reads-lerobot.npz"))
+        child(args.lerobot_python, "read", str(work / "by-lerobot"), str(work / "lerobot-reads-lerobot.npz"), backend=args.lerobot_video_backend)
         t0 = time.perf_counter()
         ours = read_dataset(work / "by-lerobot")
         read_s = time.perf_counter() - t0
@@ -93,12 +97,12 @@ def main() -> int:
         t0 = time.perf_counter()
         write_dataset(work / "by-retain", eps, FPS, video=True)
         write_s = time.perf_counter() - t0
-        child(args.lerobot_python, "read", str(work / "by-retain"), str(work / "lerobot-reads-retain.npz"))
+        child(args.lerobot_python, "read", str(work / "by-retain"), str(work / "lerobot-reads-retain.npz"), backend=args.lerobot_video_backend)
         theirs = dict(np.load(work / "lerobot-reads-retain.npz"))
         theirs.pop("meta")
         they_read_ours = {**compare(read_dataset(work / "by-retain"), theirs, truth), "our_write_s": round(write_s, 3)}
         for name, res in (("by-lerobot", we_read_theirs), ("by-retain", they_read_ours)):
-            child(args.lerobot_python, "chunks", str(work / name), str(work / f"{name}-chunks.json"))
+            child(args.lerobot_python, "chunks", str(work / name), str(work / f"{name}-chunks.json"), backend=args.lerobot_video_backend)
             res["lerobot_training_windows"] = json.loads((work / f"{name}-chunks.json").read_text())
 
     def ok(r: dict) -> bool:

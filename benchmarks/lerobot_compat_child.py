@@ -4,15 +4,21 @@
     python lerobot_compat_child.py read DATASET OUT.npz        # LeRobotDataset(...)[i] for every frame
     python lerobot_compat_child.py chunks DATASET OUT.json     # as a trainer reads it: delta_timestamps windows
 
+RETAIN_LEROBOT_VIDEO_BACKEND (torchcodec or pyav) picks lerobot's decoder; unset, lerobot's default.
+
 FRAMES.npz holds images (N, H, W, 3) uint8, state, action, lengths (per episode), tasks (per episode), fps.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+
+BACKEND = os.environ.get("RETAIN_LEROBOT_VIDEO_BACKEND") or None
 
 
 def write(dataset: Path, frames: Path) -> None:
@@ -40,7 +46,7 @@ def read(dataset: Path, out: Path) -> None:
     import lerobot
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    ds = LeRobotDataset("local/compat", root=dataset)
+    ds = LeRobotDataset("local/compat", root=dataset, video_backend=BACKEND)
     items = [ds[i] for i in range(len(ds))]
     img = np.stack([(it["observation.images.top"].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8) for it in items])
     np.savez(out, images=img,
@@ -49,7 +55,7 @@ def read(dataset: Path, out: Path) -> None:
              episode_index=np.array([int(it["episode_index"]) for it in items]),
              frame_index=np.array([int(it["frame_index"]) for it in items]),
              task=np.array([str(it["task"]) for it in items]),
-             meta=json.dumps({"lerobot": lerobot.__version__, "video_backend": ds.video_backend,
+             meta=json.dumps({"lerobot": lerobot.__version__, "video_backend": getattr(ds, "video_backend", None) or getattr(ds, "_video_backend", None),
                               "episodes": ds.num_episodes, "frames": ds.num_frames}))
 
 
@@ -59,9 +65,9 @@ def chunks(dataset: Path, out: Path) -> None:
     import torch
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    fps = LeRobotDataset("local/compat", root=dataset).fps
-    plain = LeRobotDataset("local/compat", root=dataset)
-    win = LeRobotDataset("local/compat", root=dataset, delta_timestamps={
+    plain = LeRobotDataset("local/compat", root=dataset, video_backend=BACKEND)
+    fps = plain.fps
+    win = LeRobotDataset("local/compat", root=dataset, video_backend=BACKEND, delta_timestamps={
         "observation.images.top": [-1 / fps, 0.0], "action": [0.0, 1 / fps, 2 / fps]})
     frames = [plain[i] for i in range(len(plain))]
     bad_images = bad_actions = 0
