@@ -78,6 +78,7 @@ def cmd_run(args) -> int:
             continue
         cmd = [sys.executable, str(HERE / "testbed_probes.py"), *_base_args(bases[name]), "--skills", skill, "--seeds", str(seed),
                "--episodes", str(args.episodes), "--gen-episodes", str(args.gen_episodes), "--mix", str(MODES[mode]),
+               "--demos", str(args.demos), "--steps", str(args.steps),
                "--threads", str(args.threads), "--families", *args.families, "--alphas", *args.alphas, "--out", str(cell)]
         print(f"[{i + 1}/{len(cells)}] {' '.join(cmd)}", flush=True)
         res = subprocess.run(cmd, stdout=subprocess.DEVNULL)
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--strength-episodes", type=int, default=220)
     r.add_argument("--families", nargs="+", default=FAMILIES)
     r.add_argument("--alphas", nargs="+", default=ALPHAS)
+    r.add_argument("--demos", type=int, default=50, help="ID demos (the protocol: 50)")
+    r.add_argument("--steps", type=int, default=300, help="finetune steps (the protocol: learn's 300)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", required=True)
     p = sub.add_parser("report", help="the table and plot of finished cells")

@@ -1,0 +1,50 @@
+"""benchmarks/ladder.py's report: the fixed metric computed from testbed.json cells."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import ladder  # noqa: E402
+
+L05 = "vision=1,language=0.5,action=1"
+
+
+def _row(seed: int, alpha, ood: str, para: str, gen: int) -> dict:
+    n = len(ood)
+    return {"seed": seed, "skill": "plates", "alpha": alpha, "id": [n, n], "ood:position": [ood.count("1"), n],
+            "ood:paraphrase": [para.count("1"), n], "generalist": [gen, 10],
+            "outcomes": {"id": "1" * n, "ood:position": ood, "ood:paraphrase": para}}
+
+
+def _cell(path: Path, seed: int, merge_ood: str) -> None:
+    path.mkdir(parents=True)
+    results = [_row(seed, 0.0, "0000", "0000", 8), _row(seed, 0.5, "0011", "0000", 6),
+               _row(seed, L05, merge_ood, "0001", 4), _row(seed, 1.0, "0001", "0011", 2)]
+    (path / "testbed.json").write_text(json.dumps({"results": results}))
+
+
+def test_report_reads_the_gain_of_the_best_merge(tmp_path, capsys):
+    for seed in (0, 1):
+        _cell(tmp_path / "b" / "task" / "plates" / f"seed{seed}", seed, "0111")
+    (tmp_path / "b" / "strength.json").write_text(json.dumps({"put-in-box": {"generalist": 40.0}}))
+    assert ladder.main(["report", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "ladder.json").read_text())
+    assert row["best_merge"] == "v1/l0.5/a1" and row["modality"] == "language"
+    assert row["finetune_ood"] == 0.25 and row["merge_ood"] == 0.75 and row["gain"] == 0.5
+    assert row["z_vs_finetune"] == 2.0  # 4 episodes only the merge solves, none only the finetune
+    assert row["kept"] == 0.5 and row["strength"] == 0.4
+    assert (row["paraphrase_finetune"], row["paraphrase_merge"]) == (0.5, 0.25)  # its own column, not pooled
+    assert (tmp_path / "ladder.png").stat().st_size > 0
+    assert "| b | 40.0 | task | plates | 0,1 |" in capsys.readouterr().out
+
+
+def test_a_base_without_weights_is_refused(tmp_path):
+    try:
+        ladder.main(["run", "--base", f"x={tmp_path}", "--out", str(tmp_path / "o")])
+    except SystemExit as e:
+        assert "weights does not exist" in str(e)
+    else:
+        raise AssertionError("a base folder without weights/ was accepted")
