@@ -465,6 +465,7 @@ class Registry(reader.Queries):
             return list(s.execute(select(Blob.sha256)).scalars())
 
         known = set(self._write(tx))
+        self._gc_work_folders(report)
         doomed_files = set(report.unreferenced_blobs)
         # Rows are gone (committed) before files: a crash here leaves orphan files for the next gc.
         for name, path, mtime in self.store.iter_files():
@@ -482,6 +483,23 @@ class Registry(reader.Queries):
         return report
 
     # ------------------------------------------------------------------------------ plumbing
+
+    def work_folder(self, kind: str):
+        """A context manager: a work folder under HOME/work that this process owns and removes on
+        exit; one left by a killed process goes at the next `gc` (registry.workdirs)."""
+        from registry.workdirs import work_folder
+
+        return work_folder(self.locations.home, kind)
+
+    def _gc_work_folders(self, report: GcReport) -> None:
+        # No grace period: a folder is removed only when the process that made it no longer runs.
+        from registry.workdirs import abandoned, folder_bytes
+
+        for path in abandoned(self.locations.home):
+            report.work_folders.append(path.name)
+            report.bytes_freed += folder_bytes(path)
+            if not report.dry_run:
+                shutil.rmtree(path, ignore_errors=True)
 
     def _write(self, tx):
         """Run `tx(session)` in one write transaction, retrying a bounded number of times when a

@@ -249,7 +249,8 @@ def verify_cmd(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def gc_cmd(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> None:
-    """Delete unreferenced blobs (such as those an interrupted commit left) after a grace period.
+    """Delete unreferenced blobs (such as those an interrupted commit left) after a grace period,
+    and the work folders (HOME/work) of runs that were killed.
 
     Example: retain gc --grace 0 --dry-run
     """
@@ -258,7 +259,8 @@ def gc_cmd(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> No
     verb = "would delete" if dry_run else "deleted"
     emit(report, as_json, lambda r: (
         f"gc {verb} {len(r.orphan_files)} orphan file(s), {len(r.unreferenced_blobs)} unreferenced blob(s), "
-        f"{len(r.unreferenced_folders)} unreferenced folder(s); {r.bytes_freed} bytes"))
+        f"{len(r.unreferenced_folders)} unreferenced folder(s), {len(r.work_folders)} work folder(s) of stopped runs; "
+        f"{r.bytes_freed} bytes"))
 
 
 @click.group("db")

@@ -180,4 +180,5 @@ class GcReport:
     orphan_files: list[str] = dataclasses.field(default_factory=list)  # store files with no row
     unreferenced_blobs: list[str] = dataclasses.field(default_factory=list)  # rows nothing references
     unreferenced_folders: list[str] = dataclasses.field(default_factory=list)
+    work_folders: list[str] = dataclasses.field(default_factory=list)  # HOME/work folders of processes that are gone
     bytes_freed: int = 0

@@ -117,7 +117,7 @@ def learn(
         raise invalid(f"validation family {opts.val_family!r} is not one of the simulator's: {', '.join(ood_families())}")
     t0 = time.perf_counter()
     timer = StageTimer()
-    with tempfile.TemporaryDirectory(prefix="retain-learn-", dir=work_dir) as tmp:
+    with (tempfile.TemporaryDirectory(prefix="retain-learn-", dir=work_dir) if work_dir else registry.work_folder("learn")) as tmp:
         work = Path(tmp)
         d = None
         if finetuned is None or demos is not None:  # outside weights may come without their demos

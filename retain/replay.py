@@ -230,7 +230,7 @@ def replay(
     if changes.get("rehearse") and not _anything_to_rehearse(registry, chain, start_v):
         raise invalid(f"--rehearse mixes in the demos of skills learned before, but nothing with stored demos was learned "
                       f"before {chain[0].skill} along {start_v.name}'s history; replay a longer chain or start later")
-    with tempfile.TemporaryDirectory(prefix="retain-replay-", dir=work_dir) as tmp:
+    with (tempfile.TemporaryDirectory(prefix="retain-replay-", dir=work_dir) if work_dir else registry.work_folder("replay")) as tmp:
         work = Path(tmp)
         if not changes:
             say(f"replaying {' -> '.join(tasks)} from {first.name} with the recorded recipes (verifying the weight hashes)")

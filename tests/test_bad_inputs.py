@@ -265,3 +265,32 @@ def test_rollback_refuses_another_lineage_unless_forced(registry, make_checkpoin
     r = cli("rollback", "v3", "--force", "-m", "adopt the exp line")
     assert r.exit_code == 0 and r.output.strip() == "main: v2 -> v3 (rollback)"
     assert reg.head("main").name == "v3"
+
+
+# ------------------------------------------------------------------------------- killed runs
+
+def test_gc_removes_only_work_folders_whose_owner_is_gone(registry, tmp_path):
+    import subprocess
+    import sys
+
+    from registry.workdirs import WORK, _host_tag, _start_ticks
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    work = Path(registry.locations.home) / WORK
+    with registry.work_folder("learn") as mine:  # this process's own, alive
+        (mine / "w.bin").write_bytes(b"x" * 100)
+        dead = work / f"{dead_pid}-0-{_host_tag()}-learn-abc123"
+        reused = work / f"{os.getpid()}-{(_start_ticks(os.getpid()) or 0) + 1}-{_host_tag()}-learn-def456"  # pid reused
+        elsewhere = work / f"{dead_pid}-0-00000000-learn-ghi789"  # made on another machine
+        junk = work / "notes"
+        for d in (dead, reused, elsewhere, junk):
+            (d / "sub").mkdir(parents=True)
+            (d / "sub" / "f.bin").write_bytes(b"y" * 1000)
+        report = registry.gc(dry_run=True)
+        expected = sorted([dead.name] + ([reused.name] if _start_ticks(os.getpid()) else []))
+        assert sorted(report.work_folders) == expected and all(d.exists() for d in (dead, reused))
+        report = registry.gc()
+        assert sorted(report.work_folders) == expected and report.bytes_freed >= 1000 * len(expected)
+        assert not dead.exists() and mine.exists() and elsewhere.exists() and junk.exists()
+    assert not mine.exists()

@@ -57,6 +57,19 @@ def test_interrupting_learn_commits_nothing(tmp_path, sig):
         assert "Traceback" not in err
     else:
         assert proc.returncode == -signal.SIGKILL
+    work = tmp_path / "home" / "work"
+    left = sorted(p.name for p in work.iterdir()) if work.is_dir() else []
+    if sig == signal.SIGKILL:  # its work folder stays, under the home, named for the dead process
+        assert len(left) == 1 and left[0].startswith(f"{proc.pid}-") and "-learn-" in left[0], left
+        size = sum(f.stat().st_size for f in (work / left[0]).rglob("*") if f.is_file())
+        assert size > 0
+        dry = reg.gc(dry_run=True)
+        assert dry.work_folders == left and (work / left[0]).exists()
+        report = reg.gc()
+        assert report.work_folders == left and report.bytes_freed >= size
+        assert list(work.iterdir()) == []
+    else:  # cleaned up on the way out
+        assert left == []
     assert registry_state(reg) == before
     with pytest.raises(RegistryError, match="does not exist"):
         reg.demo_set(1)  # not even the demo set was stored

@@ -108,7 +108,7 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
     with registry_from_ctx(ctx) as reg:
         v = reg.resolve(version)
         _check_policy(v)
-        with tempfile.TemporaryDirectory(prefix="retain-eval-") as tmp:
+        with reg.work_folder("eval") as tmp:
             path = str(reg.checkout(v.name, Path(tmp) / "weights"))
             with EvalPool(model_bytes=checkpoint_bytes(path)) as pool:
                 results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed)
