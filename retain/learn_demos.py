@@ -28,11 +28,13 @@ class Demos:
 
 
 def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 50, seed: int = 0,
-               expect: Optional[Mapping[str, Any]] = None, say: Callable[[str], None] = lambda msg: None) -> Demos:
+               expect: Optional[Mapping[str, Any]] = None, say: Callable[[str], None] = lambda msg: None,
+               decode_images: bool = True) -> Demos:
     """The user's LeRobot folder / fsspec URL, or the built-in expert's narrow demos for a built-in task.
 
     `expect` (state_dim / action_dim / image_shape) refuses demos that do not fit the policy
-    before any training starts.
+    before any training starts. decode_images=False (the user's own trainer reads the dataset)
+    checks everything but leaves the pixels, camera video included, undecoded.
     """
     from retain.data.lerobot import read_dataset
     from retain.train import frames_from
@@ -46,7 +48,7 @@ def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 5
     else:
         folder = _local_copy(demos, work / "demos")
         source = demos
-    frames = frames_from(read_dataset(folder, **dict(expect or {})))
+    frames = frames_from(read_dataset(folder, decode_images=decode_images, **dict(expect or {})))
     if len(frames) == 0:
         raise invalid(f"the demo set {source} is empty (0 frames); record at least one episode")
     return Demos(folder, frames, source, frames.episodes)

@@ -222,3 +222,17 @@ def test_without_pyav_a_video_dataset_says_how_to_install_it(tmp_path, monkeypat
     with pytest.raises(RegistryError, match="needs PyAV"):
         write_dataset(tmp_path / "w", smooth_episodes(), fps=10, video=True)
     assert not (tmp_path / "w").exists()
+
+
+def test_reading_without_pixels_checks_the_videos_but_decodes_nothing(tmp_path):
+    root = write_dataset(tmp_path / "ds", smooth_episodes(), fps=10, video=True)
+    d = read_dataset(root, decode_images=False)
+    assert d.images.shape == (24, 0, 0, 3) and d.num_episodes == 3 and d.tasks == ["task 0", "task 1"]
+    assert np.array_equal(d.state, read_dataset(root).state)
+    (root / MP4).write_bytes(b"\x00" * 64)   # damaged, but nothing is decoded
+    assert read_dataset(root, decode_images=False).num_frames == 24
+    (root / MP4).unlink()
+    with pytest.raises(RegistryError, match="is missing"):
+        read_dataset(root, decode_images=False)
+    plain = write_dataset(tmp_path / "plain", smooth_episodes(), fps=10)   # pixels in the parquet: column not read
+    assert read_dataset(plain, decode_images=False).images.shape == (24, 0, 0, 3)

@@ -256,7 +256,8 @@ def _float_lists(x: np.ndarray) -> pa.Array:
 # -- reading ---------------------------------------------------------------------------------------
 def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_dim: int | None = None,
                  action_dim: int | None = None, image_shape: tuple[int, int] | None = None,
-                 episodes: Sequence[int] | None = None, tolerance_s: float = TOLERANCE_S) -> DemoData:
+                 episodes: Sequence[int] | None = None, tolerance_s: float = TOLERANCE_S,
+                 decode_images: bool = True) -> DemoData:
     """Read a LeRobot v3-layout dataset from a local folder or an fsspec URL.
 
     Args:
@@ -267,6 +268,9 @@ def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_
         episodes: read only these episode indices (default: all); a video is decoded only where
             their rows point.
         tolerance_s: how far a video frame may lie from a row's timestamp (LeRobot's default).
+        decode_images: False reads everything but the pixels (images come back as (N, 0, 0, 3)), for
+            a caller that hands the dataset to someone else's trainer; the video files are still
+            checked to exist and to span the rows' timestamps.
     Returns:
         DemoData with frame-aligned arrays.
     """
@@ -287,7 +291,7 @@ def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_
         if needed not in features:
             raise invalid(f"{path}: meta/info.json declares no {needed!r} feature; a demo set needs it")
     is_video = features[key].get("dtype") == "video"
-    table = _read_frames(fs, root, str(path), ([] if is_video else [key]) + [
+    table = _read_frames(fs, root, str(path), ([] if is_video or not decode_images else [key]) + [
         STATE_KEY, ACTION_KEY, "episode_index", "frame_index", "task_index", "timestamp"])
     if episodes is not None:
         table = _select_episodes(table, episodes, path)
@@ -301,16 +305,19 @@ def read_dataset(path: "str | os.PathLike", *, camera: str | None = None, state_
     if is_video:
         from retain.data.lerobot_video import video_images
 
-        images = video_images(fs, root, str(path), info, key, ints["episode_index"], ints["frame_index"], ts, tolerance_s)
-    else:
+        images = video_images(fs, root, str(path), info, key, ints["episode_index"], ints["frame_index"], ts, tolerance_s,
+                              decode=decode_images)
+    elif decode_images:
         images = _images(table.column(key), features[key], n, path, key)
+    else:
+        images = np.zeros((n, 0, 0, 3), np.uint8)
     tasks = _read_tasks(fs, root, str(path))
     if ints["task_index"].size and (ints["task_index"].min() < 0 or ints["task_index"].max() >= len(tasks)):
         raise corrupt(f"{path}: task_index runs to {ints['task_index'].max()} but meta/tasks.parquet has "
                       f"{len(tasks)} tasks")
     data = DemoData(images, state, action, ints["episode_index"], ints["frame_index"], ints["task_index"], ts,
                     tasks, fps, key[len(IMAGE_PREFIX):], info)
-    _check_expected(data, path, state_dim, action_dim, image_shape)
+    _check_expected(data, path, state_dim, action_dim, image_shape if decode_images else None)
     return data
 
 

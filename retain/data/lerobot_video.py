@@ -66,8 +66,9 @@ def image_stats(images: np.ndarray) -> dict[str, Any]:
 
 
 def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, episode_index: np.ndarray,
-                 frame_index: np.ndarray, timestamp: np.ndarray, tolerance_s: float) -> np.ndarray:
-    """The (N, H, W, 3) uint8 frames of video feature `key` for N frame rows, decoding only those."""
+                 frame_index: np.ndarray, timestamp: np.ndarray, tolerance_s: float, decode: bool = True) -> np.ndarray:
+    """The (N, H, W, 3) uint8 frames of video feature `key` for N frame rows, decoding only those.
+    With decode=False the files are only checked to exist and to span the rows: (N, 0, 0, 3)."""
     from retain.data.video import decode_at
 
     feature = info["features"][key]
@@ -87,7 +88,7 @@ def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, epis
                       f"video_key, chunk_index and file_index; {type(e).__name__}: {e}); LeRobot's is {VIDEO_PATH!r}") from None
     where = _episode_files(fs, root, shown, key)
     n = episode_index.size
-    images = np.zeros((n, height, width, 3), np.uint8)
+    images = np.zeros((n, height, width, 3) if decode else (n, 0, 0, 3), np.uint8)
     files: dict[tuple[int, int], list[int]] = {}
     for ep in np.unique(episode_index):
         if int(ep) not in where:
@@ -110,6 +111,8 @@ def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, epis
             raise invalid(f"{shown}: frame {int(frame_index[i])} of episode {int(episode_index[i])} has timestamp "
                           f"{float(timestamp[i]):.4f} s, outside its {key} video span ({_span_s(where, episode_index[i])}); "
                           f"fix the frame timestamps or the episode's from/to_timestamp in meta/episodes")
+        if not decode:
+            continue
         got = decode_at(lambda: fs.open(full, "rb"), f"{shown}: {rel}", starts + t, tolerance_s, (height, width))
         if not got.found.all():
             j = int(np.argmin(got.found))
