@@ -7,7 +7,6 @@ family: a simulator OOD family, or whatever `--eval-cmd` prints.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -145,11 +144,9 @@ def external_score(template: str, checkpoint: Path, skill: str, family: str) -> 
 
 
 def _bar(total: int, desc: str, show: bool):
-    if not show:
-        return None
-    from tqdm import tqdm
+    from retain.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+    return progress_bar(total, desc, unit="evaluations", show=show)
 
 
 def evaluation_jobs(skills: Sequence[str], with_generalist: bool, known: Sequence[str]) -> list[Job]:

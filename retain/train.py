@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import sys
 import time
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -387,6 +386,6 @@ def train_bc(
 
 
 def _progress(total: int):
-    from tqdm import tqdm
+    from retain.progress import progress_bar
 
-    return tqdm(total=total, desc="train", file=sys.stderr, leave=False)
+    return progress_bar(total, "train", unit="steps")
