@@ -60,7 +60,20 @@ class LazyGroup(click.Group):
             ctx.exit(130)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import platform
+
+    from retain.provenance import code_version  # stdlib only at import: --version stays instant
+
+    click.echo(f"retain {code_version()} (python {platform.python_version()})")
+    ctx.exit(0)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the version (with the git commit when run from a checkout) and exit.")
 @click.option("--home", envvar="RETAIN_HOME", default=None, help="Registry home (default ./.retain).")
 @click.option("--db", "db_url", envvar="RETAIN_DB_URL", default=None, help="SQLAlchemy URL (default sqlite in the home).")
 @click.option("--store", "store_url", envvar="RETAIN_STORE_URL", default=None, help="fsspec URL of the blob store (default HOME/store).")

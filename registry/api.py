@@ -136,23 +136,48 @@ class Registry(reader.Queries):
 
     def import_base(self, path: str | os.PathLike, *, name: Optional[str] = None, ref: str = "main",
                     how: str = "base-import", config: Optional[dict] = None, recipe: Optional[dict] = None,
-                    message: Optional[str] = None) -> Version:
-        """Make a safetensors file or sharded folder the new head of `ref`, as a version with no parent."""
+                    message: Optional[str] = None, force: bool = False) -> Version:
+        """Make a safetensors file or sharded folder the new head of `ref`, as a version with no parent.
+
+        What a user would not expect is refused unless `force`: moving a ref that heads a learned
+        chain onto an unrelated root (`check_base_import`), and a second root with the same
+        weights as an existing one. If `ref` already heads a root with these weights, nothing is
+        committed and that version is returned.
+        """
         from registry.checkpoint import check_plain_name
 
         if name is not None:
             check_plain_name("base", name)
         check_plain_name("ref", ref)
         _check_policy(config)
-        current = self.head(ref)
+        current = self.check_base_import(ref, force)
+        validated = _validated_weights(path)
+        same = [v for v in self.versions() if v.parent is None and v.weight_hash == validated[0]]
+        if same and not force:
+            if current is not None and current.name in {v.name for v in same}:
+                return current
+            where = f" (at {', '.join(same[0].refs)})" if same[0].refs else ""
+            raise already_exists(f"{same[0].name}{where} already holds these weights ({validated[0][:19]}...) as a root, so nothing "
+                                 "was imported; pass --force to add a second root with them")
         full_recipe = {"source": str(Path(path).absolute()), **({"name": name} if name else {}), **(recipe or {})}
         return self.commit_version(path, parent=None, how=how, ref=ref, expected_head=current.name if current else None,
-                                   config=config, recipe=full_recipe, message=message or f"import {Path(path).name}")
+                                   config=config, recipe=full_recipe, message=message or f"import {Path(path).name}",
+                                   _validated=validated)
+
+    def check_base_import(self, ref: str, force: bool = False) -> Optional[Version]:
+        """The head of `ref`, after refusing (unless `force`) to move a ref that heads a learned
+        chain onto a new root: the chain would drop out of `retain log` for that ref's users.
+        Commands that train a base call this before any work."""
+        current = self.head(ref)
+        if current is not None and current.parent is not None and not force:
+            raise invalid_state(f"{ref} is at {current.name} ({current.how} on {current.parent}); a new base there would move {ref} "
+                                f"off that chain. Import onto a new ref with --ref NAME, or pass --force to move {ref} anyway")
+        return current
 
     def commit_version(self, weights_dir: str | os.PathLike, *, parent: Optional[str], how: str, ref: str = "main",
                        expected_head: Optional[str], config: Optional[dict] = None, recipe: Optional[dict] = None,
                        learn_run: Optional[NewLearnRun] = None, scores: Sequence[NewScore] = (),
-                       message: str = "") -> Version:
+                       message: str = "", _validated: Optional[tuple[str, dict[str, Path]]] = None) -> Version:
         """Commit the weights at `weights_dir` as a new version and move `ref` to it.
 
         Blobs are stored first; then one transaction adds the version, learn run and scores and
@@ -174,7 +199,7 @@ class Registry(reader.Queries):
             for field in ("recipe", "alpha", "sweep", "timings", "status"):
                 _check_json(f"learn run {field}", getattr(learn_run, field))
         pause = _fault_pause_seconds()
-        weight_hash, files = _validated_weights(weights_dir)
+        weight_hash, files = _validated or _validated_weights(weights_dir)  # import_base hashed it already
         if parent is not None:
             self.resolve(parent)  # fail before storing anything
         weights = self.store.put_folder(files)
@@ -343,12 +368,32 @@ class Registry(reader.Queries):
             raise corrupt(f"{name}'s rebuilt weights hash to {got}, not the recorded {expected}; run `retain verify`")
         return dest
 
+    def tensor_names(self, version: str) -> list[str]:
+        """The tensor names of a version's weights, read from the stored headers alone (no checkout),
+        so a command can check options against the model before any work."""
+        import json
+        import struct
+
+        with db.read_session(self.engine) as s:
+            manifest = _manifest(s, _resolve_row(s, version).weights)
+        names: list[str] = []
+        for rel, (sha, _size) in sorted(manifest.files.items()):
+            if not rel.endswith(".safetensors"):
+                continue
+            with self.store.fs.open(self.store.path(sha), "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            names.extend(k for k in header if k != "__metadata__")
+        return sorted(names)
+
     def export(self, version: str, dest_dir: str | os.PathLike) -> Path:
         """A Hugging Face style folder: the safetensors (sharded as imported) plus config.json."""
         import json
 
         dest = Path(dest_dir)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        if dest.exists() and not dest.is_dir():
+            raise already_exists(f"output {dest} is an existing file, and export writes a folder; choose a new folder path")
+        if dest.exists() and any(dest.iterdir()):
             raise already_exists(f"output {dest} already exists and is not empty; choose a new folder")
         v = self.resolve(version)
         part = dest.with_name(f".{dest.name}.export-{uuid.uuid4().hex[:8]}")

@@ -48,3 +48,12 @@ def reader_from_ctx(ctx: click.Context):
 
     root = ctx.find_root().obj or {}
     return open_reader(home=root.get("home"), db_url=root.get("db_url"), store_url=root.get("store_url"))
+
+
+def base_move_text(ref: str, before, version) -> str:
+    """What an import did to `ref`: started it, moved it (the old head stays), or nothing at all."""
+    if before is None:
+        return f"{ref} -> {version.name} (a new ref)"
+    if before.name == version.name:
+        return f"{ref} is already at {version.name}, which holds these weights; nothing was imported"
+    return f"{ref}: {before.name} -> {version.name} (a new root; {before.name} stays, see `retain lineage`)"

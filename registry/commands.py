@@ -38,19 +38,27 @@ def base_group() -> None:
 @click.option("--config", "config_path", default=None, type=click.Path(path_type=str),
               help='JSON file naming the policy, e.g. {"policy": "builtin-vla", "policy_config": {...}}; '
                    "needed to eval, finetune or learn on this base here.")
+@click.option("--force", is_flag=True, help="Move a ref that heads a learned chain, or add a root whose weights another root holds.")
 @json_option
 @click.pass_context
 def base_import_cmd(ctx: click.Context, path: str, name: str | None, ref: str, message: str | None,
-                    config_path: str | None, as_json: bool) -> None:
+                    config_path: str | None, force: bool, as_json: bool) -> None:
     """Import a safetensors file or sharded folder as a new base version at the head of a ref.
+
+    A ref that heads a learned chain is not moved onto the new root unless --force: import onto
+    a new ref (--ref NAME) instead.
 
     Example: retain base import ./pi0_base --name pi0 --config pi0.json
     """
+    from registry.cli_support import base_move_text
+
     config, config_from = _import_config(path, config_path)
     with registry_from_ctx(ctx) as reg:
-        v = reg.import_base(path, name=name, ref=ref, message=message, config=config)
-    note = f"; policy {config['policy']} from {config_from}" if config else ""
-    emit(v, as_json, lambda v: f"{v.name} imported from {path} ({v.weight_hash}); {ref} -> {v.name}{note}")
+        before = reg.head(ref)
+        v = reg.import_base(path, name=name, ref=ref, message=message, config=config, force=force)
+    note = f"; policy {config['policy']} from {config_from}" if config and (before is None or before.name != v.name) else ""
+    done = "imported from" if before is None or before.name != v.name else "already holds the weights of"
+    emit(v, as_json, lambda v: f"{v.name} {done} {path} ({v.weight_hash}); {base_move_text(ref, before, v)}{note}")
 
 
 def _import_config(path: str, config_path: str | None) -> tuple[dict | None, str | None]:
@@ -103,8 +111,13 @@ def lineage_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
 
     Example: retain lineage --format mermaid
     """
+    from click.core import ParameterSource
+
+    from registry.errors import invalid
     from registry.render import LINEAGE_RENDERERS, lineage_dict
 
+    if as_json and fmt != "json" and ctx.get_parameter_source("fmt") is not ParameterSource.DEFAULT:
+        raise invalid(f"--json prints JSON and --format {fmt} prints {fmt}; pass one of them")
     with reader_from_ctx(ctx) as reg:
         lin = reg.lineage()
     if as_json or fmt == "json":
@@ -153,14 +166,23 @@ def show_cmd(ctx: click.Context, version: str, as_json: bool) -> None:
                                           "and generalist retention (the continual-learning summary).")
 @click.option("--all", "every", is_flag=True, help="Every evaluation recorded, not only the one each figure shows "
                                                   "(the most episodes, ties the earliest).")
+@click.option("--plot", "plot", default=None, type=click.Path(path_type=str),
+              help="Also draw the skills x versions matrix and what each skill kept to this .png/.pdf/.svg "
+                   "(along --ref, default main; needs the [plot] extra, matplotlib).")
 @json_option
 @click.pass_context
-def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, every: bool, as_json: bool) -> None:
+def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, every: bool, plot: str | None, as_json: bool) -> None:
     """Per-skill scores (rate and 95% interval per split) of a version; default the head of main.
     With --ref: the matrix of skills x versions along the ref and the continual-learning summary.
 
-    Examples: retain scores v3 --json; retain scores --ref main
+    Examples: retain scores v3 --json; retain scores --ref main; retain scores --plot scores.png
     """
+    if plot is not None and ref is None:
+        from registry.errors import invalid
+
+        if version is not None:
+            raise invalid("--plot draws a ref's history, not one version; pass --ref REF (default main) instead of a VERSION")
+        ref = "main"
     if ref is not None:
         from registry.continual import continual_scores, report_dict, report_text
         from registry.errors import invalid
@@ -169,9 +191,19 @@ def scores_cmd(ctx: click.Context, version: str | None, ref: str | None, every: 
             raise invalid("give a VERSION or --ref, not both")
         if every:
             raise invalid("--all lists the evaluations of one version; give a VERSION instead of --ref")
+        if plot is not None:
+            from registry.plots import check_plot_path, pyplot
+
+            check_plot_path(plot)
+            pyplot()  # installed? say so before reading anything
         with reader_from_ctx(ctx) as reg:
             matrix, summary = continual_scores(reg, ref)
         click.echo(to_json(report_dict(matrix, summary)) if as_json else report_text(matrix, summary))
+        if plot is not None:
+            from registry.plots import plot_continual
+
+            plot_continual(matrix, summary, plot)
+            click.echo(f"wrote {plot}", err=as_json)
         return
     from registry.render import scores_text
 
@@ -214,20 +246,42 @@ def export_cmd(ctx: click.Context, version: str, output: str) -> None:
     with registry_from_ctx(ctx) as reg:
         v = reg.resolve(version)
         dest = reg.export(v.name, output)
-    click.echo(f"{v.name} exported to {dest} ({v.weight_hash})")
+    click.echo(f"{v.name} exported to {dest}")
+    click.echo(_hashes_text(v.weight_hash, dest))
+
+
+def _hashes_text(weight_hash: str, path) -> str:
+    """The two hashes a user may check: ours (over tensors, whatever the sharding) and each file's sha256."""
+    from registry.checkpoint import file_sha256, resolve_files
+
+    lines = [f"  weights hash {weight_hash}", "    (retain's hash over tensor names, dtypes, shapes and bytes, the same however the "
+             f"file is sharded; `retain verify --file {path}` recomputes it)"]
+    lines += [f"  file sha256  {file_sha256(f)}  {f.name}  (what sha256sum prints)" for f in resolve_files(path)]
+    return "\n".join(lines)
 
 
 @click.command("verify")
+@click.option("--file", "file", default=None, type=click.Path(path_type=str),
+              help="Instead: the weights hash of a safetensors file or folder (and the versions that hold it).")
 @json_option
 @click.pass_context
-def verify_cmd(ctx: click.Context, as_json: bool) -> None:
+def verify_cmd(ctx: click.Context, file: str | None, as_json: bool) -> None:
     """Check every blob against its hash, rebuild every version's weight hash, and re-hash the files of
     demo sets recorded by reference.
 
-    Example: retain verify
+    With --file, compute the weights hash of a checkpoint outside the registry (say, one
+    `retain export` wrote) and name the versions that hold it.
+
+    \b
+    Example:
+      retain verify
+      retain verify --file ./exported
     """
     from registry.errors import corrupt
 
+    if file is not None:
+        _verify_file(ctx, file, as_json)
+        return
     with registry_from_ctx(ctx) as reg:
         report = reg.verify()
     if as_json:
@@ -240,6 +294,27 @@ def verify_cmd(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"ok: {report.blobs_checked} blobs{refs} and {report.versions_checked} versions verified")
     if not report.ok:
         raise corrupt(f"verify found {len(report.problems)} problem(s); restore the named blobs or dataset files from a backup")
+
+
+def _verify_file(ctx: click.Context, path: str, as_json: bool) -> None:
+    from registry.checkpoint import file_sha256, open_checkpoint, resolve_files, weight_hash
+    from registry.errors import RegistryError
+
+    with open_checkpoint(path) as ckpt:
+        digest = weight_hash(ckpt)
+    try:
+        with reader_from_ctx(ctx) as reg:
+            held = [v.name for v in reg.versions() if v.weight_hash == digest]
+    except RegistryError:
+        held = None  # no registry here: the hash alone still answers the question
+    out = {"path": path, "weight_hash": digest, "files": {f.name: file_sha256(f) for f in resolve_files(path)}, "versions": held}
+
+    def text(o):
+        where = ("held by " + ", ".join(o["versions"])) if o["versions"] else \
+            ("no version of this registry holds it" if o["versions"] is not None else "no registry here to compare with")
+        return f"{o['path']}: weights hash {o['weight_hash']} ({where})\n" + _hashes_text(o["weight_hash"], path).split("\n", 2)[2]
+
+    emit(out, as_json, text)
 
 
 @click.command("gc")

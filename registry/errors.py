@@ -9,7 +9,9 @@ import enum
 
 
 class Code(enum.Enum):
-    NOT_FOUND = 2
+    # 1 is Python's own failure and 2 click's usage error (an unknown option, a missing argument),
+    # so "not found" has a number of its own.
+    NOT_FOUND = 9
     ALREADY_EXISTS = 3
     INVALID_VALUE = 4
     INVALID_STATE = 5

@@ -41,12 +41,24 @@ def _edge_label(e: LineageEdge) -> str:
 # ------------------------------------------------------------------------------------ lineage
 
 
+ROOT, NODE, BRANCH, LANE = "○ ", "● ", "├─● ", "│ "
+
+
 def lineage_tree(lin: Lineage) -> str:
-    """One line per version. A chain stays in one column; a version with several children opens a
-    branch (├─) for each but the newest, which continues the column, so 1,000 versions in a row
-    do not indent 1,000 times."""
+    """One line per version, drawn as lanes (as `git log --graph` does), so a chain of 1,000
+    versions stays in one column however deep it goes:
+
+        ○ v0  pretrain            a root (○) starts a tree
+        ● v1  learn  plates       ● below a node, in its lane: its child
+        ├─● v2  learn  whiteboard ├─● : a branch from the lane's last node (v1), in a lane of its own
+        │ ● v4  learn  pot        ... which continues there
+        ● v3  replay  whiteboard  the newest child stays in its parent's lane
+        ○ v5  base-import         another root
+
+    Children come oldest first; every one but the newest opens a branch.
+    """
     if not lin.versions:
-        return "(no versions yet; add one with `retain base import PATH`)"
+        return "(no versions yet; add one with `retain pretrain --shipped` or `retain base import PATH`)"
     edge = {e.child: e for e in lin.edges}
     kids: dict[str, list[Version]] = defaultdict(list)
     for v in lin.versions:
@@ -54,9 +66,10 @@ def lineage_tree(lin: Lineage) -> str:
             kids[v.parent].append(v)
     lines: list[str] = []
     roots = [v for v in lin.versions if v.parent is None]
-    stack: list[tuple[Version, str, str]] = [(r, "", "") for r in reversed(roots)]
+    # (version, the lanes left of its own, how it joins them); a stack, not recursion: chains are long
+    stack: list[tuple[Version, str, str]] = [(r, "", ROOT) for r in reversed(roots)]
     while stack:
-        v, prefix, conn = stack.pop()
+        v, lanes, glyph = stack.pop()
         e = edge.get(v.name)
         bits = [v.name, v.how]
         label = _edge_label(e) if e else ""
@@ -65,13 +78,13 @@ def lineage_tree(lin: Lineage) -> str:
         if v.refs:
             bits.append("[" + ", ".join(v.refs) + "]")
         bits.append(_when(v.created_at))
-        lines.append(prefix + conn + "  ".join(bits))
+        lines.append(lanes + glyph + "  ".join(bits))
+        own = lanes + LANE if glyph == BRANCH else lanes  # the lanes left of this version's own
         children = kids.get(v.name, [])
-        body = prefix + ("│  " if conn else "")
         if children:
-            stack.append((children[-1], body, ""))
+            stack.append((children[-1], own, NODE))
             for c in reversed(children[:-1]):
-                stack.append((c, body, "├─ "))
+                stack.append((c, own, BRANCH))
     return "\n".join(lines)
 
 

@@ -104,23 +104,31 @@ def _number(text: str, where: str) -> float:
     return v
 
 
-def _check_range(a: Alpha, extrapolate: bool) -> Alpha:
+IN_RANGE = "use a value in [0, 1]"
+"""The fix an out-of-range alpha names by default; only a caller that has a way to extrapolate
+(`retain merge --extrapolate`) names it, so no error advises a flag its command lacks."""
+
+
+def _check_range(a: Alpha, extrapolate: bool, fix: str = IN_RANGE) -> Alpha:
     if extrapolate:
         return a
     for m in MODALITIES:
         v = getattr(a, m)
         if v is not None and not 0.0 <= v <= 1.0:
-            raise invalid(f"alpha {m}={_fmt(v)} is outside [0, 1]; pass --extrapolate to allow it")
+            where = f"{m}=" if not a.is_uniform else ""
+            raise invalid(f"alpha {where}{_fmt(v)} is outside [0, 1]; {fix}")
     return a
 
 
-def parse_alpha(text: str, extrapolate: bool = False) -> Alpha:
-    """Parse `0.5` or `vision=1,language=0.8,action=1[,other=...]`; raise RegistryError if malformed."""
+def parse_alpha(text: str, extrapolate: bool = False, fix: str = IN_RANGE) -> Alpha:
+    """Parse `0.5` or `vision=1,language=0.8,action=1[,other=...]`; raise RegistryError if malformed.
+
+    `fix` is what an out-of-range value's error tells the user to do."""
     s = (text or "").strip()
     if not s:
         raise invalid("alpha is empty; write e.g. 0.5 or vision=1,language=0.8,action=1")
     if "=" not in s:
-        return _check_range(Alpha.uniform(_number(s, "")), extrapolate)
+        return _check_range(Alpha.uniform(_number(s, "")), extrapolate, fix)
     values: dict[str, float] = {}
     for part in s.split(","):
         key, sep, val = part.partition("=")
@@ -132,7 +140,7 @@ def parse_alpha(text: str, extrapolate: bool = False) -> Alpha:
         if key in values:
             raise invalid(f"alpha gives {key} twice; give each modality once")
         values[key] = _number(val.strip(), f"for {key} ")
-    return _check_range(from_mapping(values), extrapolate)
+    return _check_range(from_mapping(values), extrapolate, fix)
 
 
 def from_mapping(values: Mapping[str, float]) -> Alpha:

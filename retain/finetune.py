@@ -93,6 +93,8 @@ class FinetuneRecipe:
             raise invalid(f"--nproc-per-node must be at least 1, got {self.nproc}")
         if self.threads < 1:
             raise invalid(f"--threads must be at least 1, got {self.threads}")
+        if self.batch_size < 1:
+            raise invalid(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.batch_size < self.nproc:
             raise invalid(f"batch size {self.batch_size} is smaller than --nproc-per-node {self.nproc}; every rank needs a frame")
 

@@ -110,6 +110,10 @@ def learn(
         raise not_found(f"--finetuned {finetuned} does not exist; pass a safetensors file or folder")
     if finetuned is None:
         adapter, policy_config = policy_of(head.config)
+        if opts.finetune.lr_scale:  # against the head's tensor names now, not after the demos are collected
+            from retain.train import check_lr_scale, parse_lr_scale
+
+            check_lr_scale(parse_lr_scale(opts.finetune.lr_scale), registry.tensor_names(head.name))
     if opts.auto and not opts.eval_cmd and not (head.config.get("policy") and task in sim_skills()):
         raise invalid(f"cannot choose alpha for {task!r}: the simulator cannot score it; pass --eval-cmd 'CMD {{checkpoint}}' "
                       "(your evaluator) or a fixed --alpha such as 0.5")
@@ -147,7 +151,20 @@ def learn(
                                   timings=timings, message=f"learn {task} (alpha {step.alpha}, {opts.finetune.mode})")
     held_out = [f for f in ood_families() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
     return LearnResult(version, head.name, task, step.alpha.to_json(), opts.val_family, held_out, step.sweep, step.scores,
-                       step.finetuned_scores, demo_set.id if demo_set else None, timings, step.parent_scores)
+                       step.finetuned_scores, demo_set.id if demo_set else None, timings,
+                       _with_recorded(registry, head.name, step.parent_scores, step.scores))
+
+
+def _with_recorded(registry, parent: str, rows: list[ScoreRow], merged: list[ScoreRow]) -> list[ScoreRow]:
+    """The parent's rows for the comparison: those this step scored, then, for the other (skill,
+    split) pairs the merge was scored on (the earlier skills), what the parent has recorded."""
+    out = {(r.skill, r.split): r for r in rows}
+    wanted = {(r.skill, r.split) for r in merged}
+    for s in registry.scores(parent):
+        key = (s.skill, s.split)
+        if key in wanted and key not in out:
+            out[key] = ScoreRow(s.skill, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator, s.seed)
+    return list(out.values())
 
 
 def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: Version, *, finetuned: Optional[str] = None,

@@ -248,7 +248,7 @@ def run_step(
     already checked them out.
     """
     timer = StageTimer()
-    bars = progress and sys.stderr.isatty()  # stage lines go to logs too; bars only to a terminal
+    bars = progress  # a bar on a terminal, a line every few seconds in a log (retain.progress)
     work.mkdir(parents=True, exist_ok=True)
     with timer("checkout"):
         if parent_dir is None:

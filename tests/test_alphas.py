@@ -33,7 +33,7 @@ def test_keyed_form_and_round_trip():
         ("vision=1,langauge=0.8,action=1", "unknown modality 'langauge'"),
         ("vision=1,vision=0.5,language=1,action=1", "vision twice"),
         ("vision=1,language,action=1", "modality=value"),
-        ("1.5", "outside [0, 1]; pass --extrapolate"),
+        ("1.5", "alpha 1.5 is outside [0, 1]; use a value in [0, 1]"),
         ("vision=1,language=-0.1,action=1", "language=-0.1 is outside"),
     ],
 )

@@ -190,6 +190,6 @@ def test_scores_ref_prints_the_matrix_and_summary(tmp_path):
     doc = json.loads(run("scores", "--ref", "main", "--json").output)
     assert doc["versions"] == ["v0", "v1", "v2"] and doc["summary"]["generalist_retention"] == pytest.approx(0.75)
     bad = run("scores", "--ref", "nope")
-    assert bad.exit_code == 2 and bad.output.startswith("Error: ref 'nope' does not exist")
+    assert bad.exit_code == 9 and bad.output.startswith("Error: ref 'nope' does not exist")
     both = run("scores", "v1", "--ref", "main")
     assert both.exit_code == 4 and "not both" in both.output

@@ -91,7 +91,7 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
     r = run("demos", "collect", "plates", "-n", "2", "-o", str(tmp_path / "no" / "such" / "dir"))
-    assert r.exit_code == 2 and r.output.startswith(f"Error: folder {tmp_path / 'no' / 'such'} does not exist")
+    assert r.exit_code == 9 and r.output.startswith(f"Error: folder {tmp_path / 'no' / 'such'} does not exist")
     assert list(tmp_path.iterdir()) == []
 
     existing = tmp_path / "taken"

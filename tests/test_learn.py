@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -58,6 +59,14 @@ def test_scores_cover_id_every_ood_family_and_the_generalist_suite(chain):
     # whiteboard was learned with the comparison on: its parent v1 got scored on whiteboard too (alpha 0)
     assert splits == own | {("whiteboard", "id")} | {("whiteboard", f) for f in OOD_FAMILIES}
     assert white.parent_scores and {(r.skill, r.split) for r in white.parent_scores} <= splits
+    # the table's parent column shows what v1 recorded for the earlier skill, not "-"
+    from retain.commands.learn_cmds import learn_text
+
+    assert {("plates", "id"), ("plates", "ood:position")} <= {(r.skill, r.split) for r in white.parent_scores}
+    plates_id = next(s for s in reg.scores("v1") if (s.skill, s.split) == ("plates", "id"))
+    row = next(ln for ln in learn_text(white).splitlines() if ln.strip().startswith("plates id"))
+    parent_cell = re.split(r"\s{2,}", row.strip())[1]
+    assert parent_cell.endswith(f"{plates_id.successes}/{plates_id.episodes}"), row
     # the second learn evaluates every skill of its lineage: plates again, and whiteboard
     splits2 = {(s.skill, s.split) for s in reg.scores("v2")}
     assert {("plates", "id"), ("whiteboard", "id"), ("whiteboard", "ood:language"), (None, "generalist")} <= splits2

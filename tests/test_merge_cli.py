@@ -89,13 +89,13 @@ def _bad(d):
 @pytest.mark.parametrize(
     "pre, ft, extra, code, needle",
     [
-        ("missing.safetensors", "ft.safetensors", [], 2, "checkpoint {d}/missing.safetensors does not exist"),
+        ("missing.safetensors", "ft.safetensors", [], 9, "checkpoint {d}/missing.safetensors does not exist"),
         ("junk.safetensors", "ft.safetensors", [], 4, "is not a safetensors file"),
         ("pre.safetensors", "cut.safetensors", [], 4, "is truncated"),
         ("pre.safetensors", "other.safetensors", [], 4, "checkpoints do not match: "),
         ("pre.safetensors", "ft.safetensors", ["--preset", "pi7"], 4, "unknown partition preset 'pi7'"),
         ("pre.safetensors", "ft.safetensors", ["--rules", "bad_rules.txt"], 4, "bad_rules.txt:1: expected 'modality: regex'"),
-        ("pre.safetensors", "ft.safetensors", ["--rules", "nope.txt"], 2, "rules file"),
+        ("pre.safetensors", "ft.safetensors", ["--rules", "nope.txt"], 9, "rules file"),
         ("pre.safetensors", "ft.safetensors", ["--alpha", "vision=1,language=zero,action=1", "--preset", "openpi-pi0"], 4,
          "alpha for language 'zero' is not a number"),
         ("pre.safetensors", "ft.safetensors", ["--alpha", "2"], 4, "outside [0, 1]; pass --extrapolate"),
@@ -149,7 +149,7 @@ def test_partitions_shows_unclaimed(ckpts):
 
 
 @pytest.mark.parametrize("args, code, needle", [
-    (["missing"], 2, "does not exist"),
+    (["missing"], 9, "does not exist"),
     (["pre.safetensors", "--preset", "nope"], 4, "unknown partition preset 'nope'"),
     (["pre.safetensors", "--rules", "bad_rules.txt"], 4, "expected 'modality: regex'"),
 ])

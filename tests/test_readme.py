@@ -38,10 +38,16 @@ def test_cli_reference_names_every_command_and_only_real_ones():
     assert set(table) == set(cli.COMMANDS), set(table) ^ set(cli.COMMANDS)
 
 
-def test_exit_code_list_matches_the_error_codes():
+def test_exit_code_list_matches_the_error_codes_and_the_cli():
+    from click.testing import CliRunner
+
+    import cli
     from registry.errors import Code
 
-    listed = dict((int(n), what) for n, what in re.findall(r"(\d) ([a-z ]+?)[,.]", README.split("exit code per kind:")[1].split("\n\n")[0]))
-    assert {code.value for code in Code} == set(listed)
-    for code in Code:
-        assert listed[code.value].replace(" ", "_").upper() == code.name, (code, listed[code.value])
+    sentence = " ".join(README.split("exit code per kind:")[1].split(";")[0].split())
+    listed = {int(n): what for n, what in re.findall(r"(\d+) ([a-z ]+?)(?:,|\.|$)", sentence)}
+    assert {code.value: code.name for code in Code} == {n: w.replace(" ", "_").upper() for n, w in listed.items()}
+    assert "2 is a usage error" in " ".join(README.split())
+    runner = CliRunner()
+    assert runner.invoke(cli.cli, ["lineage", "--no-such-option"]).exit_code == 2
+    assert runner.invoke(cli.cli, ["--home", "/nonexistent/retain-home", "lineage"]).exit_code == Code.NOT_FOUND.value != 2

@@ -34,8 +34,8 @@ def test_sharded_and_single_file_hash_the_same_and_shards_survive(registry, make
     sharded = make_checkpoint("sharded", seed=2, shard_bytes=300)
     assert len(list(sharded.glob("*.safetensors"))) > 1
     a = registry.import_base(single)
-    b = registry.import_base(sharded)
-    assert a.weight_hash == b.weight_hash
+    b = registry.import_base(sharded, force=True)  # the same weights again: a second root only when forced
+    assert a.weight_hash == b.weight_hash and b.name != a.name
     files = [f.path for f in registry.show(b.name).files]
     assert "model.safetensors.index.json" in files and len(files) > 2
     out = registry.export(b.name, tmp_path / "exp")
@@ -133,7 +133,7 @@ def test_blobs_are_shared_and_never_overwritten(registry, make_checkpoint):
     blob = registry.show("v0").files[0].blob
     path = Path(registry.store.path(blob))
     mtime_ns = path.stat().st_mtime_ns
-    registry.import_base(make_checkpoint("again.safetensors", seed=0))
+    registry.import_base(make_checkpoint("again.safetensors", seed=0), force=True)  # the same weights as a second root
     assert registry.show("v1").files[0].blob == blob
     assert path.stat().st_mtime_ns >= mtime_ns and registry.verify().blobs_checked == 1
 

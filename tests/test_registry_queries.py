@@ -22,7 +22,7 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-heavy = sorted(m for m in ("torch", "retain", "numpy", "alembic", "sqlalchemy") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "retain", "numpy", "alembic", "sqlalchemy", "matplotlib") if m in sys.modules)
 print("MODULES " + json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
 """
 
@@ -56,10 +56,38 @@ def test_query_commands_import_neither_torch_nor_sqlalchemy(small_history, args)
 def test_lineage_tree_branches_and_chains(small_history):
     text = lineage_tree(small_history.lineage())
     lines = text.splitlines()
-    assert lines[0].startswith("v0  base-import")
-    assert lines[1].startswith("v1  learn  plates task-ft alpha vision=1,language=0.6")
-    assert lines[2].startswith("├─ v2  learn  whiteboard co-ft alpha vision=1,language=0.7")
-    assert lines[3].startswith("v3  learn  mugs-on-plates external alpha 0.75  [main]")
+    assert lines[0].startswith("○ v0  base-import")
+    assert lines[1].startswith("● v1  learn  plates task-ft alpha vision=1,language=0.6")
+    assert lines[2].startswith("├─● v2  learn  whiteboard co-ft alpha vision=1,language=0.7")
+    assert lines[3].startswith("● v3  learn  mugs-on-plates external alpha 0.75  [main]")
+
+
+def test_lineage_tree_draws_two_roots_a_branch_from_an_earlier_version_and_a_replay(registry, make_checkpoint):
+    """v0 -> v1 -> v2 -> v3, a branch v4 from v1 (after v2 and v3 exist), a replay v5 of v3 from v4,
+    and a second root v6: every version is drawn under its own parent."""
+    def learn(skill, parent, seed, how="learn", ref="main"):
+        run = NewLearnRun(skill=skill, demo_set_id=None, recipe={"mode": "task-ft"}, delta_dir=None, alpha=0.5, sweep=[], timings={})
+        head = registry.head(ref)
+        return registry.commit_version(make_checkpoint(f"{skill}-{seed}.safetensors", seed=seed), parent=parent, how=how, ref=ref,
+                                       expected_head=head.name if head else None, learn_run=run)
+
+    registry.import_base(make_checkpoint("base.safetensors", seed=0))
+    learn("plates", "v0", 1)
+    learn("whiteboard", "v1", 2)
+    learn("pot", "v2", 3)
+    learn("mugs", "v1", 4, ref="side")
+    learn("pot", "v4", 5, how="replay", ref="side")
+    registry.import_base(make_checkpoint("other.safetensors", seed=6), ref="other")
+    lines = [ln.split("  20")[0] for ln in lineage_tree(registry.lineage()).splitlines()]
+    assert lines == [
+        "○ v0  base-import",
+        "● v1  learn  plates task-ft alpha 0.5",
+        "├─● v2  learn  whiteboard task-ft alpha 0.5",
+        "│ ● v3  learn  pot task-ft alpha 0.5  [main]",
+        "● v4  learn  mugs task-ft alpha 0.5",
+        "● v5  replay  pot task-ft alpha 0.5  [side]",
+        "○ v6  base-import  [other]",
+    ]
 
 
 def test_dot_and_mermaid_name_every_edge(small_history):
@@ -88,7 +116,7 @@ def test_an_edge_without_a_recorded_mode_shows_skill_and_alpha(registry, make_ch
     registry.commit_version(make_checkpoint("plates.safetensors", seed=1), parent="v0", how="learn", expected_head="v0", learn_run=run)
     lin = registry.lineage()
     assert lin.edges[0].mode is None and registry.learn_runs()[0].mode is None
-    assert lineage_tree(lin).splitlines()[1].startswith("v1  learn  plates alpha 0.5  [main]")
+    assert lineage_tree(lin).splitlines()[1].startswith("● v1  learn  plates alpha 0.5  [main]")
 
 
 def test_scores_json(small_history, cli):
@@ -110,3 +138,10 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+@pytest.mark.parametrize("fmt", ["dot", "mermaid", "tree"])
+def test_lineage_refuses_json_with_another_format(small_history, cli, fmt):
+    r = cli("lineage", "--format", fmt, "--json")
+    assert r.exit_code == 4 and r.output.startswith("Error: --json prints JSON and --format") and r.output.count("\n") == 1
+    assert json.loads(cli("lineage", "--format", "json", "--json").output) == json.loads(cli("lineage", "--json").output)

@@ -9,6 +9,10 @@ from typing import Any, Optional
 import click
 
 from registry.cli_support import json_option, registry_from_ctx, to_json
+from retain.learn_options import LearnOptions
+
+# Options left unset take LearnOptions' defaults (so the recipe records them); --help shows them.
+_DEFAULTS = LearnOptions()
 
 
 def _interrupt_on_sigterm() -> None:
@@ -73,11 +77,13 @@ def learn_text(res) -> str:
     base = {(r.skill, r.split): r for r in res.parent_scores}
     keys = list(dict.fromkeys([(r.skill, r.split) for r in res.scores] + list(ft)))
     merged = {(r.skill, r.split): r for r in res.scores}
-    rows = [[_label(k[0], k[1], res.validation_family, res.skill), _cell(base.get(k)), _cell(merged.get(k)), _cell(ft.get(k))]
-            for k in keys]
+    compared = bool(ft)  # --no-compare: no finetune column to announce
+    rows = [[_label(k[0], k[1], res.validation_family, res.skill), _cell(base.get(k)), _cell(merged.get(k))]
+            + ([_cell(ft.get(k))] if compared else []) for k in keys]
     if rows:
-        out.append(f"scores: parent {res.parent} (alpha 0), merged {res.version.name}, plain finetune (alpha 1); 95% Wilson intervals:")
-        out.append(_table(["skill split", f"parent {res.parent}", f"merged {res.version.name}", "finetuned"], rows))
+        plain = ", plain finetune (alpha 1)" if compared else ""
+        out.append(f"scores: parent {res.parent} (alpha 0), merged {res.version.name}{plain}; 95% Wilson intervals:")
+        out.append(_table(["skill split", f"parent {res.parent}", f"merged {res.version.name}"] + (["finetuned"] if compared else []), rows))
         summary = _ood_summary(res)
         if summary:
             out.append(summary)
@@ -124,16 +130,16 @@ def _learn_json(res) -> dict:
               show_default=True, help="auto: the language alpha with vision = action = 1 (as the paper recommends); "
                                       "one alpha for every modality; or a coordinate search per modality.")
 @click.option("--val-family", default=None, help="The ONE OOD family alpha is chosen on (default ood:position).")
-@click.option("--steps", type=int, default=None, help="Finetune steps.")
-@click.option("--lr", type=float, default=None, help="Finetune learning rate.")
+@click.option("--steps", type=int, default=None, help=f"Finetune steps (default {_DEFAULTS.finetune.steps}).")
+@click.option("--lr", type=float, default=None, help=f"Finetune learning rate (default {_DEFAULTS.finetune.lr:g}).")
 @click.option("--lr-scale", default=None, help="Learning-rate multipliers by module, e.g. vision=0.1.")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help=f"Finetune batch in frames (default {_DEFAULTS.finetune.batch_size}).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nproc-per-node", "nproc", type=int, default=1, show_default=True, help="Finetune under torchrun/DDP with N processes.")
 @click.option("--threads", type=int, default=None,
               help="torch threads per finetune process (default 1; recorded, as it changes float rounding).")
-@click.option("--episodes", "-n", type=int, default=None, help="Evaluation episodes per (skill, split).")
-@click.option("--demo-episodes", type=int, default=None, help="Built-in demos: expert episodes to collect.")
+@click.option("--episodes", "-n", type=int, default=None, help=f"Evaluation episodes per (skill, split) (default {_DEFAULTS.episodes}).")
+@click.option("--demo-episodes", type=int, default=None, help=f"Built-in demos: expert episodes to collect (default {_DEFAULTS.demo_episodes}).")
 @click.option("--no-compare", is_flag=True, help="Do not score the plain finetune beside the merge.")
 @click.option("--finetuned", default=None, help="Weights finetuned elsewhere from the head: skips the finetune.")
 @click.option("--preset", default=None, help="Partition preset for --finetuned weights (e.g. openpi-pi0, lerobot-smolvla).")
@@ -154,7 +160,6 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
       retain learn pick --finetuned ./ft --preset openpi-pi0 --eval-cmd 'python eval.py {checkpoint}'
     """
     from retain.learn import learn
-    from retain.learn_options import LearnOptions
     from retain.select import parse_grid
 
     values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),

@@ -82,7 +82,7 @@ def merge_cmd(pre, finetuned, alphas, preset, rules, output, shard_size, extrapo
     from retain.alphas import parse_alpha
     from retain.merge import merge_checkpoints, modalities_summary
 
-    parsed = [parse_alpha(a, extrapolate) for a in alphas]
+    parsed = [parse_alpha(a, extrapolate, fix='pass --extrapolate to allow it') for a in alphas]
     if len(parsed) not in (1, len(finetuned)):
         raise invalid(f"got {len(parsed)} --alpha for {len(finetuned)} finetuned checkpoints; give one, or one per checkpoint")
     max_shard = parse_size(shard_size) if shard_size else None

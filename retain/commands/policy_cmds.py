@@ -29,11 +29,12 @@ SPLITS = ("id", "ood", "generalist", "all")
 @click.option("--ref", default="main", show_default=True, help="Ref the new base version goes on.")
 @click.option("-m", "--message", default=None, help="Message recorded with the version.")
 @click.option("--shipped", is_flag=True, help="Commit the shipped default base (hash-checked) instead of training it again.")
+@click.option("--force", is_flag=True, help="Move a ref that heads a learned chain, or add a root whose weights another root holds.")
 @json_option
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, steps: int | None, seed: int,
                  dagger_episodes: int | None, dagger_steps: int | None, dagger_roll_in: float | None, setting: str | None,
-                 dagger_setting: str | None, ref: str, message: str | None, shipped: bool, as_json: bool) -> None:
+                 dagger_setting: str | None, ref: str, message: str | None, shipped: bool, force: bool, as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
     commit it as a base version (how=pretrain) with its recipe.
 
@@ -43,7 +44,7 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
     Example: retain pretrain --config tiny --episodes 40 --steps 50 --seed 1
     """
     if shipped:
-        _commit_shipped_base(ctx, ref, message, as_json, changed=[episodes, steps, seed or None, dagger_episodes, dagger_steps,
+        _commit_shipped_base(ctx, ref, message, force, as_json, changed=[episodes, steps, seed or None, dagger_episodes, dagger_steps,
                                                                  dagger_roll_in, setting, dagger_setting,
                                                                  config_name != "default" or None])
         return
@@ -54,10 +55,11 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
                                    dagger_steps=dagger_steps, dagger_roll_in=dagger_roll_in, setting=setting,
                                    dagger_setting=dagger_setting)  # validates first
     with registry_from_ctx(ctx) as reg:
+        reg.check_base_import(ref, force)  # before the training, not after it
         with tempfile.TemporaryDirectory(prefix="retain-pretrain-") as tmp:
             result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json)
             version = reg.import_base(
-                result.weights_dir, ref=ref, how="pretrain", config=version_config(recipe),
+                result.weights_dir, ref=ref, how="pretrain", config=version_config(recipe), force=force,
                 recipe={"source": "retain pretrain", **recipe.to_dict(), "frames": result.frames, "final_loss": result.report.final_loss,
                         "code_version": code_version(), "runtime": runtime()},
                 message=message or f"pretrain {config_name}: {recipe.episodes} episodes, {recipe.steps} steps, seed {seed}",
@@ -69,18 +71,21 @@ def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, ste
                                   f"({o['collect_seconds']}s collecting, {o['train_seconds']}s training), {o['weight_hash']}"))
 
 
-def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, as_json: bool, changed: list) -> None:
+def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, force: bool, as_json: bool, changed: list) -> None:
+    from registry.cli_support import base_move_text
     from retain.pretrain import shipped_base
 
     if any(c is not None for c in changed):
         raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--setting/--dagger-*, or drop --shipped to train")
     base = shipped_base()  # checked against the hash recorded beside it
     with registry_from_ctx(ctx) as reg:
+        before = reg.head(ref)
         version = reg.import_base(base.weights_dir, ref=ref, how="pretrain", config=base.config,
                                   recipe={"source": "retain pretrain (shipped)", **base.recipe.to_dict()},
-                                  message=message or "the shipped default base")
-    out = {"version": version.name, "weight_hash": version.weight_hash, "ref": ref}
-    emit(out, as_json, lambda o: f"{o['version']}: the shipped default base ({o['weight_hash']}); {o['ref']} -> {o['version']}")
+                                  message=message or "the shipped default base", force=force)
+    committed = before is None or before.name != version.name
+    out = {"version": version.name, "weight_hash": version.weight_hash, "ref": ref, "committed": committed}
+    emit(out, as_json, lambda o: f"{o['version']}: the shipped default base ({o['weight_hash']}); {base_move_text(ref, before, version)}")
 
 
 @click.command("eval")
@@ -88,7 +93,9 @@ def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, as_j
 @click.option("--skill", default=None, help="Skill to evaluate (omit for the generalist suite only).")
 @click.option("--split", default="all", show_default=True, help="id, ood, one ood:<family>, generalist or all.")
 @click.option("-n", "--episodes", type=int, default=100, show_default=True, help="Episodes per split.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Evaluation seed (same seed: paired episodes).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Evaluation seed: the same seed and -n give the same scenes (paired episodes); another -n draws other "
+                   "scenes, not a prefix or an extension of them.")
 @json_option
 @click.pass_context
 def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, episodes: int, seed: int, as_json: bool) -> None:
