@@ -294,3 +294,30 @@ def test_gc_removes_only_work_folders_whose_owner_is_gone(registry, tmp_path):
         assert sorted(report.work_folders) == expected and report.bytes_freed >= 1000 * len(expected)
         assert not dead.exists() and mine.exists() and elsewhere.exists() and junk.exists()
     assert not mine.exists()
+
+
+def test_learn_finetuned_and_merge_refuse_what_the_reference_refuses(tmp_path, private_tmp):
+    """`learn --finetuned` and `merge` read weights through the same parser as `base import`."""
+    from click.testing import CliRunner
+
+    from cli import cli as root_cli
+    from learn_support import FAST_CLI, save_tiny_model, tiny_registry
+
+    reg = tiny_registry(tmp_path)
+    try:
+        corpus = _refused_hand_cases(tmp_path)
+        good = save_tiny_model(tmp_path / "good-ft", seed=1)
+        before = state(reg)
+        home = ["--home", str(tmp_path / "home")]
+        for path in corpus:
+            r = CliRunner().invoke(root_cli, [*home, "learn", "plates", "--finetuned", str(path), "--alpha", "0.5", *FAST_CLI],
+                                   catch_exceptions=False)
+            assert_one_line_error(r, Code.INVALID_VALUE, path.parent.name)
+            out = tmp_path / "merged" / path.parent.name
+            r = CliRunner().invoke(root_cli, [*home, "merge", str(good), str(path), "--alpha", "0.5", "-o", str(out), "-q"],
+                                   catch_exceptions=False)
+            assert_one_line_error(r, Code.INVALID_VALUE, path.parent.name)
+            assert not out.exists()
+        assert_unchanged(reg, before)
+    finally:
+        reg.close()
