@@ -333,8 +333,12 @@ class Registry(reader.Queries):
         entry = manifest.files.get(demo_refs.MANIFEST_NAME)
         if entry is None:
             raise corrupt(f"{what} is marked as recorded by reference but stores no {demo_refs.MANIFEST_NAME}")
-        with self.store.fs.open(self.store.path(entry[0]), "rb") as f:
-            return demo_refs.parse_manifest(f.read().decode("utf-8"), what)
+        try:
+            with self.store.fs.open(self.store.path(entry[0]), "rb") as f:
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError as e:
+            raise corrupt(f"{what}: its reference manifest (blob {entry[0]}) cannot be read ({e}); restore the blob from a backup") from None
+        return demo_refs.parse_manifest(text, what)
 
     def demo_set(self, demo_set_id: int) -> DemoSet:
         with db.read_session(self.engine) as s:
@@ -458,7 +462,7 @@ class Registry(reader.Queries):
             what = f"demo set {demo_set_id}"
             try:
                 location, files = self._reference(manifest, what)
-            except (RegistryError, OSError) as e:
+            except RegistryError as e:
                 report.problems.append(f"{what}: {e}")
                 continue
             report.problems.extend(f"{what} (by reference to {location}): {p}" for p in demo_refs.differences(location, files))

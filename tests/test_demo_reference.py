@@ -70,6 +70,21 @@ def test_reference_stores_only_a_manifest_and_fetch_checks_the_files(tmp_path):
         assert [p.split(": ", 1)[1] for p in reg.verify().problems] == ["meta/stats.json is missing", "meta/extra.json was added"]
 
 
+def test_a_lost_manifest_blob_is_one_line(tmp_path):
+    ds = video_dataset(tmp_path / "ds")
+    with Registry.open(home=str(tmp_path / "home"), create=True) as reg:
+        before = store_files(reg)
+        demo = reg.put_demo_set("wipe", ds, source=str(ds), episodes=3, frames=30, reference=str(ds))
+        blob = (store_files(reg) - before).pop()
+        path = Path(reg.store.path(blob))
+        path.chmod(0o644)
+        path.unlink()
+        with pytest.raises(RegistryError, match=f"demo set {demo.id}: its reference manifest .* cannot be read") as e:
+            reg.fetch_demo_set(demo.id, tmp_path / "x")
+        assert e.value.code == Code.CORRUPT
+        assert any("cannot be read" in p for p in reg.verify().problems)
+
+
 def test_verify_cli_names_a_changed_dataset(tmp_path):
     ds = video_dataset(tmp_path / "ds")
     with Registry.open(home=str(tmp_path / "home"), create=True) as reg:
