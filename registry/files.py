@@ -60,3 +60,12 @@ def kind_of(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+def open_in(fs, path: str, what: str = "file") -> BinaryIO:
+    """`path` on fsspec filesystem `fs` opened for binary reading; on the local disk through
+    open_regular, so a FIFO inside a dataset or store cannot block the read."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" in protocols or "local" in protocols:
+        return open_regular(path, what)
+    return fs.open(path, "rb")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -104,7 +105,8 @@ def parse_result(stdout: str, template: str = "--eval-cmd") -> ExternalResult:
 def _int_or_none(value: Any, key: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or float(value) != int(value)):
         raise invalid(f"--eval-cmd printed {key}={value!r}; it must be a whole number")
     return int(value)
 

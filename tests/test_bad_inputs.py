@@ -183,6 +183,13 @@ def test_demo_data_that_crashed_or_warned_gets_one_line(tmp_path, private_tmp):
             r = CliRunner().invoke(root_cli, ["--home", str(tmp_path / "home"), "learn", "plates", "--demos", demos, *FAST_CLI],
                                    catch_exceptions=False)
             assert_one_line_error(r, Code.INVALID_VALUE, fragment, repr(column))
+        for rel in ("meta/info.json", "data/chunk-000/file-000.parquet", "meta/tasks.parquet"):  # FIFOs must not block
+            demos = Path(_demo_variant(tmp_path / f"fifo-{rel.replace('/', '-')}", "action", lambda rows: rows))
+            (demos / rel).unlink()
+            os.mkfifo(demos / rel)
+            r = CliRunner().invoke(root_cli, ["--home", str(tmp_path / "home"), "learn", "plates", "--demos", str(demos), *FAST_CLI],
+                                   catch_exceptions=False)
+            assert_one_line_error(r, Code.INVALID_VALUE, "is a FIFO (named pipe)", rel)
         assert_unchanged(reg, before)
     finally:
         reg.close()

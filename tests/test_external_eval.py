@@ -64,6 +64,9 @@ def test_no_json_is_refused(tmp_path):
         ('{"success_rate": "high"}', "[0, 1]"),
         ('{"episodes": 5}', "without a result"),
         ('{"successes": 2.5, "episodes": 5}', "whole number"),
+        ('{"successes": NaN, "episodes": 5}', "whole number"),
+        ('{"successes": 2, "episodes": Infinity}', "whole number"),
+        ('{"success_rate": NaN}', "[0, 1]"),
     ],
 )
 def test_malformed_results_are_refused(out, fragment):

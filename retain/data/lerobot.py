@@ -44,6 +44,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute.list_value_length)
 import pyarrow.parquet as pq
 
 from registry.errors import already_exists, corrupt, invalid, not_found
+from registry.files import open_in
 
 CODEBASE_VERSION = "v3.0"
 IMAGE_STORAGE = "uint8-hwc-lists"
@@ -327,7 +328,7 @@ def _read_info(fs, root: str, shown: str) -> dict[str, Any]:
     if not fs.exists(p):
         raise invalid(f"{shown} has no meta/info.json; point at the root of a LeRobot v3 dataset folder")
     try:
-        with fs.open(p, "rb") as f:
+        with open_in(fs, p, "dataset file") as f:
             info = json.loads(f.read().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise corrupt(f"{shown}: meta/info.json is not valid JSON ({e})") from None
@@ -365,7 +366,7 @@ def _select_episodes(table: pa.Table, wanted: Sequence[int], path) -> pa.Table:
 
 def _read_parquet(fs, f: str, shown: str) -> pa.Table:
     try:
-        with fs.open(f, "rb") as fh:
+        with open_in(fs, f, "dataset file") as fh:
             # No Arrow thread at all: read_table (even with use_threads=False) and a Python file
             # object start C++ pool threads that are still alive when the process exits, and an
             # exit racing them ended in std::terminate (exit 134, "terminate called without an

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from registry.errors import corrupt, invalid, not_found
+from registry.files import open_in
 from retain.data.lerobot import VIDEO_PATH, Episode, _read_parquet
 
 COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
@@ -113,7 +114,7 @@ def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, epis
                           f"fix the frame timestamps or the episode's from/to_timestamp in meta/episodes")
         if not decode:
             continue
-        got = decode_at(lambda: fs.open(full, "rb"), f"{shown}: {rel}", starts + t, tolerance_s, (height, width))
+        got = decode_at(lambda: open_in(fs, full, "video file"), f"{shown}: {rel}", starts + t, tolerance_s, (height, width))
         if not got.found.all():
             j = int(np.argmin(got.found))
             i = rows[j]
