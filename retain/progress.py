@@ -22,8 +22,9 @@ RETAIN_PROGRESS_EVERY=SECONDS changes it (0: a line per update)."""
 
 
 def progress_bar(total: Optional[int], desc: str, *, unit: str = "", show: bool = True,
-                 stream: Optional[TextIO] = None, every: Optional[float] = None):
-    """A tqdm bar when `stream` (default stderr) is a terminal, else `LogProgress`; None if not `show`."""
+                 stream: Optional[TextIO] = None, every: Optional[float] = None, initial: int = 0):
+    """A tqdm bar when `stream` (default stderr) is a terminal, else `LogProgress`; None if not `show`.
+    `initial`: units already done before this process (a resumed run), left out of the rate."""
     if not show:
         return None
     if every is None:
@@ -35,8 +36,8 @@ def progress_bar(total: Optional[int], desc: str, *, unit: str = "", show: bool 
     if stream.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, file=stream, leave=False, unit=unit or "it")
-    return LogProgress(total, desc, unit=unit, stream=stream, every=every)
+        return tqdm(total=total, desc=desc, file=stream, leave=False, unit=unit or "it", initial=initial)
+    return LogProgress(total, desc, unit=unit, stream=stream, every=every, initial=initial)
 
 
 def _duration(seconds: float) -> str:
@@ -48,9 +49,9 @@ class LogProgress:
     """tqdm's update / set_postfix / close, written as one line per `every` seconds of work."""
 
     def __init__(self, total: Optional[int], desc: str, *, unit: str = "", stream: TextIO, every: float = EVERY,
-                 clock=time.monotonic):
+                 clock=time.monotonic, initial: int = 0):
         self.total, self.desc, self.unit, self.stream, self.every, self.clock = total, desc, unit, stream, every, clock
-        self.n = 0
+        self.n = self.initial = initial
         self.postfix = ""
         self.start = self.last = clock()
         self.lines = 0
@@ -73,8 +74,8 @@ class LogProgress:
             parts.append(f"done in {_duration(elapsed)}")
         else:
             parts.append(f"{_duration(elapsed)} elapsed")
-            if self.total and 0 < self.n < self.total:
-                parts.append(f"about {_duration(elapsed / self.n * (self.total - self.n))} left")
+            if self.total and self.initial < self.n < self.total:
+                parts.append(f"about {_duration(elapsed / (self.n - self.initial) * (self.total - self.n))} left")
         if self.postfix:
             parts.append(self.postfix)
         print(", ".join(parts), file=self.stream, flush=True)

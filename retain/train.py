@@ -19,12 +19,16 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
 from registry.errors import invalid
-from retain.policies.adapter import ACTION, ACTION_IS_PAD, IMAGE, INSTRUCTION, STATE, TARGET, PolicyAdapter
+from retain.policies.adapter import PolicyAdapter
+from retain.progress import progress_bar
+
+if TYPE_CHECKING:
+    from retain.train_state import TrainState
 
 
 @dataclasses.dataclass
@@ -128,38 +132,6 @@ def chunk_targets(episode_index: np.ndarray, chunk: int) -> tuple[np.ndarray, np
     return np.minimum(want, last[:, None]), want > last[:, None]
 
 
-class _Sampler:
-    """Draws training batches of one DemoFrames with a seeded generator."""
-
-    def __init__(self, data: DemoFrames, chunk: int, targets: bool = False):
-        if len(data) == 0:
-            raise invalid("no demo frames to train on; collect demos first")
-        self.data = data
-        self.targets = targets and data.target is not None
-        self.chunk_idx, self.chunk_pad = chunk_targets(data.episode_index, chunk)
-
-    def batch(self, idx: np.ndarray) -> dict[str, Any]:
-        d = self.data
-        return _batch(d, idx, [d.tasks[t] for t in d.task_index[idx]], d.action[self.chunk_idx[idx]],
-                      self.chunk_pad[idx], self.targets)
-
-
-def _batch(d: Any, idx: np.ndarray, instructions: list[str], chunks: np.ndarray, pad: np.ndarray, targets: bool) -> dict[str, Any]:
-    """The loss's batch: frames `idx` of `d` (images, state, target) with their action chunks."""
-    import torch
-
-    out = {
-        IMAGE: torch.from_numpy(d.images[idx]),
-        STATE: torch.from_numpy(d.state[idx]),
-        INSTRUCTION: instructions,
-        ACTION: torch.from_numpy(chunks),
-        ACTION_IS_PAD: torch.from_numpy(pad),
-    }
-    if targets:
-        out[TARGET] = torch.from_numpy(d.target[idx])
-    return out
-
-
 @dataclasses.dataclass
 class ChunkFrames:
     """Frames that carry their own action chunk (N, K, A) instead of reading it off the next
@@ -176,32 +148,6 @@ class ChunkFrames:
         return len(self.images)
 
 
-class _ChunkSampler:
-    def __init__(self, data: ChunkFrames, chunk: int, targets: bool = False):
-        if len(data) == 0:
-            raise invalid("no relabelled frames to train on")
-        if data.chunks.shape[1] != chunk:
-            raise invalid(f"relabelled chunks hold {data.chunks.shape[1]} actions but the policy predicts {chunk}")
-        self.data = data
-        self.targets = targets and data.target is not None
-
-    def batch(self, idx: np.ndarray) -> dict[str, Any]:
-        d = self.data
-        return _batch(d, idx, [d.instructions[i] for i in idx], d.chunks[idx], d.pad[idx], self.targets)
-
-
-def _sampler(data: Any, chunk: int, targets: bool) -> "_Sampler | _ChunkSampler":
-    if isinstance(data, ChunkFrames):
-        return _ChunkSampler(data, chunk, targets)
-    return _Sampler(frames_from(data), chunk, targets)
-
-
-def _merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    return {k: (a[k] + b[k]) if k == INSTRUCTION else torch.cat([a[k], b[k]]) for k in a if k in b}
-
-
 @dataclasses.dataclass
 class TrainReport:
     steps: int
@@ -215,26 +161,39 @@ FILL_NEW_MEMORY = False  # torch's NaN fill of new tensors inside deterministic_
 
 
 @contextlib.contextmanager
-def deterministic_torch(threads: int) -> Iterator[None]:
+def deterministic_torch(threads: int, device: str = "cpu") -> Iterator[None]:
     """Fixed thread count and deterministic kernels for the duration; restores the old settings.
 
     Deterministic mode also fills every new tensor's memory with NaN by default, a debugging aid
     that changes no result (every kernel writes its output before anything reads it) and costs
     time: 1,250 fills a default-config step, 8% of self CPU time under the profiler, 2-6% of wall
-    time (benchmarks/train_step.py). It stays off unless FILL_NEW_MEMORY says otherwise."""
+    time (benchmarks/train_step.py). It stays off unless FILL_NEW_MEMORY says otherwise.
+
+    On a GPU, the kernels that have a deterministic version use it (cuBLAS needs a fixed
+    workspace for that, set here before its first use); the few without one (attention's
+    memory-efficient backward) run anyway, so a CUDA run is seeded but need not repeat bit for bit."""
+    import os
+    import warnings
+
     import torch
     import torch.utils.deterministic as det
 
-    old = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory
+    cuda = device.startswith("cuda")
+    if cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    old = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled(), det.fill_uninitialized_memory)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=cuda)
     det.fill_uninitialized_memory = FILL_NEW_MEMORY
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
+            yield
     finally:
         torch.set_num_threads(old[0])
-        torch.use_deterministic_algorithms(old[1])
-        det.fill_uninitialized_memory = old[2]
+        torch.use_deterministic_algorithms(old[1], warn_only=old[2])
+        det.fill_uninitialized_memory = old[3]
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -290,6 +249,14 @@ def _param_groups(named: Sequence[tuple[str, Any]], weight_decay: float, lr_scal
     return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "lr_scale": k[1]} for k in order]
 
 
+class CheckpointHook(Protocol):
+    """Where and when a long run saves its state (retain.pretrain's run folders implement it)."""
+
+    def due(self, steps_done: int) -> bool: ...
+
+    def save(self, state: "TrainState") -> None: ...
+
+
 def train_bc(
     model,
     adapter: PolicyAdapter,
@@ -307,6 +274,10 @@ def train_bc(
     progress: bool = False,
     targets: bool = False,
     lr_scale: Mapping[str, float] | None = None,
+    device: str = "cpu",
+    bf16: bool = False,
+    resume: Optional["TrainState"] = None,
+    checkpoint: Optional[CheckpointHook] = None,
 ) -> TrainReport:
     """Train `model` in place by behaviour cloning and return the loss curve.
 
@@ -322,70 +293,103 @@ def train_bc(
             simulator demos); finetuning leaves them out, as a real robot's demos have none.
         lr_scale: parameter-name prefix -> multiplier of the learning rate (e.g. {"vision.": 0.1}:
             the vision encoder learns ten times slower); the longest matching prefix wins.
+        device: "cpu" or "cuda:N" (retain.device.resolve_device); the data move there whole and
+            the model trains there, then comes back to the CPU.
+        bf16: bf16 autocast of the forward pass (CUDA only).
+        resume: a checkpoint's state: continue after its step, as if never stopped.
+        checkpoint: asked after every step whether to save, and handed the state when so.
     """
     import torch
 
+    from retain.batches import Prefetcher, Sampler
+    from retain.train_state import capture, restore
+
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise invalid(f"training needs steps >= 1, batch_size >= 1 and lr > 0; got steps={steps}, batch_size={batch_size}, lr={lr}")
+    if bf16 and not device.startswith("cuda"):
+        raise invalid("bf16 autocast runs on a GPU only; train on a CUDA device or without bf16")
     sources = data_sources if isinstance(data_sources, (list, tuple)) else [data_sources]
     chunk = model.cfg.chunk if hasattr(model, "cfg") else 1
-    main = _Sampler(concat_frames([frames_from(s) for s in sources]), chunk, targets)
-    others = []  # (sampler, frames per batch) of each mixed-in source, in the order given
+    encoder = getattr(adapter, "encode_instructions", None)
+    encode = None if encoder is None else (lambda texts: encoder(model, texts))
+    parts = [(Sampler(concat_frames([frames_from(s) for s in sources]), chunk, targets, device, encode), 0)]
     pairs = [] if mix is None else [mix] if isinstance(mix, tuple) else list(mix)
     for mix_data, ratio in pairs:
         if not 0.0 <= ratio < 1.0:
             raise invalid(f"co-training mix ratio {ratio} must be in [0, 1); it is the share of pretraining data per batch")
         n = int(round(ratio * batch_size))
         if n:
-            others.append((_sampler(mix_data, chunk, targets), n))
-    n_mix = sum(n for _, n in others)
+            parts.append((Sampler(mix_data, chunk, targets, device, encode), n))
+    n_mix = sum(n for _, n in parts)
     if n_mix >= batch_size:
         raise invalid(f"the mixed-in shares {' + '.join(f'{r:g}' for _, r in pairs)} leave none of the batch of {batch_size} "
                       "for the demos; lower them so they sum below 1")
+    parts[0] = (parts[0][0], batch_size - n_mix)  # the demos first, then each mixed-in source: the draw order recipes replay
     warmup = max(1, min(100, steps // 10)) if warmup is None else warmup
+    tail_from = steps - max(1, steps // 10)  # final_loss: the mean over the last 10% of steps
 
-    with deterministic_torch(threads):
+    with deterministic_torch(threads, device):
+        model.to(device)
         gen = torch.Generator().manual_seed(seed)
         # under DDP the names carry the wrapper's "module." prefix; scales name the policy's own
         named = [(n.removeprefix("module."), p) for n, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in named]
-        opt = torch.optim.AdamW(_param_groups(named, weight_decay, lr_scale), lr=lr, betas=(0.9, 0.95))
+        fused = {"fused": True} if device.startswith("cuda") else {}  # the CPU keeps the loop its recipes were made with
+        opt = torch.optim.AdamW(_param_groups(named, weight_decay, lr_scale), lr=lr, betas=(0.9, 0.95), **fused)
+        log: dict[str, Any] = {"first_loss": None, "losses": [], "window": [], "tail": [], "seconds": 0.0}
+        start = 0
+        if resume is not None:
+            restore(resume, model, opt, gen)
+            start, log = resume.step, dict(resume.log)
         model.train()
-        losses, window, all_losses = [], [], []
-        t0 = time.perf_counter()
-        bar = _progress(steps) if progress else None
-        for step in range(steps):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps, lr, warmup) * group["lr_scale"]
-            idx = torch.randint(len(main.data), (batch_size - n_mix,), generator=gen).numpy()
-            batch = main.batch(idx)
-            for other, n in others:
-                batch = _merge_batches(batch, other.batch(torch.randint(len(other.data), (n,), generator=gen).numpy()))
-            loss, _ = adapter.loss(model, batch)
-            if not torch.isfinite(loss):
-                raise invalid(f"training diverged at step {step} (loss {float(loss)}); lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            value = float(loss.detach())
-            window.append(value)
-            all_losses.append(value)
-            if len(window) == log_every or step == steps - 1:
-                losses.append(sum(window) / len(window))
-                window = []
+        t0 = time.perf_counter() - log["seconds"]
+        bar = progress_bar(steps, "train", unit="steps", show=progress, initial=start)
+        started = time.perf_counter()
+        pending: list = []  # this step's and earlier unread losses, still on the device
+
+        def read(upto: int) -> None:
+            """Bring the pending losses to the host (one sync) and log them; `upto` steps are done."""
+            values = torch.stack(pending).tolist() if pending else []
+            for i, value in enumerate(values):
+                at = upto - len(values) + i
+                if not math.isfinite(value):
+                    raise invalid(f"training diverged at step {at} (loss {value}); lower the learning rate")
+                log["first_loss"] = value if log["first_loss"] is None else log["first_loss"]
+                log["window"].append(value)
+                if at >= tail_from:
+                    log["tail"].append(value)
+                if len(log["window"]) == log_every or at == steps - 1:
+                    log["losses"].append(sum(log["window"]) / len(log["window"]))
+                    log["window"] = []
+            pending.clear()
+
+        with Prefetcher(parts, gen, start, steps) as batches:
+            for step, (batch, gen_state) in enumerate(batches, start):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, steps, lr, warmup) * group["lr_scale"]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    loss, _ = adapter.loss(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                pending.append(loss.detach().float())
+                done = step + 1
+                save = checkpoint is not None and done < steps and checkpoint.due(done)
+                logged = len(log["window"]) + len(pending) >= log_every
+                if save or logged or done == steps:
+                    read(done)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if bar is not None:
-                bar.update(1)
+                    if logged and log["losses"]:
+                        rate = (done - start) * batch_size / max(time.perf_counter() - started, 1e-9)
+                        bar.set_postfix(loss=f"{log['losses'][-1]:.4f}", samples_s=f"{rate:,.0f}")
+                    bar.update(1)
+                if save:
+                    log["seconds"] = time.perf_counter() - t0
+                    checkpoint.save(capture(model, opt, gen_state, done, log))
         if bar is not None:
             bar.close()
     model.eval()
-    tail = all_losses[-max(1, steps // 10) :]
-    return TrainReport(steps, time.perf_counter() - t0, all_losses[0], sum(tail) / len(tail), losses)
-
-
-def _progress(total: int):
-    from retain.progress import progress_bar
-
-    return progress_bar(total, "train", unit="steps")
+    model.to("cpu")
+    tail = log["tail"]
+    return TrainReport(steps, time.perf_counter() - t0, log["first_loss"], sum(tail) / len(tail), log["losses"])

@@ -56,8 +56,13 @@ class PolicyAdapter(Protocol):
     def execute_steps(self, model: "torch.nn.Module") -> int:
         """How many actions of each predicted chunk are executed before the next prediction."""
 
-    def loss(self, model: "torch.nn.Module", batch: Mapping[str, Any]) -> tuple["torch.Tensor", dict[str, float]]:
-        """Behaviour-cloning loss on a batch (keys above) and a dict of floats to log."""
+    def loss(self, model: "torch.nn.Module", batch: Mapping[str, Any]) -> tuple["torch.Tensor", dict[str, Any]]:
+        """Behaviour-cloning loss on a batch (keys above, on the model's device) and a dict of
+        values to log (floats or detached 0-dim tensors: the trainer does not read them every step).
+
+        An adapter may also define `encode_instructions(model, instructions) -> {key: tensor (n, ...)}`:
+        the trainer then encodes each distinct instruction once and adds those keys to every batch,
+        gathered per frame, so the loss need not tokenize the same words every step."""
 
     def act_chunk(self, model: "torch.nn.Module", obs: Mapping[str, np.ndarray], instructions: Sequence[str]) -> np.ndarray:
         """Actions (n, execute_steps, A) in [-1, 1] for n observations {"image", "state"}: one forward pass."""

@@ -42,6 +42,8 @@ from retain.policies.adapter import (
 
 POLICY_NAME = "builtin-vla"
 LANGUAGE_BACKBONES = ("hashed", "minilm")
+TOKEN_IDS = "instruction.token_ids"  # (B, L) int64: the trainer's per-instruction encoding (encode_instructions)
+TOKEN_MASK = "instruction.token_mask"  # (B, L) bool
 
 
 @dataclasses.dataclass
@@ -463,13 +465,22 @@ class BuiltinVLAAdapter:
     def execute_steps(self, model: BuiltinVLA) -> int:
         return model.cfg.execute
 
-    def loss(self, model: BuiltinVLA, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def encode_instructions(self, model: BuiltinVLA, instructions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and mask of each instruction, so the trainer tokenizes a task once, not every step."""
+        tokens, mask = model.tokenize(instructions)
+        return {TOKEN_IDS: tokens, TOKEN_MASK: mask}
+
+    def loss(self, model: BuiltinVLA, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """L1 between the predicted and demonstrated chunks, ignoring steps past an episode's end;
         plus `locate_weight` x the locate head's L1 when the batch carries TARGET positions. The
-        batch moves to the model's device (a no-op on the CPU)."""
+        batch moves to the model's device (a no-op where the trainer built it there), and the parts
+        come back as detached tensors: reading them is the caller's choice (a GPU sync)."""
         dev = next(model.parameters()).device
         batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        tokens, mask = (t.to(dev) for t in model.tokenize(batch[INSTRUCTION]))
+        if TOKEN_IDS in batch:
+            tokens, mask = batch[TOKEN_IDS], batch[TOKEN_MASK]
+        else:
+            tokens, mask = (t.to(dev) for t in model.tokenize(batch[INSTRUCTION]))
         if TARGET in batch:
             pred, located = model(batch[IMAGE], batch[STATE], tokens, mask, located=True)  # (B, K, A), (B, 4)
         else:
@@ -477,10 +488,10 @@ class BuiltinVLAAdapter:
         keep = (~batch[ACTION_IS_PAD]).float()[..., None]  # (B, K, 1)
         err = (pred - batch[ACTION]).abs() * keep
         loss = err.sum() / (keep.sum() * pred.shape[-1]).clamp(min=1.0)
-        parts = {"l1": float(loss.detach())}
+        parts = {"l1": loss.detach()}
         if located is not None:
             locate = (located - batch[TARGET]).abs().mean()
-            parts["locate"] = float(locate.detach())
+            parts["locate"] = locate.detach()
             loss = loss + model.cfg.locate_weight * locate
         return loss, parts
 

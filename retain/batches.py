@@ -1,0 +1,170 @@
+"""Training batches: drawn by a seeded generator, gathered where the model runs, prepared ahead.
+
+A `Sampler` holds one data source as whole tensors on the training device (uint8 images
+included, so a GPU gathers and normalises its own batches and the host copies nothing but the
+indices) and builds a batch from a vector of frame indices. Instructions are encoded once per
+distinct instruction (the adapter's optional `encode_instructions`), then gathered per frame.
+
+`Prefetcher` draws the indices of every step from the one seeded torch.Generator, in step order,
+and builds the batches in a background thread a few steps ahead of the training loop. What a batch
+holds depends only on the generator's sequence, never on timing, so the CPU path gives the same
+bytes as drawing in the loop; each batch comes with the generator state after its draw, which is
+what a checkpoint stores as the data cursor.
+
+Example:
+    >>> main = Sampler(frames, chunk=8, targets=True, device="cuda:0")
+    >>> with Prefetcher([(main, 48)], gen, steps=100) as batches:
+    ...     for batch, gen_state in batches: ...
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from registry.errors import invalid
+from retain.policies.adapter import ACTION, ACTION_IS_PAD, IMAGE, INSTRUCTION, STATE, TARGET
+
+Encode = Callable[[Sequence[str]], Mapping[str, Any]]  # distinct instructions -> tensors keyed by batch key, (n, ...)
+
+
+def _tensor(a: np.ndarray, device: str):
+    import torch
+
+    a = np.ascontiguousarray(a)
+    t = torch.from_numpy(a if a.flags.writeable else a.copy())  # a read-only array: torch wants to own writable memory
+    return t if device == "cpu" else t.to(device)
+
+
+class Sampler:
+    """One data source (DemoFrames, the simulator's DemoData, or retain.train.ChunkFrames) as
+    tensors on `device`; `batch(idx)` is the loss's batch of those frames (keys of adapter.py)."""
+
+    def __init__(self, data: Any, chunk: int, targets: bool = False, device: str = "cpu", encode: Optional[Encode] = None):
+        from retain.train import ChunkFrames, chunk_targets, frames_from
+
+        if isinstance(data, ChunkFrames):
+            if len(data) == 0:
+                raise invalid("no relabelled frames to train on")
+            if data.chunks.shape[1] != chunk:
+                raise invalid(f"relabelled chunks hold {data.chunks.shape[1]} actions but the policy predicts {chunk}")
+            texts, text_index = np.unique(np.asarray(data.instructions, dtype=np.str_), return_inverse=True)
+            texts, chunks, pad = [str(t) for t in texts], data.chunks, data.pad
+        else:
+            data = frames_from(data)
+            if len(data) == 0:
+                raise invalid("no demo frames to train on; collect demos first")
+            idx, pad = chunk_targets(data.episode_index, chunk)
+            texts, text_index, chunks = list(data.tasks), data.task_index, data.action[idx]  # (N, K, A)
+        self.data = data
+        self.device = device
+        self.texts = texts
+        self.text_index = np.asarray(text_index, dtype=np.int64).reshape(-1)  # (N,) into texts
+        self.images = _tensor(data.images, device)  # uint8 (N, H, W, 3)
+        self.state = _tensor(data.state, device)
+        self.chunks = _tensor(chunks, device)  # float32 (N, K, A)
+        self.pad = _tensor(pad, device)  # bool (N, K)
+        self.target = _tensor(data.target, device) if targets and data.target is not None else None
+        self.encoded: dict[str, Any] = {}
+        if encode is not None:
+            self.text_index_t = _tensor(self.text_index, device)
+            self.encoded = {k: v.to(device) for k, v in encode(texts).items()}  # (n_texts, ...) each
+
+    def __len__(self) -> int:
+        return len(self.text_index)
+
+    def batch(self, idx) -> dict[str, Any]:
+        """The batch of frames `idx` (a CPU tensor or array of frame indices)."""
+        import torch
+
+        cpu_idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
+        i = cpu_idx if self.device == "cpu" else cpu_idx.pin_memory().to(self.device, non_blocking=True)
+        out = {
+            IMAGE: self.images[i],
+            STATE: self.state[i],
+            INSTRUCTION: [self.texts[t] for t in self.text_index[cpu_idx.numpy()]],
+            ACTION: self.chunks[i],
+            ACTION_IS_PAD: self.pad[i],
+        }
+        if self.target is not None:
+            out[TARGET] = self.target[i]
+        if self.encoded:
+            which = self.text_index_t[i]
+            out.update({k: v[which] for k, v in self.encoded.items()})
+        return out
+
+
+def merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One batch of two: instructions joined, tensors concatenated; keys of only one side dropped."""
+    import torch
+
+    return {k: (a[k] + b[k]) if k == INSTRUCTION else torch.cat([a[k], b[k]]) for k in a if k in b}
+
+
+def draw(parts: Sequence[tuple[Sampler, int]], gen) -> dict[str, Any]:
+    """One batch: `n` frames of each sampler in order, indices drawn from `gen` in that order."""
+    import torch
+
+    batch = None
+    for sampler, n in parts:
+        b = sampler.batch(torch.randint(len(sampler), (n,), generator=gen))
+        batch = b if batch is None else merge_batches(batch, b)
+    assert batch is not None
+    return batch
+
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Batches of steps [start, steps) built `depth` steps ahead in a daemon thread; iterate to get
+    (batch, generator state after drawing it). Leaving the `with` block stops the thread."""
+
+    def __init__(self, parts: Sequence[tuple[Sampler, int]], gen, start: int, steps: int, depth: int = 3):
+        self.parts, self.gen, self.start, self.steps = list(parts), gen, start, steps
+        self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="retain-batches", daemon=True)
+
+    def __enter__(self) -> "Prefetcher":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.05)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for _ in range(self.start, self.steps):
+                item = (draw(self.parts, self.gen), self.gen.get_state())
+                if not self._put(item):
+                    return
+            self._put(_DONE)
+        except BaseException as e:  # handed to the training loop, which raises it there
+            self._put(e)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
