@@ -34,13 +34,16 @@ def _tensor(a: np.ndarray, device: str):
     import torch
 
     a = np.ascontiguousarray(a)
-    t = torch.from_numpy(a if a.flags.writeable else a.copy())  # a read-only array: torch wants to own writable memory
-    return t if device == "cpu" else t.to(device)
+    return torch.from_numpy(a if a.flags.writeable else a.copy()).to(device)  # read-only: torch wants writable memory
 
 
 class Sampler:
-    """One data source (DemoFrames, the simulator's DemoData, or retain.train.ChunkFrames) as
-    tensors on `device`; `batch(idx)` is the loss's batch of those frames (keys of adapter.py)."""
+    """One data source (DemoFrames, the simulator's DemoData, or retain.train.ChunkFrames) ready
+    to batch on `device`; `batch(idx)` is the loss's batch of those frames (keys of adapter.py).
+
+    On the CPU it gathers with numpy, as a single thread: torch's indexing would start a team of
+    OpenMP threads in whichever thread builds the batch, competing with training's own. On a GPU
+    the arrays live there as tensors and the GPU gathers."""
 
     def __init__(self, data: Any, chunk: int, targets: bool = False, device: str = "cpu", encode: Optional[Encode] = None):
         from retain.train import ChunkFrames, chunk_targets, frames_from
@@ -62,45 +65,58 @@ class Sampler:
         self.device = device
         self.texts = texts
         self.text_index = np.asarray(text_index, dtype=np.int64).reshape(-1)  # (N,) into texts
-        self.images = _tensor(data.images, device)  # uint8 (N, H, W, 3)
-        self.state = _tensor(data.state, device)
-        self.chunks = _tensor(chunks, device)  # float32 (N, K, A)
-        self.pad = _tensor(pad, device)  # bool (N, K)
-        self.target = _tensor(data.target, device) if targets and data.target is not None else None
+        self.arrays = {IMAGE: data.images, STATE: data.state, ACTION: chunks, ACTION_IS_PAD: pad}  # uint8 (N, H, W, 3) ...
+        if targets and data.target is not None:
+            self.arrays[TARGET] = data.target
         self.encoded: dict[str, Any] = {}
-        if encode is not None:
+        if encode is not None:  # per distinct instruction (n_texts, ...), gathered per frame by text_index
+            self.encoded = {k: v.to(device) for k, v in encode(texts).items()}
+            if device == "cpu":
+                self.encoded = {k: v.numpy() for k, v in self.encoded.items()}
+        if device != "cpu":
+            self.arrays = {k: _tensor(v, device) for k, v in self.arrays.items()}
             self.text_index_t = _tensor(self.text_index, device)
-            self.encoded = {k: v.to(device) for k, v in encode(texts).items()}  # (n_texts, ...) each
 
     def __len__(self) -> int:
         return len(self.text_index)
 
-    def batch(self, idx) -> dict[str, Any]:
-        """The batch of frames `idx` (a CPU tensor or array of frame indices)."""
+    def take(self, idx) -> dict[str, Any]:
+        """Frames `idx` (CPU indices): numpy arrays on the CPU, tensors on a GPU, and the instructions."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out: dict[str, Any] = {INSTRUCTION: [self.texts[t] for t in self.text_index[idx]]}
+        if self.device == "cpu":
+            which = self.text_index[idx]
+            out.update({k: v[idx] for k, v in self.arrays.items()})
+            out.update({k: v[which] for k, v in self.encoded.items()})
+            return out
         import torch
 
-        cpu_idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
-        i = cpu_idx if self.device == "cpu" else cpu_idx.pin_memory().to(self.device, non_blocking=True)
-        out = {
-            IMAGE: self.images[i],
-            STATE: self.state[i],
-            INSTRUCTION: [self.texts[t] for t in self.text_index[cpu_idx.numpy()]],
-            ACTION: self.chunks[i],
-            ACTION_IS_PAD: self.pad[i],
-        }
-        if self.target is not None:
-            out[TARGET] = self.target[i]
+        i = torch.from_numpy(idx).pin_memory().to(self.device, non_blocking=True)
+        out.update({k: v[i] for k, v in self.arrays.items()})
         if self.encoded:
             which = self.text_index_t[i]
             out.update({k: v[which] for k, v in self.encoded.items()})
         return out
 
+    def batch(self, idx) -> dict[str, Any]:
+        """The loss's batch of frames `idx` (tensors on the device)."""
+        return to_tensors(self.take(idx))
 
-def merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """One batch of two: instructions joined, tensors concatenated; keys of only one side dropped."""
+
+def to_tensors(parts: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    return {k: (a[k] + b[k]) if k == INSTRUCTION else torch.cat([a[k], b[k]]) for k in a if k in b}
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in parts.items()}
+
+
+def merge_batches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One batch of two: instructions joined, arrays or tensors concatenated; keys of only one side dropped."""
+    import torch
+
+    def cat(x, y):
+        return np.concatenate([x, y]) if isinstance(x, np.ndarray) else torch.cat([x, y])
+
+    return {k: (a[k] + b[k]) if k == INSTRUCTION else cat(a[k], b[k]) for k in a if k in b}
 
 
 def draw(parts: Sequence[tuple[Sampler, int]], gen) -> dict[str, Any]:
@@ -109,27 +125,29 @@ def draw(parts: Sequence[tuple[Sampler, int]], gen) -> dict[str, Any]:
 
     batch = None
     for sampler, n in parts:
-        b = sampler.batch(torch.randint(len(sampler), (n,), generator=gen))
+        b = sampler.take(torch.randint(len(sampler), (n,), generator=gen).numpy())
         batch = b if batch is None else merge_batches(batch, b)
     assert batch is not None
-    return batch
+    return to_tensors(batch)
 
 
 _DONE = object()
 
 
 class Prefetcher:
-    """Batches of steps [start, steps) built `depth` steps ahead in a daemon thread; iterate to get
-    (batch, generator state after drawing it). Leaving the `with` block stops the thread."""
+    """Batches of steps [start, steps) built `depth` steps ahead in a daemon thread (0: in the
+    caller's thread, when asked); iterate to get (batch, generator state after drawing it).
+    Leaving the `with` block stops the thread."""
 
     def __init__(self, parts: Sequence[tuple[Sampler, int]], gen, start: int, steps: int, depth: int = 3):
-        self.parts, self.gen, self.start, self.steps = list(parts), gen, start, steps
+        self.parts, self.gen, self.start, self.steps, self.depth = list(parts), gen, start, steps, depth
         self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="retain-batches", daemon=True)
 
     def __enter__(self) -> "Prefetcher":
-        self.thread.start()
+        if self.depth:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -161,6 +179,10 @@ class Prefetcher:
             self._put(e)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        if not self.depth:  # in the caller's thread, one step at a time
+            for _ in range(self.start, self.steps):
+                yield draw(self.parts, self.gen), self.gen.get_state()
+            return
         while True:
             item = self.queue.get()
             if item is _DONE:

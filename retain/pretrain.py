@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class PretrainRecipe:
     dagger_share: float = 0.5
     dagger_roll_in: float = 0.0  # the expert drives each rollout's first U[0, this) of its steps
     dagger_setting: str = ""  # the setting the stage rolls out in ("": the demos' `setting`)
+    device: str = "cpu"  # the kind of device it trains on (cpu or cuda): the arithmetic differs between them
+    bf16: bool = False  # bf16 autocast of the forward pass (cuda only)
     recipe_version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -100,6 +103,10 @@ class PretrainRecipe:
             raise invalid(f"dagger_share must be in (0, 1) and dagger_lr positive, got {self.dagger_share} and {self.dagger_lr}")
         if not 0.0 <= self.dagger_roll_in < 1.0:
             raise invalid(f"--dagger-roll-in must be in [0, 1) (the share of a rollout the expert may drive first), got {self.dagger_roll_in}")
+        if self.device not in ("cpu", "cuda"):
+            raise invalid(f"a pretrain recipe's device is cpu or cuda, got {self.device!r}")
+        if self.bf16 and self.device != "cuda":
+            raise invalid("--bf16 autocast runs on a GPU only; drop --bf16 or use --device cuda")
         from retain.sim.settings import get_setting
 
         for name in (self.setting, self.dagger_setting or self.setting):
@@ -148,34 +155,91 @@ def collect_frames(tasks: list[str], setting: str, episodes: int, seed: int, noi
     return frames_from_episodes(collect_episodes(list(tasks), episodes, setting, seed, noise=noise, image_size=image_size))
 
 
-def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False) -> PretrainResult:
-    """Collect generalist demos, train the policy from scratch, save it to the new folder `dest`."""
+def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False, *, device: str | None = None,
+             run_dir: Path | None = None, checkpoint_minutes: float = 10.0, checkpoint_steps: int | None = None) -> PretrainResult:
+    """Collect generalist demos, train the policy from scratch, save it to the new folder `dest`.
+
+    Args:
+        device: where to train ("cpu", "cuda", "cuda:N"), of the recipe's device kind (None: the
+            recipe's, on its first GPU).
+        run_dir: a new (or empty) folder to checkpoint into every `checkpoint_minutes` (or every
+            `checkpoint_steps` steps); `resume_pretrain(run_dir)` continues the run from there.
+    """
+    from retain.pretrain_run import start_run
+
+    run = start_run(run_dir, recipe, checkpoint_minutes, checkpoint_steps) if run_dir is not None else None
+    return _pretrain(recipe, Path(dest), progress, _device_for(recipe, device), run)
+
+
+def resume_pretrain(run_dir: Path, dest: Path | None = None, progress: bool = False, *, device: str | None = None,
+                    checkpoint_minutes: float | None = None, checkpoint_steps: int | None = None, **options: Any) -> PretrainResult:
+    """Continue the pretraining run in `run_dir` from its last checkpoint; bit for bit the weights an
+    uninterrupted run gives (on the CPU). `options` are recipe fields the caller states (e.g.
+    steps=6000, config="default"); any that differ from the recorded recipe are refused by name.
+    The weights go to `dest` (None: the run's own `final` folder, kept for a later commit)."""
+    from retain.pretrain_run import open_run
+
+    run = open_run(run_dir, options, device, checkpoint_minutes, checkpoint_steps)
+    if progress:
+        at = run.checkpoint()
+        where = f"step {at[0].step} of its {'DAgger' if at[1] == 'dagger' else 'cloning'} stage" if at else "its start"
+        print(f"resuming the run in {run_dir} from {where} (demos are collected again from the recipe's seed)", file=sys.stderr)
+    return _pretrain(run.recipe, Path(dest) if dest is not None else None, progress, _device_for(run.recipe, device), run)
+
+
+def _device_for(recipe: PretrainRecipe, device: str | None) -> str:
+    from retain.device import device_kind, resolve_device
+
+    actual = resolve_device(device or recipe.device)
+    if device_kind(actual) != recipe.device:
+        raise invalid(f"--device {device} is not the recipe's device ({recipe.device}); train on a {recipe.device} device")
+    return actual
+
+
+def _pretrain(recipe: PretrainRecipe, dest: Path | None, progress: bool, device: str, run) -> PretrainResult:
     from retain import sim
     from retain.policies import get_policy
     from retain.train import deterministic_torch, train_bc
 
     adapter = get_policy(recipe.policy)
+    if run is not None and run.finished():
+        return run.result(dest)
     t0 = time.perf_counter()
     data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
                           recipe.policy_config.get("image_size"))
     collect_s = time.perf_counter() - t0
     if len(data) == 0:
         raise invalid("the experts produced no successful pretraining episode; check the simulator")
-    with deterministic_torch(recipe.threads):
-        model = adapter.build(recipe.policy_config, seed=recipe.seed)
-    freeze_pretrained_text(model)
-    report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
-                      threads=recipe.threads, progress=progress, targets=True)
+    resume = run.checkpoint() if run is not None else None  # (state, stage) or None
+    first = run.first_stage() if run is not None else None
+    if first is not None:  # the cloning stage finished before the interruption
+        model, report = adapter.load(first[0], recipe.policy_config), first[1]
+        freeze_pretrained_text(model)
+    else:
+        with deterministic_torch(recipe.threads):
+            model = adapter.build(recipe.policy_config, seed=recipe.seed)
+        freeze_pretrained_text(model)
+        report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
+                          threads=recipe.threads, progress=progress, targets=True, device=device, bf16=recipe.bf16,
+                          resume=resume[0] if resume and resume[1] == "bc" else None,
+                          checkpoint=run.hook("bc") if run is not None else None)
+        if run is not None and recipe.dagger_episodes:
+            run.save_first_stage(model, adapter, report)
     frames = len(data)
     if recipe.dagger_episodes:
         visited, relabel_s, second = dagger_stage(model, adapter, data, recipe, recipe.dagger_episodes, recipe.dagger_steps,
-                                                  recipe.dagger_lr, recipe.dagger_share, recipe.threads, progress)
+                                                  recipe.dagger_lr, recipe.dagger_share, recipe.threads, progress, device=device,
+                                                  resume=resume[0] if resume and resume[1] == "dagger" else None,
+                                                  checkpoint=run.hook("dagger") if run is not None else None)
         collect_s += relabel_s
         report = TrainReport(report.steps + second.steps, report.seconds + second.seconds, report.first_loss,
                              second.final_loss, report.losses + second.losses)
         frames += len(visited)
+    result = PretrainResult(Path(dest) if dest is not None else Path(), recipe, report, frames, collect_s)
+    if run is not None:
+        return run.finish(model, adapter, result, dest)
     adapter.save(model, dest)
-    return PretrainResult(Path(dest), recipe, report, frames, collect_s)
+    return result
 
 
 def freeze_pretrained_text(model) -> None:
@@ -187,7 +251,8 @@ def freeze_pretrained_text(model) -> None:
 
 
 def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, episodes: int, steps: int, lr: float,
-                 share: float, threads: int, progress: bool = False) -> tuple[Any, float, TrainReport]:
+                 share: float, threads: int, progress: bool = False, *, device: str = "cpu", resume=None,
+                 checkpoint=None) -> tuple[Any, float, TrainReport]:
     """Pretraining's DAgger stage on a trained `model`, in place: roll it out on the pretraining tasks
     for `episodes`, have the expert relabel every state it visits, then train `steps` more on `demos`
     with `share` of each batch from the relabelled states. Seeds and batch size come from `recipe`.
@@ -196,7 +261,8 @@ def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, epis
 
     visited, relabel_s = dagger_relabel(model, adapter, recipe, episodes, threads)
     report = train_bc(model, adapter, demos, steps, lr, recipe.batch_size, recipe.seed + 1, mix=(visited, share),
-                      threads=threads, progress=progress, targets=True)
+                      threads=threads, progress=progress, targets=True, device=device, bf16=recipe.bf16,
+                      resume=resume, checkpoint=checkpoint)
     return visited, relabel_s, report
 
 
@@ -289,7 +355,7 @@ def write_shipped_base(result: PretrainResult, metrics: dict[str, Any] | None = 
     manifest = {
         "config": version_config(result.recipe),
         "recipe": result.recipe.to_dict(),
-        "runtime": runtime(),  # the bytes depend on it too: a --check elsewhere can say what differs
+        "runtime": runtime(result.recipe.device),  # the bytes depend on it too: a --check elsewhere can say what differs
         "weight_hash": digest,
         "metrics": {"frames": result.frames, "final_loss": result.report.final_loss,
                     "train_seconds": round(result.report.seconds, 1), "collect_seconds": round(result.collect_seconds, 1),
@@ -328,6 +394,4 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(_main())

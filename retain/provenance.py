@@ -36,11 +36,20 @@ def code_version() -> str:
     return version
 
 
-@functools.lru_cache(maxsize=1)
-def runtime() -> dict[str, str]:
+def runtime(device: str = "cpu") -> dict[str, str]:
     """The numeric runtime: Python, torch, numpy, the CPU instruction set torch dispatches to, and
     the CPU model (two AVX512 machines of different models gave one DAgger stage different bytes:
-    the math libraries pick kernels by model, not only by instruction set)."""
+    the math libraries pick kernels by model, not only by instruction set); for a run on a GPU
+    also `device`, e.g. "cuda NVIDIA H200" (a CPU run records none, as runs did before devices)."""
+    if device.split(":", 1)[0] == "cpu":
+        return dict(_cpu_runtime())
+    from retain.device import device_name
+
+    return {**_cpu_runtime(), "device": device_name(device if ":" in device else device + ":0")}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_runtime() -> dict[str, str]:
     import numpy
     import torch
 
@@ -75,4 +84,6 @@ def runtime_changes(recorded: Mapping[str, Any] | None, current: Mapping[str, An
     if not recorded:
         return ""
     current = runtime() if current is None else current
-    return ", ".join(f"{k} {recorded[k]} -> {current.get(k, '?')}" for k in sorted(recorded) if recorded[k] != current.get(k))
+    was = {**recorded, "device": recorded.get("device", "cpu")}  # a record without one ran on the CPU
+    now = {**current, "device": current.get("device", "cpu")}
+    return ", ".join(f"{k} {was[k]} -> {now.get(k, '?')}" for k in sorted(was) if was[k] != now.get(k))

@@ -363,7 +363,10 @@ def train_bc(
                     log["window"] = []
             pending.clear()
 
-        with Prefetcher(parts, gen, start, steps) as batches:
+        # a GPU gets its batches built ahead in a thread, so it never waits on Python; on the CPU a
+        # batch costs 0.1 ms of a 300 ms step (the gathers) and a second thread would only compete
+        # for the cores the step runs on, so there they are built in turn
+        with Prefetcher(parts, gen, start, steps, depth=0 if device == "cpu" else 3) as batches:
             for step, (batch, gen_state) in enumerate(batches, start):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, steps, lr, warmup) * group["lr_scale"]

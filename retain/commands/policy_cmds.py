@@ -15,55 +15,95 @@ from registry.errors import invalid
 SPLITS = ("id", "ood", "generalist", "all")
 
 
+def device_option(f):
+    """--device, shared by the commands that train or evaluate."""
+    from retain.device import DEVICE_HELP
+
+    return click.option("--device", default=None, help=f"Where to run: {DEVICE_HELP} [default: auto]")(f)
+
+
 @click.command("pretrain")
-@click.option("--config", "config_name", default="default", show_default=True, help="Preset: tiny (seconds), default (the shipped base) or minilm (the default with a pretrained text encoder; needs the minilm extra).")
+@click.option("--config", "config_name", default=None, help="Preset: tiny (seconds), default (the shipped base) or minilm (the default with a pretrained text encoder; needs the minilm extra).  [default: default]")
 @click.option("--episodes", type=int, default=None, help="Generalist expert episodes to collect (default: the preset's).")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the preset's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds collection, initialisation and batch order.")
+@click.option("--seed", type=int, default=None, help="Seeds collection, initialisation and batch order.  [default: 0]")
 @click.option("--dagger-episodes", type=int, default=None, help="DAgger stage: policy episodes whose states the expert relabels (default: the preset's).")
 @click.option("--dagger-steps", type=int, default=None, help="DAgger stage: training steps on expert demos plus relabelled states (default: the preset's; 0 with --dagger-episodes 0 for no stage).")
 @click.option("--dagger-roll-in", type=float, default=None,
               help="DAgger stage: the expert drives each rollout's first U[0, this) share of its steps, in [0, 1).")
 @click.option("--setting", default=None, help="Simulator setting the demos come from (default: the preset's, pretrain).")
 @click.option("--dagger-setting", default=None, help="Setting the DAgger stage rolls out in (default: the preset's, pretrain-clutter for default; \"\" means --setting).")
+@device_option
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast of the forward pass (CUDA only; recorded).  [default: off]")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint the run into this new folder, so `--resume DIR` can continue it after a stop or a kill.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
+              help="Continue the run in this folder from its last checkpoint (options, if given, must match its recorded ones).")
+@click.option("--checkpoint-minutes", type=float, default=None, help="With --run-dir/--resume: minutes between checkpoints.  [default: 10]")
+@click.option("--checkpoint-steps", type=int, default=None, help="With --run-dir/--resume: checkpoint every N steps instead of by time.")
 @click.option("--ref", default="main", show_default=True, help="Ref the new base version goes on.")
 @click.option("-m", "--message", default=None, help="Message recorded with the version.")
 @click.option("--shipped", is_flag=True, help="Commit the shipped default base (hash-checked) instead of training it again.")
 @click.option("--force", is_flag=True, help="Move a ref that heads a learned chain, or add a root whose weights another root holds.")
 @json_option
 @click.pass_context
-def pretrain_cmd(ctx: click.Context, config_name: str, episodes: int | None, steps: int | None, seed: int,
+def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | None, steps: int | None, seed: int | None,
                  dagger_episodes: int | None, dagger_steps: int | None, dagger_roll_in: float | None, setting: str | None,
-                 dagger_setting: str | None, ref: str, message: str | None, shipped: bool, force: bool, as_json: bool) -> None:
+                 dagger_setting: str | None, device: str | None, bf16: bool | None, run_dir: Path | None, resume_dir: Path | None,
+                 checkpoint_minutes: float | None, checkpoint_steps: int | None, ref: str, message: str | None, shipped: bool,
+                 force: bool, as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
     commit it as a base version (how=pretrain) with its recipe.
 
     The default recipe reproduces the shipped base bit for bit on a machine like the one it was
     made on (21 min on 2 idle cores: 6,000 cloning steps, then a 1,500-step DAgger stage).
+    A long run checkpoints into --run-dir every 10 minutes; `--resume DIR` continues it from the
+    last checkpoint to the same bytes (on the CPU) and commits it.
 
     Example: retain pretrain --config tiny --episodes 40 --steps 50 --seed 1
     """
+    options = {"config": config_name, "episodes": episodes, "steps": steps, "seed": seed, "dagger_episodes": dagger_episodes,
+               "dagger_steps": dagger_steps, "dagger_roll_in": dagger_roll_in, "setting": setting, "dagger_setting": dagger_setting,
+               "bf16": bf16}
     if shipped:
-        _commit_shipped_base(ctx, ref, message, force, as_json, changed=[episodes, steps, seed or None, dagger_episodes, dagger_steps,
-                                                                 dagger_roll_in, setting, dagger_setting,
-                                                                 config_name != "default" or None])
+        changed = {**options, "config": None if config_name == "default" else config_name, "seed": seed or None}
+        _commit_shipped_base(ctx, ref, message, force, as_json, changed=[*changed.values(), device, run_dir, resume_dir])
         return
-    from retain.pretrain import PretrainRecipe, pretrain, version_config
+    from retain.pretrain import PretrainRecipe, pretrain, resume_pretrain, version_config
     from retain.provenance import code_version, runtime
 
-    recipe = PretrainRecipe.preset(config_name, episodes=episodes, steps=steps, seed=seed, dagger_episodes=dagger_episodes,
-                                   dagger_steps=dagger_steps, dagger_roll_in=dagger_roll_in, setting=setting,
-                                   dagger_setting=dagger_setting)  # validates first
+    if run_dir is not None and resume_dir is not None:
+        raise invalid("--run-dir starts a run and --resume continues one; give one of them")
+    if resume_dir is None and (checkpoint_minutes is not None or checkpoint_steps is not None) and run_dir is None:
+        raise invalid("--checkpoint-minutes/--checkpoint-steps need --run-dir DIR (or --resume DIR) to write checkpoints into")
     with registry_from_ctx(ctx) as reg:
         reg.check_base_import(ref, force)  # before the training, not after it
         with tempfile.TemporaryDirectory(prefix="retain-pretrain-") as tmp:
-            result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json)
+            if resume_dir is not None:
+                result = resume_pretrain(resume_dir, None, progress=not as_json, device=device,
+                                         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, **options)
+                recipe = result.recipe
+            else:
+                from retain.device import device_kind, resolve_device
+
+                actual = resolve_device(device)
+                recipe = PretrainRecipe.preset(config_name or "default", episodes=episodes, steps=steps, seed=seed or 0,
+                                               dagger_episodes=dagger_episodes, dagger_steps=dagger_steps,
+                                               dagger_roll_in=dagger_roll_in, setting=setting, dagger_setting=dagger_setting,
+                                               device=device_kind(actual), bf16=bf16)  # validates first
+                result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json, device=actual, run_dir=run_dir,
+                                  checkpoint_minutes=10.0 if checkpoint_minutes is None else checkpoint_minutes,
+                                  checkpoint_steps=checkpoint_steps)
             version = reg.import_base(
                 result.weights_dir, ref=ref, how="pretrain", config=version_config(recipe), force=force,
                 recipe={"source": "retain pretrain", **recipe.to_dict(), "frames": result.frames, "final_loss": result.report.final_loss,
-                        "code_version": code_version(), "runtime": runtime()},
-                message=message or f"pretrain {config_name}: {recipe.episodes} episodes, {recipe.steps} steps, seed {seed}",
+                        "code_version": code_version(), "runtime": runtime(recipe.device)},
+                message=message or f"pretrain {recipe.config}: {recipe.episodes} episodes, {recipe.steps} steps, seed {recipe.seed}",
             )
+            if resume_dir is not None or run_dir is not None:
+                from retain.pretrain_run import mark_committed
+
+                mark_committed(resume_dir or run_dir, version.name)
     out = {"version": version.name, "weight_hash": version.weight_hash, "frames": result.frames,
            "final_loss": result.report.final_loss, "train_seconds": round(result.report.seconds, 1),
            "collect_seconds": round(result.collect_seconds, 1)}
@@ -76,7 +116,8 @@ def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, forc
     from retain.pretrain import shipped_base
 
     if any(c is not None for c in changed):
-        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--setting/--dagger-*, or drop --shipped to train")
+        raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--setting/--dagger-*/"
+                      "--device/--bf16/--run-dir/--resume, or drop --shipped to train")
     base = shipped_base()  # checked against the hash recorded beside it
     with registry_from_ctx(ctx) as reg:
         before = reg.head(ref)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# GPU verification of the training path (issue 23), for a fresh GPU machine with torch installed.
+# Run from the repository root; results go under $OUT (4 JSON/text files, well under 1 MiB):
+#
+#   OUT=/some/dir bash benchmarks/device_check.sh            # on the GPU machine: about 2-3 minutes
+#   OUT=/tmp/dc bash benchmarks/device_check.sh --cpu-smoke  # here, without a GPU: the same steps, tiny, on the CPU
+#
+#   env.json               torch/CUDA/GPU, and which non-torch packages the checks imported
+#   train_step_cuda.json   samples/s at batch 256: shipped and 7.65M configs, fp32 and bf16 (benchmarks/train_step.py)
+#   finetune_devices.json  200-step finetune loss curves, CPU vs CUDA (fp32, bf16), with the seed-to-seed gap as noise
+#   log.txt                everything printed
+# Imports besides torch (env.json lists what was imported): numpy, gymnasium (+ farama_notifications,
+# typing_extensions) for the simulator, tqdm; not click, sqlalchemy, safetensors or fsspec.
+set -uo pipefail
+: "${OUT:?set OUT to the folder for the results}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+smoke=0
+[ "${1:-}" = "--cpu-smoke" ] && smoke=1
+log="$OUT/log.txt"
+: > "$log"
+start=$(date +%s)
+
+python - "$OUT/env.json" <<'EOF' 2>&1 | tee -a "$log"
+import json, sys, torch
+info = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpus": torch.cuda.device_count()}
+import retain.pretrain, retain.train, retain.batches, retain.sim  # what the checks import
+std = set(sys.stdlib_module_names)
+info["third_party_imported"] = sorted({m.split(".")[0] for m in sys.modules} - std - {"retain", "registry", "torch", "__main__"}
+                                      - {m for m in {m.split(".")[0] for m in sys.modules} if m.startswith("_")})
+json.dump(info, open(sys.argv[1], "w"), indent=2)
+print(json.dumps(info))
+EOF
+
+if [ $smoke = 1 ]; then
+  bench=(--device cpu --configs shipped,7.65M --batch 8 --steps 2 --blocks 1 --episodes 6 --threads 2)
+  ft=(--device cpu --steps 6 --episodes 3 --log-every 2 --batch 4 --threads 2)
+else
+  bench=(--device cuda --blocks 2 --steps 100)
+  ft=(--device cuda --steps 200 --episodes 50 --threads 8)
+fi
+echo "== train_step ${bench[*]}" | tee -a "$log"
+timeout 150 python benchmarks/train_step.py "${bench[@]}" --json-out "$OUT/train_step_cuda.json" 2>&1 | tail -n 8 | tee -a "$log"
+echo "== finetune_devices ${ft[*]}" | tee -a "$log"
+timeout 150 python benchmarks/finetune_devices.py "${ft[@]}" --out "$OUT/finetune_devices.json" 2>&1 | tail -n 8 | tee -a "$log"
+echo "== done in $(( $(date +%s) - start )) s" | tee -a "$log"

@@ -1,0 +1,80 @@
+"""Does a finetune on a GPU learn what the same finetune on the CPU learns? A report, not a test.
+
+    python benchmarks/finetune_devices.py --device cuda --out curves.json
+    python benchmarks/finetune_devices.py --device cpu --steps 20 --episodes 4   # a smoke run without a GPU
+
+From the shipped base, on the same plates demos, with the same seed (so the same batches: the
+batch generator lives on the CPU whatever the device), it finetunes `--steps` steps as `learn`
+does (batch 32, lr 5e-4) on the CPU and on `--device`, fp32 and, on CUDA, bf16 autocast. The
+loss is logged every `--log-every` steps. The yardstick for "within noise" is a second CPU run
+that differs only in its seed (other batches): the device's curve should sit closer to the CPU
+curve than that one does, and its final loss within the seed-to-seed gap. Writes both curves,
+the gaps and a verdict to `--out` (JSON) and prints a short table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--episodes", type=int, default=50, help="plates demos (ID setting), as learn collects")
+    ap.add_argument("--batch", type=int, default=32, help="learn's default")
+    ap.add_argument("--threads", type=int, default=4, help="torch threads of the CPU runs")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from retain.pretrain import collect_frames, shipped_base
+    from retain.policies import get_policy
+    from retain.train import train_bc
+
+    base = shipped_base()
+    adapter, config = get_policy(base.config["policy"]), base.config["policy_config"]
+    demos = collect_frames(["plates"], "id", args.episodes, seed=0, image_size=config["image_size"])
+
+    def finetune(device: str, seed: int, bf16: bool = False) -> dict:
+        model = adapter.load(base.weights_dir, config)
+        t = time.perf_counter()
+        rep = train_bc(model, adapter, demos, args.steps, 5e-4, args.batch, seed, threads=args.threads, log_every=args.log_every,
+                       **({"device": device, "bf16": bf16} if device != "cpu" else {}))
+        return {"device": device, "seed": seed, "bf16": bf16, "seconds": round(time.perf_counter() - t, 2),
+                "first_loss": rep.first_loss, "final_loss": rep.final_loss, "losses": rep.losses}
+
+    runs = {"cpu": finetune("cpu", 0), "cpu_other_seed": finetune("cpu", 1), "device": finetune(args.device, 0)}
+    if args.device.startswith("cuda"):
+        runs["device_bf16"] = finetune(args.device, 0, bf16=True)
+
+    def gap(a: dict, b: dict) -> dict:
+        pairs = list(zip(a["losses"], b["losses"]))
+        return {"max_abs": max(abs(x - y) for x, y in pairs), "mean_abs": sum(abs(x - y) for x, y in pairs) / len(pairs),
+                "final_abs": abs(a["final_loss"] - b["final_loss"])}
+
+    noise = gap(runs["cpu"], runs["cpu_other_seed"])
+    gaps = {k: gap(runs["cpu"], v) for k, v in runs.items() if k.startswith("device")}
+    verdict = {k: g["mean_abs"] <= noise["mean_abs"] and g["final_abs"] <= max(noise["final_abs"], 0.02) for k, g in gaps.items()}
+    report = {"device": args.device, "device_name": torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu",
+              "torch": torch.__version__, "steps": args.steps, "batch": args.batch, "log_every": args.log_every, "frames": len(demos),
+              "runs": runs, "noise_cpu_seed_0_vs_1": noise, "gap_to_cpu": gaps, "within_noise": verdict}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'run':<16}{'seconds':>9}{'first':>9}{'final':>9}{'mean |gap| to cpu':>20}")
+    for k, r in runs.items():
+        g = noise if k == "cpu_other_seed" else gaps.get(k)
+        print(f"{k:<16}{r['seconds']:>9.1f}{r['first_loss']:>9.4f}{r['final_loss']:>9.4f}{'' if g is None else format(g['mean_abs'], '.4f'):>20}")
+    print(f"within noise (seed-to-seed gap on the CPU as the yardstick): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
