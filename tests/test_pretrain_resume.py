@@ -140,7 +140,7 @@ def test_bad_resume_input_is_one_line_and_changes_nothing(cli_run, tmp_path):
     versions = cli_run("lineage", "--format", "json").output
 
     (tmp_path / "empty").mkdir()
-    _one_line_error(cli_run("pretrain", "--resume", str(tmp_path / "empty")), 2, "is not a pretraining run")
+    _one_line_error(cli_run("pretrain", "--resume", str(tmp_path / "empty")), 9, "is not a pretraining run")
     _one_line_error(cli_run("pretrain", "--resume", str(run), "--steps", "99", "--seed", "2", "--config", "default"), 4,
                     "options differ", "steps (recorded 12, given 99)", "config (recorded 'tiny', given 'default')")
     assert "seed" not in cli_run("pretrain", "--resume", str(run), "--steps", "99", "--seed", "2").output
