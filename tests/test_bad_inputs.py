@@ -328,3 +328,32 @@ def test_learn_finetuned_and_merge_refuse_what_the_reference_refuses(tmp_path, p
         assert_unchanged(reg, before)
     finally:
         reg.close()
+
+
+def test_a_lost_interrupt_still_ends_the_run(tmp_path):
+    """A KeyboardInterrupt raised inside a finaliser is printed as ignored and lost; the first
+    signal's deadline ends the run anyway (here 2 s instead of 60), with exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import time, retain.commands.learn_cmds as lc\n"
+        "lc.STOP_DEADLINE_S = 2.0\n"
+        "lc._interrupt_on_sigterm()\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.05)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass  # what Python does with one raised in a finaliser\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 30
+    assert err.strip().splitlines()[-1].startswith("Interrupted: nothing was committed")

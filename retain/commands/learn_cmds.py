@@ -15,17 +15,40 @@ from retain.learn_options import LearnOptions
 _DEFAULTS = LearnOptions()
 
 
+STOP_DEADLINE_S = 60.0  # after Ctrl-C or a kill: the longest clean-up (a DDP finetune's workers: 15 s) and then some
+
+
 def _interrupt_on_sigterm() -> None:
     """Treat `kill` (SIGTERM) like Ctrl-C, so temporary work and a DDP finetune's workers are
-    cleaned up on the way out; nothing is committed either way."""
+    cleaned up on the way out; nothing is committed either way.
+
+    A KeyboardInterrupt that Python raises while it runs a finaliser is printed as ignored and
+    lost; twice, under heavy load, a learn went on training for half an hour after its signal. So
+    the first signal also starts a deadline: a run still alive STOP_DEADLINE_S later ends at once
+    (exit 130, nothing committed; `gc` removes its work folder, as after a SIGKILL)."""
     import signal
     import threading
 
+    def deadline() -> None:
+        import os
+        import sys
+        import time
+
+        time.sleep(STOP_DEADLINE_S)
+        print(f"Interrupted: nothing was committed (the run had not stopped {STOP_DEADLINE_S:g} s after the signal; "
+              "`retain gc` removes its work folder).", file=sys.stderr, flush=True)
+        os._exit(130)
+
     def handler(signum, frame):
+        if not any(t.name == "retain-stop-deadline" for t in threading.enumerate()):
+            threading.Thread(target=deadline, name="retain-stop-deadline", daemon=True).start()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+        before = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:  # a caller running the command in-process (tests) gets its own handlers back
+            ctx.call_on_close(lambda: [signal.signal(sig, h) for sig, h in before.items()])
 
 
 def _pct(rate: float) -> str:
