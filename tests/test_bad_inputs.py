@@ -218,7 +218,8 @@ def test_reimport_over_a_damaged_blob_is_refused(populated, cli, make_checkpoint
         overwrite_blob(path, damaged)
         os.chmod(path, 0o444)
         before = state(populated)
-        assert_one_line_error(cli("base", "import", str(src)), Code.CORRUPT, blob)
+        # --force: the same weights again as a second root, so the import reaches the damaged blob
+        assert_one_line_error(cli("base", "import", str(src), "--force"), Code.CORRUPT, blob)
         assert state(populated) == before
     overwrite_blob(path, good)
     assert populated.verify().ok
