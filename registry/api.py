@@ -177,12 +177,17 @@ class Registry(reader.Queries):
     def commit_version(self, weights_dir: str | os.PathLike, *, parent: Optional[str], how: str, ref: str = "main",
                        expected_head: Optional[str], config: Optional[dict] = None, recipe: Optional[dict] = None,
                        learn_run: Optional[NewLearnRun] = None, scores: Sequence[NewScore] = (),
-                       message: str = "", _validated: Optional[tuple[str, dict[str, Path]]] = None) -> Version:
+                       message: str = "", _validated: Optional[tuple[str, dict[str, Path]]] = None,
+                       parent_weights: Optional[str | os.PathLike] = None) -> Version:
         """Commit the weights at `weights_dir` as a new version and move `ref` to it.
 
         Blobs are stored first; then one transaction adds the version, learn run and scores and
         moves `ref` by compare-and-swap. If `ref` is not at `expected_head` (None: the ref must
         not exist yet) this raises CONFLICT naming the actual head, and nothing visible changes.
+
+        `parent_weights` (the parent's checked-out weights) stores the version as a pack against
+        them (registry/pack.py) with its whole weights as a head copy, dropped once no ref points
+        at it (`gc` reclaims the bytes): the refs' heads check out in one read, the rest rebuild.
         """
         from registry.checkpoint import check_plain_name
 
@@ -202,7 +207,8 @@ class Registry(reader.Queries):
         weight_hash, files = _validated or _validated_weights(weights_dir)  # import_base hashed it already
         if parent is not None:
             self.resolve(parent)  # fail before storing anything
-        weights = self.store.put_folder(files)
+        packed = self._pack_against(parent, parent_weights, weights_dir, weight_hash) if parent_weights is not None else None
+        whole = self.store.put_folder(files)
         delta = None
         if learn_run is not None and learn_run.delta_dir is not None:
             delta = self.store.put_folder(folder_listing(learn_run.delta_dir))
@@ -215,10 +221,13 @@ class Registry(reader.Queries):
             # inserts, so no commit holding rows another one inserts can wait on the counter (no deadlock).
             number = _next_version_number(s)
             parent_row = _resolve_row(s, parent) if parent is not None else None
-            _add_folder(s, weights)
+            _add_folder(s, whole)
+            if packed is not None:
+                _add_folder(s, packed)
             row = VersionRow(number=number, parent_id=parent_row.id if parent_row else None, weight_hash=weight_hash,
-                             weights=weights.sha256, how=how, config=config or {}, recipe=recipe or {},
-                             message=message or "", created_at=utcnow())
+                             weights=(packed or whole).sha256, packed=packed is not None,
+                             head_copy=whole.sha256 if packed else None, how=how,
+                             config=config or {}, recipe=recipe or {}, message=message or "", created_at=utcnow())
             s.add(row)
             s.flush()  # the unique constraint on number fires here if another commit took it
             if learn_run is not None:
@@ -227,10 +236,27 @@ class Registry(reader.Queries):
                 s.add(_learn_run_row(s, learn_run, parent_row, row, delta))
             _add_scores(s, row, scores)
             refs.move(s, ref, expected_id, row.id, action=how, reason=message)
+            _drop_whole_copies(s, [expected_id])
             s.flush()
             return reader.version_by_id(_db(s), row.id)
 
         return self._write(tx)
+
+    def _pack_against(self, parent: Optional[str], parent_weights, weights_dir, weight_hash: str) -> Optional[FolderManifest]:
+        """The new weights packed against the parent's (stored as blobs), checked both ways."""
+        from registry.pack import write_pack
+
+        if parent is None:
+            raise invalid("parent_weights was given for a version without a parent; drop it")
+        expected = self.resolve(parent).weight_hash
+        with tempfile.TemporaryDirectory(prefix=".retain-pack-", dir=_local_dir(weights_dir)) as tmp:
+            report = write_pack(parent_weights, weights_dir, Path(tmp) / "pack")
+            if report.reference_hash != expected:
+                raise invalid(f"parent_weights {parent_weights} hash to {report.reference_hash}, not {parent}'s {expected}; "
+                              f"pass {parent}'s checked-out weights")
+            if report.target_hash != weight_hash:
+                raise invalid(f"{weights_dir} changed while it was being committed; commit it again")
+            return self.store.put_folder(folder_listing(report.dest))
 
     def record_scores(self, version: str, scores: Sequence[NewScore]) -> None:
         for sc in scores:
@@ -247,7 +273,10 @@ class Registry(reader.Queries):
         `version` must be an ancestor of the ref's head or a version the ref pointed at before (an
         undo of a move, such as a second base import); anything else, a version of another lineage,
         is refused naming the choices unless `force`.
+        A version kept only as a pack gets its whole weights back first (refs' heads are cached
+        whole), and the version the ref leaves drops its whole copy if it has a pack.
         """
+        whole = self._whole_copy(version)
 
         def tx(s: Session) -> Optional[RefLogEntry]:
             current = refs.lock_head(s, ref)
@@ -258,11 +287,26 @@ class Registry(reader.Queries):
                 return None
             if not force:
                 _check_rollback_target(s, ref, current, target)
+            if target.packed and target.head_copy is None:
+                _add_folder(s, whole)
+                target.head_copy = whole.sha256
             refs.move(s, ref, current, target.id, action="rollback", reason=reason or "")
+            _drop_whole_copies(s, [current])
             s.flush()
             return reader.log(_db(s), ref, limit=1)[0]
 
         return self._write(tx)
+
+    def _whole_copy(self, version: str) -> Optional[FolderManifest]:
+        """Store a packed version's whole weights as blobs (None if it has them already)."""
+        with db.read_session(self.engine) as s:
+            row = _resolve_row(s, version)
+            if not row.packed or row.head_copy is not None:
+                return None
+        with tempfile.TemporaryDirectory(prefix="retain-head-") as tmp:
+            dest = self.checkout(version, Path(tmp) / "weights")
+            _, files = _validated_weights(dest)
+            return self.store.put_folder(files)
 
     def ensure_skill(self, name: str, instructions: Sequence[str] = ()) -> Skill:
         from registry.checkpoint import check_plain_name
@@ -357,14 +401,45 @@ class Registry(reader.Queries):
 
     # ------------------------------------------------------------------------------ weights out
 
-    def checkout(self, version: str, dest_dir: str | os.PathLike) -> Path:
-        """Write the version's safetensors to `dest_dir` (new or empty), checked against its weight hash."""
+    def checkout(self, version: str, dest_dir: str | os.PathLike, *, use_head_copy: bool = True) -> Path:
+        """Write the version's safetensors to `dest_dir` (new or empty), checked against its weight hash.
+
+        A ref's head (and any version stored whole) is one read of its blobs; a packed version no
+        ref points at is rebuilt from the nearest ancestor stored whole, one pack at a time
+        (`use_head_copy=False` rebuilds heads that way too, as `verify` does).
+        """
         from registry.checkpoint import open_checkpoint, weight_hash
+        from registry.pack import unpack
 
         with db.read_session(self.engine) as s:
             row = _resolve_row(s, version)
-            name, expected, manifest = f"v{row.number}", row.weight_hash, _manifest(s, row.weights)
-        dest = self.store.get_folder(manifest, _fresh_dest(dest_dir))
+            name, expected = f"v{row.number}", row.weight_hash
+            packs: list[FolderManifest] = []  # newest first
+            while row.packed and not (use_head_copy and row.head_copy):
+                if row.parent_id is None:
+                    raise corrupt(f"v{row.number} is stored as a pack but has no parent; run `retain verify`")
+                packs.append(_manifest(s, row.weights))
+                row = s.get(VersionRow, row.parent_id)
+                use_head_copy = True  # an ancestor's head copy is as good as its packs
+            manifest = _manifest(s, row.head_copy if row.packed else row.weights)
+        dest = _fresh_dest(dest_dir)
+        if not packs:
+            dest = self.store.get_folder(manifest, dest)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.rebuild-", dir=_local_dir(dest)))
+            try:
+                current = work / "base"
+                self._materialise(manifest, current)
+                for i, pack in enumerate(reversed(packs)):
+                    pack_dir = work / f"pack{i}"
+                    self._materialise(pack, pack_dir)
+                    last = i == len(packs) - 1
+                    nxt = dest if last else work / f"step{i}"
+                    unpack(current, pack_dir, nxt)
+                    current = nxt
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         with open_checkpoint(dest) as ck:
             got = weight_hash(ck)
         if got != expected:
@@ -429,7 +504,8 @@ class Registry(reader.Queries):
         report = VerifyReport()
         with db.read_session(self.engine) as s:
             shas = list(s.execute(select(Blob.sha256).order_by(Blob.sha256)).scalars())
-            versions = [(r.number, r.weight_hash, _manifest(s, r.weights))
+            versions = [(r.number, r.weight_hash, _manifest(s, r.head_copy) if r.packed and r.head_copy else None,
+                         None if r.packed else _manifest(s, r.weights))
                         for r in s.execute(select(VersionRow).order_by(VersionRow.number)).scalars()]
             references = [(r.id, _manifest(s, r.folder))
                           for r in s.execute(select(DemoSetRow).where(DemoSetRow.format == demo_refs.FORMAT).order_by(DemoSetRow.id)).scalars()]
@@ -441,8 +517,16 @@ class Registry(reader.Queries):
                 bad.add(sha)
                 report.problems.append(problem)
         with tempfile.TemporaryDirectory(prefix="retain-verify-") as tmp:
-            for number, expected, manifest in versions:
+            for number, expected, head_copy, manifest in versions:
                 report.versions_checked += 1
+                if manifest is None:  # a pack: rebuilding it checks the pack and its ancestors, then its head copy
+                    try:
+                        shutil.rmtree(self.checkout(f"v{number}", Path(tmp) / f"v{number}", use_head_copy=False))
+                    except RegistryError as e:
+                        report.problems.append(f"v{number}: {e}")
+                    if head_copy is None:
+                        continue
+                    manifest = head_copy
                 broken = [sha for sha, _ in manifest.files.values() if sha in bad or sha not in known]
                 if broken:
                     report.problems.append(f"v{number}: weights need damaged or unknown blob(s) {', '.join(sorted(broken))}")
@@ -491,6 +575,7 @@ class Registry(reader.Queries):
         def tx(s: Session) -> list[str]:
             cutoff = _from_ts(cutoff_ts)
             used = set(s.execute(select(VersionRow.weights)).scalars())
+            used |= set(s.execute(select(VersionRow.head_copy).where(VersionRow.head_copy.is_not(None))).scalars())
             used |= set(s.execute(select(LearnRunRow.delta).where(LearnRunRow.delta.is_not(None))).scalars())
             used |= set(s.execute(select(DemoSetRow.folder)).scalars())
             for f in s.execute(select(Folder)).scalars():
@@ -686,6 +771,23 @@ def _validated_weights(weights_dir: str | os.PathLike) -> tuple[str, dict[str, P
     idx = Path(weights_dir) / INDEX_NAME if (Path(weights_dir) / INDEX_NAME).exists() else index[0]
     out[INDEX_NAME] = idx
     return h, out
+
+
+def _drop_whole_copies(s: Session, version_ids: Sequence[Optional[int]]) -> None:
+    """Versions no ref points at any more keep only their pack (their whole copy is for `gc`)."""
+    from registry.models import RefRow
+
+    for vid in version_ids:
+        if vid is None:
+            continue
+        row = s.get(VersionRow, vid)
+        if row.head_copy is not None and s.execute(select(RefRow.name).where(RefRow.version_id == vid)).first() is None:
+            row.head_copy = None
+
+
+def _local_dir(path: str | os.PathLike) -> Path:
+    """The folder beside `path`, for scratch files on the same disk."""
+    return Path(path).absolute().parent
 
 
 def _fresh_dest(dest_dir: str | os.PathLike) -> Path:

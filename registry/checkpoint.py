@@ -89,7 +89,10 @@ class Checkpoint:
 
     def close(self) -> None:
         for m in self._maps.values():
-            m.close()
+            try:
+                m.close()
+            except BufferError:  # a view still lives (say, in an error's traceback): the map closes with it
+                pass
         for f in self._handles:
             f.close()
         self._maps.clear()

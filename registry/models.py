@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from registry.records import MODE_MAX
@@ -84,7 +85,11 @@ class VersionRow(Base):
     number: Mapped[int] = mapped_column(Integer, unique=True)
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("versions.id"), nullable=True)
     weight_hash: Mapped[str] = mapped_column(String(80))
+    # The stored weights: whole, or (packed) a pack against the parent's weights (registry/pack.py),
+    # whose whole weights head_copy keeps while a ref points here (migration 0006).
     weights: Mapped[str] = mapped_column(String(SHA), ForeignKey("folders.sha256"))
+    packed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    head_copy: Mapped[Optional[str]] = mapped_column(String(SHA), nullable=True)  # a folders.sha256; no FK (see 0006)
     how: Mapped[str] = mapped_column(String(32))
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -145,7 +150,7 @@ class RefLogRow(Base):
 
 
 class CounterRow(Base):
-    """A named counter; "versions" holds the next version number (migration 0005). Taken by
+    """A named counter; "versions" holds the next version number (migration 0006). Taken by
     UPDATE ... RETURNING, whose row lock makes concurrent commits draw distinct numbers."""
 
     __tablename__ = "counters"

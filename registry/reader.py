@@ -32,7 +32,7 @@ from registry.records import (
 # The newest migration. Queries run without Alembic when the database is already here; anything
 # else goes through Registry.open, which upgrades. tests/test_registry_migrations.py checks this
 # equals Alembic's head (registry.db re-exports it).
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 LEAN_POSTGRES_SCHEME = "postgresql+psycopg"
 SQLITE_BUSY_S = 30.0  # as registry.db: a reader waits out a writer's checkpoint, never fails at once
 _MAX_INT = 2**31 - 1  # versions.number is a 32-bit integer; a bigger "v<N>" cannot exist

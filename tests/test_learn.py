@@ -77,12 +77,13 @@ def test_scores_cover_id_every_ood_family_and_the_generalist_suite(chain):
 
 def test_stored_delta_rebuilds_the_finetune_and_the_merge_rebuilds_the_version(chain, tmp_path):
     reg, plates, _, _ = chain
-    from retain.delta import apply_delta
+    from retain.delta import recorded_finetuned
     from retain.merge import merge_checkpoints
 
     run = reg.learn_run_for("v1")
     parent = reg.checkout("v0", tmp_path / "v0")
-    ft = apply_delta(parent, reg.fetch_delta(run.id, tmp_path / "delta"), tmp_path / "ft")
+    ft, ft_hash = recorded_finetuned(reg, run, parent, tmp_path / "rec")
+    assert _hash(ft) == ft_hash
     merge_checkpoints(parent, [ft], [run.alpha], "builtin", tmp_path / "merged", progress=False)
     assert _hash(tmp_path / "merged") == plates.version.weight_hash
     assert reg.verify().ok
