@@ -150,7 +150,7 @@ class RefLogRow(Base):
 
 
 class CounterRow(Base):
-    """A named counter; "versions" holds the next version number (migration 0006). Taken by
+    """A named counter; "versions" holds the next version number (migration 0005). Taken by
     UPDATE ... RETURNING, whose row lock makes concurrent commits draw distinct numbers."""
 
     __tablename__ = "counters"
