@@ -316,6 +316,7 @@ def recorded_finetuned(registry, run, parent_dir: str | os.PathLike, work: str |
     from registry import pack
 
     work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
     stored = registry.fetch_delta(run.id, work / "delta")
     with open_checkpoint(stored) as d:
         fmt = d.metadata.get("format")
