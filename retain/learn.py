@@ -37,9 +37,9 @@ from registry.errors import invalid, not_found
 from registry.records import Version
 from retain.finetune import RECIPE_VERSION, policy_of
 from retain.learn_demos import Demos, check_builtin, check_demos_store, demos_reference, expected_shapes, load_demos
-from retain.learn_options import LearnOptions
+from retain.learn_options import LearnOptions, mark_finetune_cmd
 from retain.learn_scoring import ScoreRow, ood_families, sim_skills
-from retain.learn_step import Say, StageTimer, commit_step, run_step, say_nothing, say_on_stderr
+from retain.learn_step import Say, StageTimer, commit_step, run_step, say_nothing, say_on_stderr, store_finetune
 from retain.provenance import code_version, runtime
 
 
@@ -91,7 +91,6 @@ def learn(
         RegistryError: bad input (one line naming the fix), or CONFLICT if the ref moved meanwhile.
     """
     from registry.checkpoint import check_plain_name
-    from retain.delta import write_delta
 
     opts = opts or LearnOptions()
     say = say or (say_on_stderr if progress else say_nothing)
@@ -104,11 +103,15 @@ def learn(
         from retain.external_eval import command_for
 
         command_for(opts.eval_cmd, "x")  # a template without {checkpoint} fails before any work
+    if finetuned is not None and opts.finetune_cmd:
+        raise invalid("--finetuned takes weights finetuned already and --finetune-cmd runs your trainer; pass one of them")
     if finetuned is not None and opts.finetune.rehearse:
         raise invalid("--rehearse shapes the finetune, and --finetuned weights were finetuned elsewhere; drop one of them")
     if finetuned is not None and not Path(finetuned).exists():
         raise not_found(f"--finetuned {finetuned} does not exist; pass a safetensors file or folder")
-    if finetuned is None:
+    # demos checked against the built-in policy: for its own finetune, or rendered for it by the simulator
+    own_policy = finetuned is None and (opts.finetune_cmd is None or demos is None)
+    if own_policy:
         adapter, policy_config = policy_of(head.config)
         if opts.finetune.lr_scale:  # against the head's tensor names now, not after the demos are collected
             from retain.train import check_lr_scale, parse_lr_scale
@@ -127,12 +130,12 @@ def learn(
         if finetuned is None or demos is not None:  # outside weights may come without their demos
             with timer("demos"):
                 d = load_demos(task, demos, work, episodes=opts.demo_episodes, seed=opts.demo_seed, say=say,
-                               expect=expected_shapes(adapter, policy_config) if finetuned is None else None)
+                               expect=expected_shapes(adapter, policy_config) if own_policy else None)
         step = run_step(registry, head, task, d.frames if d else None, opts, work / "step", finetuned_source=Path(finetuned) if finetuned else None,
-                        progress=progress, say=say)
+                        progress=progress, say=say, demos_ref=demos if demos is not None else (str(d.folder) if d else None))
         with timer("delta"):
-            delta = write_delta(work / "step" / "parent", step.finetuned, work / "delta")
-        recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.finetuned_hash if finetuned else None,
+            delta = store_finetune(step, work / "delta")
+        recipe = learn_recipe(task, opts, d, head, finetuned=finetuned, finetuned_hash=delta.target_hash if finetuned else None,
                               rehearsed=step.rehearsed)
         reference = demos_reference(d, demos, demos_store) if d is not None else None
         if reference:
@@ -148,7 +151,8 @@ def learn(
             timings["total"] = round(time.perf_counter() - t0, 3)
             version = commit_step(registry, step, parent=head, skill=task, how="learn", ref=ref, expected_head=head.name,
                                   recipe=recipe, delta_dir=work / "delta", demo_set_id=demo_set.id if demo_set else None,
-                                  timings=timings, message=f"learn {task} (alpha {step.alpha}, {opts.finetune.mode})")
+                                  timings=timings, message=f"learn {task} (alpha {step.alpha}, {recipe['mode']})",
+                                  parent_dir=work / "step" / "parent")
     held_out = [f for f in ood_families() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
     return LearnResult(version, head.name, task, step.alpha.to_json(), opts.val_family, held_out, step.sweep, step.scores,
                        step.finetuned_scores, demo_set.id if demo_set else None, timings,
@@ -182,4 +186,6 @@ def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: 
         recipe.update({"mode": "external", "finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
         for k in ("mix", "rehearse", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes"):
             recipe.pop(k)
+    if opts.finetune_cmd:
+        mark_finetune_cmd(recipe)
     return recipe

@@ -22,6 +22,8 @@ from retain.select import DEFAULT_GRID, STRATEGIES, check_grid
 
 DEFAULT_VALIDATION = "ood:position"
 AUTO = "auto"
+FINETUNE_CMD_MODE = "finetune-cmd"  # the recorded mode of a finetune run by the user's own command
+OMITTED_WHEN_UNSET = ("finetune_cmd", "finetune_timeout")  # recorded only when used: older recipes keep their bytes
 
 # The recorded order of the flat recipe: a recipe's bytes are kept, so this order is too. Finetune
 # fields not named here (added later) follow at the end.
@@ -30,6 +32,15 @@ RECORD_ORDER = (
     "batch_size", "seed", "threads", "nproc", "pretrain_episodes", "demo_episodes", "demo_seed", "episodes", "eval_seed",
     "compare_finetuned", "eval_cmd", "preset",
 )
+
+
+def mark_finetune_cmd(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A flat recipe of a --finetune-cmd run: its mode says so, and the built-in finetune's options,
+    which the user's trainer never saw, are left out (the seed stays: the command gets it)."""
+    recipe["mode"] = FINETUNE_CMD_MODE
+    for k in ("mix", "rehearse", "steps", "lr", "lr_scale", "batch_size", "threads", "nproc", "pretrain_episodes"):
+        recipe.pop(k, None)
+    return recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +70,12 @@ class LearnOptions:
     """Score candidates with the user's evaluator ('CMD {checkpoint}' printing JSON) instead of the simulator."""
     preset: Optional[str] = None
     """Partition preset (default: the policy's own)."""
+    finetune_cmd: Optional[str] = None
+    """Your own trainer instead of the built-in finetune: a shell command using {parent} (the head's
+    weights + config.json), {demos} (the dataset's path or URL), {out} (where it leaves the
+    finetuned safetensors) and {seed} (the finetune's seed); see retain.trainer_cmd."""
+    finetune_timeout: Optional[float] = None
+    """Seconds --finetune-cmd may run before it is stopped (None: no limit)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha_grid", check_grid(self.alpha_grid))
@@ -72,6 +89,15 @@ class LearnOptions:
             raise invalid(f"--demo-episodes must be at least 1, got {self.demo_episodes}")
         if self.validation_family is not None and self.eval_cmd is None and not self.validation_family.startswith("ood:"):
             raise invalid(f"validation family {self.validation_family!r} is not an OOD family; use e.g. ood:position")
+        if self.finetune_cmd is not None:
+            from retain.trainer_cmd import check_template
+
+            check_template(self.finetune_cmd)
+            if self.finetune.mode != "task-ft" or self.finetune.rehearse:
+                raise invalid("--mode co-ft, --mix and --rehearse shape the built-in finetune; with --finetune-cmd your "
+                              "trainer decides what it trains on: drop them")
+        if self.finetune_timeout is not None and not self.finetune_timeout > 0:
+            raise invalid(f"--finetune-timeout must be a positive number of seconds, got {self.finetune_timeout}")
 
     @property
     def auto(self) -> bool:
@@ -96,6 +122,9 @@ class LearnOptions:
         flat = {**self.finetune.to_dict(), **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "finetune"}}
         flat.update(alpha=AUTO if self.auto else str(self.alpha), alpha_grid=list(self.alpha_grid),
                     validation_family=self.val_family)
+        for k in OMITTED_WHEN_UNSET:
+            if flat[k] is None:
+                del flat[k]
         return {**{k: flat[k] for k in RECORD_ORDER}, **{k: v for k, v in flat.items() if k not in RECORD_ORDER}}
 
     @classmethod
@@ -104,7 +133,7 @@ class LearnOptions:
         known = {f.name for f in dataclasses.fields(FinetuneRecipe)} | {f.name for f in dataclasses.fields(cls)} - {"finetune"}
         base = {k: v for k, v in recipe.items() if k in known}
         base.setdefault("lr_scale", "")  # recorded before the option existed: one rate for every weight
-        if base.get("mode") == "external":  # weights finetuned elsewhere: no finetune options apply
+        if base.get("mode") in ("external", FINETUNE_CMD_MODE):  # finetuned outside retain: no built-in finetune options apply
             base["mode"] = "task-ft"
         base.update({k: v for k, v in changes.items() if v is not None})
         if "alpha_grid" in base:

@@ -47,6 +47,7 @@ class StepOutcome:
     parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # the parent on the new skill + generalist
     parent_new_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # those the parent had not recorded yet
     rehearsed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the earlier demo sets the finetune mixed in
+    trainer: Any = None  # retain.trainer_cmd.TrainerRun when the user's --finetune-cmd finetuned
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -239,13 +240,13 @@ def sweep_record(selection: Optional[Selection], rows: dict[str, ScoreRow], fami
 def run_step(
     registry, parent: Version, skill: str, frames: Any, opts: LearnOptions, work: Path, *,
     finetuned_source: Optional[Path] = None, alpha_override: Optional[Alpha] = None, score: bool = True,
-    progress: bool = False, say: Say = say_nothing, parent_dir: Optional[Path] = None,
+    progress: bool = False, say: Say = say_nothing, parent_dir: Optional[Path] = None, demos_ref: Optional[str] = None,
 ) -> StepOutcome:
     """Finetune (or take `finetuned_source`), choose alpha, merge, evaluate: everything but the commit.
 
     `alpha_override` skips the search; `score=False` skips the evaluations (replay's
     verification only needs the bytes); `parent_dir` is the parent's weights when the caller has
-    already checked them out.
+    already checked them out; `demos_ref` is the dataset's path or URL for --finetune-cmd's {demos}.
     """
     timer = StageTimer()
     bars = progress  # a bar on a terminal, a line every few seconds in a log (retain.progress)
@@ -258,12 +259,12 @@ def run_step(
         if score or (alpha_override is None and opts.auto):
             scorer.start()  # the evaluation workers import torch while this process finetunes
         return _run_step(registry, parent, skill, frames, opts, work, scorer, timer, parent_dir, finetuned_source,
-                         alpha_override, score, bars, say)
+                         alpha_override, score, bars, say, demos_ref)
 
 
 def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOptions, work: Path, scorer: Scorer,
               timer: StageTimer, parent_dir: Path, finetuned_source: Optional[Path], alpha_override: Optional[Alpha], score: bool,
-              bars: bool, say: Say) -> StepOutcome:
+              bars: bool, say: Say, demos_ref: Optional[str] = None) -> StepOutcome:
     from retain.finetune import finetune
     from retain.partitions import get_partition_map
 
@@ -272,9 +273,13 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
         raise invalid(f"{parent.name} records no policy, so its partition is unknown; pass --preset (e.g. openpi-pi0)")
     partition = get_partition_map(preset)
     rehearsed: list[dict[str, Any]] = []
+    trainer = None
     if finetuned_source is not None:
         check_same_layout(parent_dir, finetuned_source, parent.name)
         ft_dir = finetuned_source
+    elif opts.finetune_cmd is not None:
+        with timer("finetune"):
+            trainer, ft_dir = run_finetune_cmd(parent, parent_dir, demos_ref, opts, work, say)
     else:
         recipe = opts.finetune
         mix = rehearsal = None
@@ -316,7 +321,48 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
         if ft_scores:
             sweep.append({"alpha": 1.0, "role": "finetuned", "scores": {r.split: r.brief() for r in ft_scores}})
     return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_rows, parent_new,
-                       rehearsed)
+                       rehearsed, trainer)
+
+
+def store_finetune(step: StepOutcome, dest: Path):
+    """The step's finetune as a pack against its merge (registry/pack.py): modalities merged at
+    alpha 1 cost nothing. Returns the PackReport (its target_hash is the finetune's weight hash)."""
+    from registry.pack import write_pack
+
+    return write_pack(step.merged, step.finetuned, dest)
+
+
+def run_finetune_cmd(parent: Version, parent_dir: Path, demos_ref: Optional[str], opts: LearnOptions, work: Path, say: Say):
+    """The user's trainer on the parent's weights (+ config.json): (TrainerRun, its finetuned folder)."""
+    import json
+
+    from retain.trainer_cmd import run_trainer
+
+    config = parent_dir / "config.json"
+    if not config.exists():  # what `retain export` writes: the policy's config, and where it came from
+        config.write_text(json.dumps({**(parent.config or {}), "retain": {"version": parent.name, "weight_hash": parent.weight_hash}},
+                                     indent=2, sort_keys=True) + "\n")
+    out, log = work / "finetuned-cmd", work / TRAINER_LOG
+    say(f"finetuning {parent.name} with --finetune-cmd (seed {opts.finetune.seed}; log {log})")
+    run = run_trainer(opts.finetune_cmd, parent=parent_dir, demos=demos_ref, out=out, seed=opts.finetune.seed, log=log,
+                      timeout_s=opts.finetune_timeout)
+    say(f"--finetune-cmd finished in {run.wall_s:.1f} s")
+    check_same_layout(parent_dir, out, parent.name)
+    return run, out
+
+
+TRAINER_LOG = "finetune-cmd.log"
+
+
+def trainer_record(run, dest_folder: Path) -> dict[str, Any]:
+    """What a recipe keeps of a --finetune-cmd run. Its log tail is written into `dest_folder`
+    (stored with the finetune's pack, so content-addressed: the recorded sha256 names the blob)."""
+    import hashlib
+
+    tail = (run.log_tail + "\n").encode()
+    (dest_folder / TRAINER_LOG).write_bytes(tail)
+    return {"exit_status": run.exit_status, "wall_s": run.wall_s, "log_tail": f"sha256:{hashlib.sha256(tail).hexdigest()}",
+            "log_file": TRAINER_LOG}
 
 
 def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> tuple[list[Job], dict[Job, ScoreRow]]:
@@ -380,14 +426,20 @@ def _score_step(registry, parent: Version, parent_dir: Path, skill: str, opts: L
 
 def commit_step(registry, step: StepOutcome, *, parent: Version, skill: str, how: str, ref: str, expected_head: Optional[str],
                 recipe: dict[str, Any], delta_dir: Path, demo_set_id: Optional[int], timings: dict[str, float],
-                message: str) -> Version:
+                message: str, parent_dir: Optional[Path] = None) -> Version:
     """Commit a step as ONE version on `ref` (compare-and-swap against `expected_head`) with its
-    learn run and scores; then record the parent's new scores."""
+    learn run and scores; then record the parent's new scores.
+
+    `delta_dir` holds the finetune (`store_finetune`); with `parent_dir` (the parent's weights)
+    the version is stored as a pack against them, whole only while it is a ref's head.
+    """
+    if step.trainer is not None:
+        recipe = {**recipe, "finetune_cmd_run": trainer_record(step.trainer, delta_dir)}
     run = NewLearnRun(skill=skill, demo_set_id=demo_set_id, recipe=recipe, delta_dir=str(delta_dir), alpha=step.alpha.to_json(),
                       sweep=step.sweep, timings=timings)
     version = registry.commit_version(
         step.merged, parent=parent.name, how=how, ref=ref, expected_head=expected_head, config=parent.config, recipe=recipe,
-        learn_run=run, scores=[r.to_new_score() for r in step.scores], message=message,
+        learn_run=run, scores=[r.to_new_score() for r in step.scores], message=message, parent_weights=parent_dir,
     )
     if step.parent_new_scores:  # after the commit: an interrupted step must leave the registry as it was
         registry.record_scores(parent.name, [r.to_new_score() for r in step.parent_new_scores])

@@ -32,7 +32,7 @@ import numpy as np
 from registry.errors import RegistryError, already_exists, invalid, invalid_state, not_found
 from registry.records import LearnRun, Version
 from retain.alphas import Alpha, as_alpha
-from retain.learn_options import LearnOptions
+from retain.learn_options import LearnOptions, mark_finetune_cmd
 from retain.learn_scoring import ScoreRow, stored_rows
 from retain.learn_step import (
     Say,
@@ -43,6 +43,7 @@ from retain.learn_step import (
     say_nothing,
     say_on_stderr,
     stored_demo_frames,
+    store_finetune,
 )
 from retain.provenance import code_version, runtime, runtime_changes
 
@@ -75,7 +76,7 @@ class StepCheck:
     skill: str
     recorded: str  # the recorded version
     parent: str
-    finetune: str  # "reproduced" | "differs" | "rebuilt-from-delta"
+    finetune: str  # "reproduced" | "differs" | "drift-accepted" (a --finetune-cmd trainer, --accept-drift) | "rebuilt-from-delta"
     finetuned_hash: str
     recorded_finetuned_hash: str
     finetune_diff: Optional[WeightDiff]
@@ -90,7 +91,12 @@ class StepCheck:
 
     @property
     def reproduced(self) -> bool:
-        return self.merge_hash == self.recorded_hash and self.finetune != "differs"
+        return self.merge_hash == self.recorded_hash and self.finetune in ("reproduced", "rebuilt-from-delta")
+
+    @property
+    def ok(self) -> bool:
+        """Reproduced, or drifted only because the user's trainer is not bit-reproducible and that was accepted."""
+        return self.reproduced or self.finetune == "drift-accepted"
 
     @property
     def code_note(self) -> str:
@@ -126,6 +132,11 @@ class ReplayResult:
     @property
     def reproduced(self) -> bool:
         return not self.changed and all(c.reproduced for c in self.checks)
+
+    @property
+    def ok(self) -> bool:
+        """Every step reproduced, or drifted only where --accept-drift allowed it."""
+        return not self.changed and all(c.ok for c in self.checks)
 
 
 # ---------------------------------------------------------------------------------------- the chain
@@ -182,7 +193,7 @@ def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str], rehearse:
 def replay(
     registry, tasks: Sequence[str], *, start: Optional[str] = None, branch: Optional[str] = None, alpha: Optional[str] = None,
     mode: Optional[str] = None, rehearse: Optional[float] = None, of: Optional[str] = None, progress: bool = False,
-    say: Optional[Say] = None, work_dir: Optional[str] = None,
+    say: Optional[Say] = None, work_dir: Optional[str] = None, accept_drift: bool = False,
 ) -> ReplayResult:
     """Replay the recorded chain `tasks` (see the module docstring).
 
@@ -194,6 +205,8 @@ def replay(
         rehearse: the share of each finetune batch from earlier skills' stored demos, or None (the
             recorded share); a step with no earlier skill on its new parent's history gets none.
         of: the version that learned the chain's last task (default: its latest `learn`).
+        accept_drift: a step finetuned by the user's --finetune-cmd that does not reproduce its
+            recorded finetune bit for bit is reported and the replay goes on (otherwise it stops there).
     """
     from retain.alphas import parse_alpha
     from retain.finetune import MODES
@@ -235,7 +248,7 @@ def replay(
         if not changes:
             say(f"replaying {' -> '.join(tasks)} from {first.name} with the recorded recipes (verifying the weight hashes)")
             try:
-                checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say) for i, s in enumerate(chain)]
+                checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say, accept_drift) for i, s in enumerate(chain)]
             except RegistryError as e:
                 raise RegistryError(f"{e}{_code_hint(chain)}", e.code) from None
             return ReplayResult(list(tasks), first.name, False, {}, checks, None, [])
@@ -296,17 +309,13 @@ def _demo_frames(registry, run: LearnRun, work: Path, parent: Version):
 
 
 def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> tuple[Path, str]:
-    """The recorded finetuned weights, rebuilt bit for bit from the parent and the stored delta."""
-    from registry.checkpoint import open_checkpoint
-    from retain.delta import apply_delta
+    """The recorded finetuned weights, rebuilt bit for bit (retain.delta.recorded_finetuned)."""
+    from retain.delta import recorded_finetuned
 
-    delta = registry.fetch_delta(run.id, work / "delta")
-    with open_checkpoint(delta) as d:
-        ft_hash = d.metadata.get("finetuned_hash", "")
-    return apply_delta(parent_dir, delta, work / "recorded-finetuned"), ft_hash
+    return recorded_finetuned(registry, run, parent_dir, work)
 
 
-def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say: Say) -> StepCheck:
+def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say: Say, accept_drift: bool = False) -> StepCheck:
     from registry.checkpoint import open_checkpoint, weight_hash
 
     t0 = time.perf_counter()
@@ -314,17 +323,27 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     opts = LearnOptions.from_recipe(s.run.recipe)
     external = _external(s.run)
     frames = None if external else _demo_frames(registry, s.run, work, s.parent)
+    demos_ref = str(work / "demos") if frames is not None else None
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
     say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {as_alpha(s.run.alpha)})")
     out = run_step(registry, s.parent, s.skill, frames, opts, work / "run", finetuned_source=recorded_ft if external else None,
-                   alpha_override=as_alpha(s.run.alpha), score=False, progress=progress, say=say, parent_dir=parent_dir)
+                   alpha_override=as_alpha(s.run.alpha), score=False, progress=progress, say=say, parent_dir=parent_dir,
+                   demos_ref=demos_ref)
     with open_checkpoint(out.finetuned) as c:
         ft_hash = weight_hash(c)
     with open_checkpoint(out.merged) as c:
         merged_hash = weight_hash(c)
     ft_state = "rebuilt-from-delta" if external else ("reproduced" if ft_hash == recorded_ft_hash else "differs")
     ft_diff = weight_diff(out.finetuned, recorded_ft) if ft_state == "differs" else None
+    if ft_state == "differs" and opts.finetune_cmd:
+        if not accept_drift:
+            raise invalid_state(f"step {i + 1}: your trainer (--finetune-cmd) is not bit-reproducible: run again on {s.parent.name} "
+                                f"with the recorded demos and seed it finetuned to {ft_hash[:19]}..., not the recorded "
+                                f"{recorded_ft_hash[:19]}... ({ft_diff.text()}); the registry is fine. Pass --accept-drift "
+                                "to go on and report the drift")
+        say(f"step {i + 1}: your trainer drifted from the record ({ft_diff.text()}); going on (--accept-drift)")
+        ft_state = "drift-accepted"
     merge_diff = None
     if merged_hash != s.version.weight_hash:
         merge_diff = weight_diff(out.merged, registry.checkout(s.version.name, work / "recorded-merged"))
@@ -345,8 +364,6 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
              rehearse: Optional[float], changes: dict[str, Any], work: Path, progress: bool, say: Say,
              out: list[ReplayedStep]) -> None:
     """Commit the changed chain step by step onto `branch`, appending each step to `out`."""
-    from retain.delta import write_delta
-
     parent = start
     for i, s in enumerate(chain):
         step_work = work / f"step{i}"
@@ -364,22 +381,26 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining
             source, _ = _stored_finetuned(registry, s.run, parent_dir, step_work)
         frames = None if source is not None else _demo_frames(registry, s.run, step_work, parent)
+        demos_ref = str(step_work / "demos") if frames is not None else None
         say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
         t0 = time.perf_counter()
         fixed = _replayed_alpha(s.run, alpha, opts)
         step = run_step(registry, parent, s.skill, frames, opts, step_work / "run", finetuned_source=source,
-                        alpha_override=fixed, progress=progress, say=say, parent_dir=parent_dir)
-        write_delta(parent_dir, step.finetuned, step_work / "newdelta")
+                        alpha_override=fixed, progress=progress, say=say, parent_dir=parent_dir, demos_ref=demos_ref)
+        store_finetune(step, step_work / "newdelta")
         # a finetune run again rehearses what the new parent's history holds; a reused one, what it did
         kept = {k: v for k, v in s.run.recipe.items() if k != "rehearsed" or source is not None}
         recipe = {**kept, **({} if external else opts.record()), "alpha": "auto" if fixed is None else str(fixed), "parent": parent.name,
                   "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(), "runtime": runtime(),
                   **({"rehearsed": step.rehearsed} if step.rehearsed else {})}
+        if opts.finetune_cmd:
+            mark_finetune_cmd(recipe)
         timings = {**step.timings, "total": round(time.perf_counter() - t0, 3)}
         new = commit_step(registry, step, parent=parent, skill=s.skill, how="replay", ref=branch,
                           expected_head=out[-1].new.name if out else None, recipe=recipe, delta_dir=step_work / "newdelta",
                           demo_set_id=s.run.demo_set_id, timings=timings,
-                          message=f"replay {s.skill} of {s.version.name} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
+                          message=f"replay {s.skill} of {s.version.name} ({', '.join(f'{k}={v}' for k, v in changes.items())})",
+                          parent_dir=parent_dir)
         out.append(ReplayedStep(s.skill, s.version, new, step.alpha.to_json(), s.run.alpha, stored_rows(registry, s.version.name),
                                 step.scores))
         parent = new
@@ -420,7 +441,7 @@ def weight_diff(a: Path, b: Path) -> WeightDiff:
 def ensure_reproduced(result: ReplayResult) -> None:
     """Raise INVALID_STATE naming the first step that did not reproduce (for scripts and the CLI)."""
     for c in result.checks:
-        if not c.reproduced:
+        if not c.ok:
             what = c.finetune_diff.text() if c.finetune == "differs" and c.finetune_diff else (c.merge_diff.text() if c.merge_diff else "hash differs")
             stage = "finetune" if c.finetune == "differs" else "merge"
             raise invalid_state(f"replay of {c.skill} did not reproduce {c.recorded}: the {stage} differs ({what}){c.code_note}")

@@ -165,13 +165,18 @@ def _learn_json(res) -> dict:
 @click.option("--demo-episodes", type=int, default=None, help=f"Built-in demos: expert episodes to collect (default {_DEFAULTS.demo_episodes}).")
 @click.option("--no-compare", is_flag=True, help="Do not score the plain finetune beside the merge.")
 @click.option("--finetuned", default=None, help="Weights finetuned elsewhere from the head: skips the finetune.")
+@click.option("--finetune-cmd", default=None,
+              help="Your trainer instead of the built-in finetune: a shell command using {parent} (the head's weights "
+                   "+ config.json), {demos} (the dataset), {out} (leave the finetuned safetensors there), {seed}.")
+@click.option("--finetune-timeout", type=float, default=None, help="Seconds --finetune-cmd may run before it is stopped.")
 @click.option("--preset", default=None, help="Partition preset for --finetuned weights (e.g. openpi-pi0, lerobot-smolvla).")
 @click.option("--eval-cmd", default=None, help="Score candidates with your evaluator: 'CMD {checkpoint}' printing JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
 def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
-              seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, preset, eval_cmd, quiet, as_json) -> None:
+              seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, finetune_cmd, finetune_timeout, preset, eval_cmd,
+              quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
     \b
@@ -181,6 +186,8 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
       retain learn whiteboard --rehearse 0.2    (keep rehearsing the skills learned before)
       retain learn my-skill --demos s3://bucket/demos --alpha language=0.5,vision=1,action=1
       retain learn pick --finetuned ./ft --preset openpi-pi0 --eval-cmd 'python eval.py {checkpoint}'
+      retain learn pick --demos ./pick --finetune-cmd 'python train.py {parent} {demos} {out} --seed {seed}' \\
+        --eval-cmd 'python eval.py {checkpoint}'
     """
     from retain.learn import learn
     from retain.select import parse_grid
@@ -188,7 +195,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
     values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "threads": threads, "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
-              "eval_cmd": eval_cmd, "preset": preset}
+              "eval_cmd": eval_cmd, "preset": preset, "finetune_cmd": finetune_cmd, "finetune_timeout": finetune_timeout}
     opts = LearnOptions.of(**{k: v for k, v in values.items() if v is not None})
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
@@ -207,6 +214,8 @@ def replay_text(res) -> str:
                 ft = f"finetune reproduced bit for bit ({c.finetuned_hash[:19]}...)"
             elif c.finetune == "rebuilt-from-delta":
                 ft = "finetuned outside: weights rebuilt from the stored delta"
+            elif c.finetune == "drift-accepted":
+                ft = f"your trainer is NOT bit-reproducible, drift accepted: {c.finetune_diff.text() if c.finetune_diff else 'hash differs'}"
             else:
                 ft = f"finetune DIFFERS from the record: {c.finetune_diff.text() if c.finetune_diff else 'hash differs'}"
             if c.merge_hash == c.recorded_hash:
@@ -214,9 +223,10 @@ def replay_text(res) -> str:
             else:
                 mg = f"merge (alpha {_alpha_text(c.alpha)}) DIFFERS from {c.recorded}: {c.merge_diff.text() if c.merge_diff else 'hash differs'}"
             out.append(f"  {c.skill} on {c.parent}: {ft}; {mg} [{c.seconds:.1f}s]" + ("" if c.reproduced else c.code_note))
-        ok = res.reproduced
-        out.append(("reproduced every recorded weight hash bit for bit" if ok else "NOT reproduced: see the differing step above")
-                   + "; nothing was committed.")
+        verdict = ("reproduced every recorded weight hash bit for bit" if res.reproduced else
+                   "reproduced every step but where your trainer drifted (accepted)" if res.ok else
+                   "NOT reproduced: see the differing step above")
+        out.append(verdict + "; nothing was committed.")
         return "\n".join(out)
     out = [f"replayed {' -> '.join(res.tasks)} from {res.start} on branch {res.branch} "
            f"({', '.join(f'{k}={v}' for k, v in res.changes.items())}):"]
@@ -247,10 +257,12 @@ def _replay_json(res) -> dict:
 @click.option("--rehearse", type=float, default=None, metavar="SHARE",
               help="Share of each finetune batch from earlier skills' stored demos; default: the recorded share.")
 @click.option("--of", "of", default=None, help="The version that learned the last task (default: its latest learn).")
+@click.option("--accept-drift", is_flag=True,
+              help="Go on when a --finetune-cmd trainer does not reproduce its recorded finetune bit for bit (reported).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehearse, of, quiet, as_json) -> None:
+def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehearse, of, accept_drift, quiet, as_json) -> None:
     """Re-run a recorded chain of skills from its stored demos and recipes.
 
     With nothing changed it verifies the recorded weight hashes bit for bit (exit 5 if a step
@@ -269,6 +281,6 @@ def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehea
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
         res = replay(reg, tasks.split(","), start=start, branch=branch, alpha=alpha, mode=mode, rehearse=rehearse, of=of,
-                     progress=not quiet)
+                     progress=not quiet, accept_drift=accept_drift)
     click.echo(to_json(_replay_json(res)) if as_json else replay_text(res))
     ensure_reproduced(res)
