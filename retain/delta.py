@@ -17,8 +17,8 @@ checks both while it writes and publishes nothing unless the rebuilt weights has
 finetuned hash. Both functions stream in bounded memory, two reads of each input for
 `write_delta` (count fix-ups, then write), one for `apply_delta`.
 
-Learn runs recorded since registry packs (registry/pack.py) store the finetune as a pack against
-the merged version instead; `recorded_finetuned` reads either.
+Learn runs recorded since registry packs keep the finetune as a pack instead (retain.finetune_store,
+whose `recorded_finetuned` reads both).
 
 Example:
     >>> write_delta("v3/", "finetuned/", "delta/")
@@ -306,22 +306,3 @@ def _apply_chunks(p: TensorSpec, d: Checkpoint, name: str, reader: FileReader, b
             out.view(bits)[fix_idx[sel] - start] = fix_val[sel]
         yield memoryview(out.numpy())
 
-
-def recorded_finetuned(registry, run, parent_dir: str | os.PathLike, work: str | os.PathLike) -> tuple[Path, str]:
-    """A learn run's finetuned weights, rebuilt bit for bit, and their hash.
-
-    Runs recorded with packs stored the finetune against the version they committed (`run.result`);
-    older runs stored this module's delta against the parent (`parent_dir`, its weights).
-    """
-    from registry import pack
-
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    stored = registry.fetch_delta(run.id, work / "delta")
-    with open_checkpoint(stored) as d:
-        fmt = d.metadata.get("format")
-        ft_hash = d.metadata.get("target_hash" if fmt == pack.FORMAT else "finetuned_hash", "")
-    if fmt == pack.FORMAT:
-        result = registry.checkout(run.result, work / "recorded-result")
-        return pack.unpack(result, stored, work / "recorded-finetuned"), ft_hash
-    return apply_delta(parent_dir, stored, work / "recorded-finetuned"), ft_hash

@@ -48,6 +48,8 @@ class StepOutcome:
     parent_new_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # those the parent had not recorded yet
     rehearsed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the earlier demo sets the finetune mixed in
     trainer: Any = None  # retain.trainer_cmd.TrainerRun when the user's --finetune-cmd finetuned
+    parent_dir: Optional[Path] = None  # the parent's weights the step merged onto
+    preset: Optional[str] = None  # the partition preset the merge used
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -321,15 +323,15 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
         if ft_scores:
             sweep.append({"alpha": 1.0, "role": "finetuned", "scores": {r.split: r.brief() for r in ft_scores}})
     return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_rows, parent_new,
-                       rehearsed, trainer)
+                       rehearsed, trainer, parent_dir, preset)
 
 
 def store_finetune(step: StepOutcome, dest: Path):
-    """The step's finetune as a pack against its merge (registry/pack.py): modalities merged at
-    alpha 1 cost nothing. Returns the PackReport (its target_hash is the finetune's weight hash)."""
-    from registry.pack import write_pack
+    """The step's finetune, packed against its extrapolation from the merge (retain.finetune_store),
+    at `dest`. Returns the PackReport (its target_hash is the finetune's weight hash)."""
+    from retain import finetune_store
 
-    return write_pack(step.merged, step.finetuned, dest)
+    return finetune_store.store_finetune(step.parent_dir, step.merged, step.finetuned, step.alpha, step.preset, dest, dest.parent)
 
 
 def run_finetune_cmd(parent: Version, parent_dir: Path, demos_ref: Optional[str], opts: LearnOptions, work: Path, say: Say):

@@ -309,8 +309,8 @@ def _demo_frames(registry, run: LearnRun, work: Path, parent: Version):
 
 
 def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> tuple[Path, str]:
-    """The recorded finetuned weights, rebuilt bit for bit (retain.delta.recorded_finetuned)."""
-    from retain.delta import recorded_finetuned
+    """The recorded finetuned weights, rebuilt bit for bit (retain.finetune_store.recorded_finetuned)."""
+    from retain.finetune_store import recorded_finetuned
 
     return recorded_finetuned(registry, run, parent_dir, work)
 

@@ -77,7 +77,7 @@ def test_scores_cover_id_every_ood_family_and_the_generalist_suite(chain):
 
 def test_stored_delta_rebuilds_the_finetune_and_the_merge_rebuilds_the_version(chain, tmp_path):
     reg, plates, _, _ = chain
-    from retain.delta import recorded_finetuned
+    from retain.finetune_store import recorded_finetuned
     from retain.merge import merge_checkpoints
 
     run = reg.learn_run_for("v1")

@@ -47,7 +47,7 @@ def test_pack_rebuilds_every_kind_of_tensor_bit_for_bit(tmp_path):
     tgt = _write(tmp_path / "tgt.safetensors", {"w": ("BF16", _moved(rng, a, 0.01)), "f32": ("F32", odd[[0, 1, 2, 3, 4, 0, 1]].repeat(3).reshape(7, 3)),
                                                 "steps": ("I64", np.arange(6, dtype="<i8")), "new": ("F16", np.zeros((0, 4), "<f2"))})
     report = write_pack(ref, tgt, tmp_path / "pack")
-    assert report.xor_tensors == 2 and report.tensors == 4  # w and f32 as XORs; steps (reshaped) and new whole
+    assert report.coded_tensors == 2 and report.tensors == 4  # w and f32 coded; steps (reshaped) and new whole
     assert report.stored_bytes < 0.6 * report.target_bytes
     out = unpack(ref, tmp_path / "pack", tmp_path / "out")
     assert _hash(out) == _hash(tgt) == report.target_hash

@@ -1,7 +1,7 @@
 """version packs: versions.packed and versions.head_copy (learned versions stored against their parent)
 
 A learned version's `weights` folder may now be a pack against its parent's weights
-(registry/pack.py: the XOR of the bits, zstd-compressed; `packed` says so), with its whole
+(registry/pack.py: ulp steps or XOR of the bits, zstd-compressed; `packed` says so), with its whole
 weights kept in `head_copy` only while a ref points at it, so checking out a head is one read and
 a chain costs little more than its base. Rows written before this revision are stored whole
 (packed false, no head copy) and read as before.
