@@ -152,3 +152,22 @@ def test_parent_weights_that_are_not_the_parent_are_refused(registry, tmp_path):
     with pytest.raises(RegistryError, match="not v0's") as e:
         registry.commit_version(other, parent="v0", how="learn", expected_head="v0", parent_weights=other)
     assert e.value.code == Code.INVALID_VALUE and registry.head().name == "v0"
+
+
+def test_a_finetune_recorded_before_packs_still_rebuilds_from_its_f32_delta(registry, tmp_path):
+    """Learn runs committed before migration 0006 kept an F32 delta against the parent (retain.delta):
+    recorded_finetuned reads it as before."""
+    from retain.delta import write_delta
+    from retain.finetune_store import recorded_finetuned
+
+    rng = np.random.default_rng(5)
+    a = _bf16(rng, (64, 64))
+    base = _write(tmp_path / "base.safetensors", {"w": ("BF16", a)})
+    ft = _write(tmp_path / "ft.safetensors", {"w": ("BF16", _moved(rng, a, 0.01))})
+    registry.import_base(base)
+    write_delta(base, ft, tmp_path / "delta")
+    registry.commit_version(ft, parent="v0", how="learn", expected_head="v0",
+                            learn_run=NewLearnRun(skill="s", demo_set_id=None, recipe={}, delta_dir=str(tmp_path / "delta"),
+                                                  alpha=1.0, sweep=[], timings={}))
+    out, h = recorded_finetuned(registry, registry.learn_run_for("v1"), base, tmp_path / "work")
+    assert _hash(out) == _hash(ft) == h
