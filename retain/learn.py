@@ -130,7 +130,8 @@ def learn(
         if finetuned is None or demos is not None:  # outside weights may come without their demos
             with timer("demos"):
                 d = load_demos(task, demos, work, episodes=opts.demo_episodes, seed=opts.demo_seed, say=say,
-                               expect=expected_shapes(adapter, policy_config) if own_policy else None)
+                               expect=expected_shapes(adapter, policy_config) if own_policy else None,
+                               decode_images=not (opts.finetune_cmd and demos is not None))  # your trainer reads them
         step = run_step(registry, head, task, d.frames if d else None, opts, work / "step", finetuned_source=Path(finetuned) if finetuned else None,
                         progress=progress, say=say, demos_ref=demos if demos is not None else (str(d.folder) if d else None))
         with timer("delta"):

@@ -308,6 +308,14 @@ def _demo_frames(registry, run: LearnRun, work: Path, parent: Version):
     return stored_demo_frames(registry, run.demo_set_id, work / "demos", parent)
 
 
+def _demos(registry, run: LearnRun, work: Path, parent: Version, opts: LearnOptions):
+    """(frames, location): the stored demos' frames for the built-in finetune; for --finetune-cmd
+    only where the dataset is (a fetched copy, or a by-reference set's own location, checked)."""
+    if run.demo_set_id is not None and opts.finetune_cmd:
+        return None, str(registry.fetch_demo_set(run.demo_set_id, work / "demos"))
+    return _demo_frames(registry, run, work, parent), None
+
+
 def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> tuple[Path, str]:
     """The recorded finetuned weights, rebuilt bit for bit (retain.finetune_store.recorded_finetuned)."""
     from retain.finetune_store import recorded_finetuned
@@ -322,8 +330,7 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
     work.mkdir(parents=True)
     opts = LearnOptions.from_recipe(s.run.recipe)
     external = _external(s.run)
-    frames = None if external else _demo_frames(registry, s.run, work, s.parent)
-    demos_ref = str(work / "demos") if frames is not None else None
+    frames, demos_ref = (None, None) if external else _demos(registry, s.run, work, s.parent, opts)
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
     recorded_ft, recorded_ft_hash = _stored_finetuned(registry, s.run, parent_dir, work)
     say(f"step {i + 1}: {s.skill} on {s.parent.name} (recorded {s.version.name}, alpha {as_alpha(s.run.alpha)})")
@@ -380,8 +387,7 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         parent_dir = registry.checkout(parent.name, step_work / "parent")
         if same_finetune or external:  # the recorded finetune fits: rebuild it exactly instead of retraining
             source, _ = _stored_finetuned(registry, s.run, parent_dir, step_work)
-        frames = None if source is not None else _demo_frames(registry, s.run, step_work, parent)
-        demos_ref = str(step_work / "demos") if frames is not None else None
+        frames, demos_ref = (None, None) if source is not None else _demos(registry, s.run, step_work, parent, opts)
         say(f"step {i + 1}: {s.skill} on {parent.name}" + (" (recorded finetune, rebuilt from its delta)" if source else ""))
         t0 = time.perf_counter()
         fixed = _replayed_alpha(s.run, alpha, opts)

@@ -131,9 +131,9 @@ def run_trainer(template: str, *, parent: Path, demos: Optional[str], out: Path,
     if rc != 0:
         raise invalid_state(f"--finetune-cmd exited with status {rc} after {wall:.1f} s; its log ends: {_one_line(tail)}. "
                             "Fix the command (try it by hand on an exported version); nothing was committed")
-    if not any(out.rglob("*.safetensors")):
-        raise invalid_state(f"--finetune-cmd exited 0 but left no .safetensors in {{out}}; write the finetuned weights "
-                            f"there. Its log ends: {_one_line(tail)}. Nothing was committed")
+    if not any(out.glob("*.safetensors")):
+        raise invalid_state(f"--finetune-cmd exited 0 but left no .safetensors in {{out}} ({out}); write the finetuned "
+                            f"weights there, not in a subfolder. Its log ends: {_one_line(tail)}. Nothing was committed")
     return TrainerRun(command, rc, wall, tail)
 
 
