@@ -55,33 +55,14 @@ def cmd_pack(args) -> int:
     return 0
 
 
-def _calibrate(model, adapter, data, batch: int, threads: int) -> float:
+def _calibrate(model, adapter, data, batch: int, threads: int, device: str) -> float:
     """Seconds per training step of a throwaway copy (after 5 warm-up steps)."""
     from retain.train import train_bc
 
     probe = copy.deepcopy(model)
-    train_bc(probe, adapter, data, 5, 1e-4, batch, 0, threads=threads, targets=True)
-    report = train_bc(probe, adapter, data, 30, 1e-4, batch, 0, threads=threads, targets=True)
+    train_bc(probe, adapter, data, 5, 1e-4, batch, 0, threads=threads, targets=True, device=device)
+    report = train_bc(probe, adapter, data, 30, 1e-4, batch, 0, threads=threads, targets=True, device=device)
     return report.seconds / 30
-
-
-def _allow_nondeterministic_kernels() -> None:
-    """A GPU kernel without a deterministic variant stops a run under deterministic mode; warn instead."""
-    import contextlib
-
-    import torch
-
-    import retain.train as train
-
-    inner = train.deterministic_torch
-
-    @contextlib.contextmanager
-    def warn_only(threads: int):
-        with inner(threads):
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            yield
-
-    train.deterministic_torch = warn_only
 
 
 def cmd_train(args) -> int:
@@ -95,7 +76,9 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from retain.device import device_kind, resolve_device
+
+    device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tiny = args.tiny
     overrides = {**MINILM, **({} if args.default_width or tiny else LARGE)}
     preset = "tiny" if tiny else "default"
@@ -103,7 +86,8 @@ def cmd_train(args) -> int:
     recipe = PretrainRecipe.preset(preset, episodes=args.episodes, batch_size=args.batch, threads=args.threads,
                                    dagger_episodes=args.dagger_episodes or (16 if tiny else None),
                                    **({"dagger_steps": 4, "dagger_roll_in": 0.6, "dagger_setting": "pretrain-clutter"} if tiny else {}))
-    recipe = dataclasses.replace(recipe, policy_config=adapter.config({**recipe.policy_config, **overrides}).to_dict())
+    recipe = dataclasses.replace(recipe, policy_config=adapter.config({**recipe.policy_config, **overrides}).to_dict(),
+                                 device=device_kind(device))
     data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
                           recipe.policy_config.get("image_size"))
     collect_s = time.perf_counter() - t0
@@ -113,29 +97,21 @@ def cmd_train(args) -> int:
     params = {"trainable": sum(p.numel() for n, p in model.named_parameters() if not n.startswith(TEXT)),
               "minilm": sum(p.numel() for n, p in model.named_parameters() if n.startswith(TEXT))}
     model.tokenize(data.tasks)  # a word piece missing from a pruned MiniLM copy stops here, not mid-run
-    model.to(device)
-    deterministic = "strict"
-    try:
-        step_s = _calibrate(model, adapter, data, recipe.batch_size, recipe.threads)
-    except RuntimeError as e:
-        if "deterministic" not in str(e):
-            raise
-        _allow_nondeterministic_kernels()
-        deterministic = f"warn_only ({str(e).splitlines()[0][:160]})"
-        step_s = _calibrate(model, adapter, data, recipe.batch_size, recipe.threads)
+    # retain.train runs GPU kernels deterministic where a deterministic version exists, warning otherwise
+    deterministic = "warn_only" if device.startswith("cuda") else "strict"
+    step_s = _calibrate(model, adapter, data, recipe.batch_size, recipe.threads, device)
     spent = time.perf_counter() - t0
     train_s = max(args.budget - spent - args.reserve, 10 * step_s)
     steps = max(int(train_s / step_s), 10)
     steps1 = steps if tiny else max(100 * (steps * 4 // 5 // 100), 100)
     recipe = dataclasses.replace(recipe, steps=steps1)
     report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
-                      threads=recipe.threads, targets=True)
+                      threads=recipe.threads, targets=True, device=device)  # the model comes back to the CPU
     first = report
-    model.cpu()
     save_trainable(model, out)  # stage one's weights, in case the stage below overruns the machine's time
     write_json(out, recipe, params, device, deterministic, {"stage": "1 of 2", "stage1_train": round(first.seconds, 1),
                                                     "wall": round(time.perf_counter() - t0, 1)}, first, None)
-    model.to(device)
+    model.to(device)  # the rollouts' forward passes run there too
     visited, relabel_s = dagger_relabel(model, adapter, recipe, recipe.dagger_episodes, recipe.threads)
     # the second stage gets a quarter of the first's steps (6,000 to 1,500 in the default recipe), or
     # what the budget has left once the rollouts are done, whichever is less
@@ -143,10 +119,9 @@ def cmd_train(args) -> int:
     steps2 = 4 if tiny else max(min(100 * (steps1 // 4 // 100), 100 * int(left / step_s / 100)), 100)
     recipe = dataclasses.replace(recipe, dagger_steps=steps2)
     second = train_bc(model, adapter, data, recipe.dagger_steps, recipe.dagger_lr, recipe.batch_size, recipe.seed + 1,
-                      mix=(visited, recipe.dagger_share), threads=recipe.threads, targets=True)
+                      mix=(visited, recipe.dagger_share), threads=recipe.threads, targets=True, device=device)
     report = TrainReport(first.steps + second.steps, first.seconds + second.seconds, first.first_loss,
                          second.final_loss, first.losses + second.losses)
-    model.cpu()
     save_trainable(model, out)
     cost = {"stage": "2 of 2", "collect": round(collect_s, 1), "calibrate_step": round(step_s, 4), "stage1_train": round(first.seconds, 1),
             "relabel": round(relabel_s, 1), "stage2_train": round(second.seconds, 1), "wall": round(time.perf_counter() - t0, 1),
@@ -166,7 +141,7 @@ def write_json(out: Path, recipe, params: dict, device, deterministic: str, cost
     result = {
         "recipe": recipe.to_dict(),
         "frozen": f"language.text.* (all-MiniLM-L6-v2, sha256 {WEIGHTS_SHA256}), not in the files",
-        "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "device": device, "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
         "torch": torch.__version__, "python": platform.python_version(), "deterministic": deterministic,
         "cost_seconds": cost,
         "parameters": params,

@@ -10,7 +10,7 @@ if [ ! -f .minilm-pack/pruned.safetensors.z ]; then
   echo "Error: .minilm-pack/ is missing; run 'python benchmarks/device_pretrain.py pack --out .minilm-pack' and carry it" >&2
   exit 2
 fi
-export PYTHONPATH="$PWD" RETAIN_MINILM_DIR="$PWD/.minilm-pack" CUBLAS_WORKSPACE_CONFIG=:4096:8
+export PYTHONPATH="$PWD" RETAIN_MINILM_DIR="$PWD/.minilm-pack"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
 # the budget leaves 30 s of the 5 minutes for python's start and a slow save; stage one's weights
 # are already on disk when the DAgger stage starts, so an overrun still returns a base
