@@ -222,11 +222,9 @@ def choose_alpha(
 
 
 def _progress_bar(show: bool, desc: str):
-    if not show:
-        return None
-    from tqdm import tqdm
+    from retain.progress import progress_bar
 
-    return tqdm(desc=desc, file=sys.stderr, leave=False, unit="alpha")
+    return progress_bar(None, desc, unit="alphas", show=show)
 
 
 def sweep_record(selection: Optional[Selection], rows: dict[str, ScoreRow], family: str) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ def test_learn_in_a_log_prints_stage_progress(tmp_path):
         reg.import_base(save_tiny_model(tmp_path / "w"), name="tiny", config=tiny_config())
     env = {**os.environ, "RETAIN_PROGRESS_EVERY": "0", "RETAIN_EVAL_WORKERS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--home", str(tmp_path / "home"), "learn", "plates", "--steps", "4",
-                        "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "--alpha", "0.5"],
+                        "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "--alpha-grid", "0.5"],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     err = r.stderr.splitlines()
@@ -69,3 +69,5 @@ def test_learn_in_a_log_prints_stage_progress(tmp_path):
     assert " elapsed, about " in first and " left" in first, r.stderr
     assert any(ln.startswith("train: 4/4 steps, done in") for ln in err), r.stderr
     assert any(ln.startswith("evaluate: ") and "evaluations" in ln for ln in err), r.stderr
+    assert any(ln.startswith("alpha sweep: 1 alphas, ") for ln in err), r.stderr
+    assert "\r" not in r.stderr and "it/s]" not in r.stderr and "alpha/s]" not in r.stderr  # no terminal bars in a log
