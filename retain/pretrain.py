@@ -165,8 +165,14 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False, *, devi
         run_dir: a new (or empty) folder to checkpoint into every `checkpoint_minutes` (or every
             `checkpoint_steps` steps); `resume_pretrain(run_dir)` continues the run from there.
     """
+    from registry.errors import already_exists, not_found
     from retain.pretrain_run import start_run
 
+    # refused now, not after the training: a missing folder once cost a 50-minute run its weights
+    if Path(dest).exists():
+        raise already_exists(f"output {dest} already exists; choose a new path or remove it first")
+    if not Path(dest).parent.is_dir():
+        raise not_found(f"output folder {Path(dest).parent} does not exist; create it first")
     run = start_run(run_dir, recipe, checkpoint_minutes, checkpoint_steps) if run_dir is not None else None
     return _pretrain(recipe, Path(dest), progress, _device_for(recipe, device), run)
 

