@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv: list[str] | None = None) -> int:
     from retain.eval_pool import EvalJob, EvalPool, default_workers
-    from retain.learn_scoring import GENERALIST, ood_families
+    from retain.evaluate import GENERALIST, ood_settings
     from retain.pretrain import shipped_base
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = args.workers or sorted({1, default_workers()})
 
     base = shipped_base()
-    splits = [(s, "id") for s in ["plates"]] + [("plates", f) for f in ood_families()] + [(GENERALIST, GENERALIST)]
+    splits = [(s, "id") for s in ["plates"]] + [("plates", f) for f in ood_settings()] + [(GENERALIST, GENERALIST)]
     # learn plates on v0: the merged backbone (its validation score reused), the finetune and the parent
     jobs = [EvalJob(base.config, str(base.weights_dir), task, split, args.episodes, args.seed)
             for task, split in splits[:1] + splits[2:] + splits + splits]

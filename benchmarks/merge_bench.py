@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from registry.checkpoint import CheckpointWriter, TensorSpec, open_checkpoint  # noqa: E402
+from registry.checkpoint import CheckpointWriter, TensorSpec, bf16_to_float32, open_checkpoint  # noqa: E402
 
 SHARD = 2_000_000_000
 
@@ -252,10 +252,6 @@ def _ordered_key(bits: np.ndarray) -> np.ndarray:
     return np.where(b & 0x8000, -(b & 0x7FFF), b)
 
 
-def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def _input_step(pre: np.ndarray, ft: np.ndarray) -> np.ndarray:
     """One bf16 rounding step (ulp) at the inputs' scale, max(|pre|, |ft|), as float32."""
     exp = np.maximum((pre >> 7) & 0xFF, (ft >> 7) & 0xFF).astype(np.int32)
@@ -288,7 +284,7 @@ def compare(a_path: Path, b_path: Path, pre_path: Path | None = None, ft_path: P
                 equal += int((d == 0).sum())
                 total += d.size
                 if len(arrays) == 4 and d.max() > 1:
-                    diff = np.abs(_bf16_to_f32(x) - _bf16_to_f32(y))
+                    diff = np.abs(bf16_to_float32(x) - bf16_to_float32(y))
                     worst_in = max(worst_in, float((diff / _input_step(arrays[2][s:s + step], arrays[3][s:s + step])).max()))
             del arrays, x, y  # views into the memory maps, which close below
     finally:

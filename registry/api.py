@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from registry import db, demo_refs, reader, refs
 from registry.config import Locations, redact, require_registry_file, resolve_locations
-from registry.errors import RegistryError, already_exists, corrupt, invalid, invalid_state, not_found, unavailable
+from registry.errors import RegistryError, already_exists, corrupt, first_line, invalid, invalid_state, not_found, unavailable
 from registry.models import (
     Blob, CounterRow, DemoSetRow, Folder, FolderFile, LearnRunRow, RefLogRow, ScoreRow, SkillRow, VersionRow, utcnow,
 )
@@ -144,7 +144,7 @@ class Registry(reader.Queries):
         weights as an existing one. If `ref` already heads a root with these weights, nothing is
         committed and that version is returned.
         """
-        from registry.checkpoint import check_plain_name
+        from registry.names import check_plain_name
 
         if name is not None:
             check_plain_name("base", name)
@@ -189,7 +189,7 @@ class Registry(reader.Queries):
         them (registry/pack.py) with its whole weights as a head copy, dropped once no ref points
         at it (`gc` reclaims the bytes): the refs' heads check out in one read, the rest rebuild.
         """
-        from registry.checkpoint import check_plain_name
+        from registry.names import check_plain_name
 
         if how not in HOWS:
             raise invalid(f"how={how!r} is not one of {', '.join(HOWS)}")
@@ -309,7 +309,7 @@ class Registry(reader.Queries):
             return self.store.put_folder(files)
 
     def ensure_skill(self, name: str, instructions: Sequence[str] = ()) -> Skill:
-        from registry.checkpoint import check_plain_name
+        from registry.names import check_plain_name
 
         check_plain_name("skill", name)
 
@@ -331,7 +331,7 @@ class Registry(reader.Queries):
         manifest of their hashes (taken from `folder`, a copy of the same files, or the location
         itself) is stored, and every later use checks the files against it (registry.demo_refs).
         """
-        from registry.checkpoint import check_plain_name
+        from registry.names import check_plain_name
 
         check_plain_name("skill", skill)
         if episodes < 0 or frames < 0:
@@ -748,8 +748,7 @@ def _fault_pause(pause: Optional[float]) -> None:
 
 
 def _one_line(e: Exception) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return first_line(getattr(e, "orig", None) or e)  # the driver's own error, not SQLAlchemy's wrapper
 
 
 def _validated_weights(weights_dir: str | os.PathLike) -> tuple[str, dict[str, Path]]:

@@ -22,12 +22,11 @@ import json
 import math
 import mmap
 import os
-import re
 import stat
 import struct
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -134,6 +133,11 @@ def numpy_storage_dtype(dtype: str) -> np.dtype:
         "BOOL": "?", "F8_E4M3": "u1", "F8_E5M2": "u1",
     }
     return np.dtype(table[dtype])
+
+
+def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Raw BF16 bit patterns (uint16) as float32 values, exactly: BF16 is float32's high half."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -608,16 +612,7 @@ def save_tensors(
     return Path(dest)
 
 
-def iter_tensors(ckpt: Checkpoint) -> Iterator[tuple[TensorSpec, memoryview]]:
-    for name in ckpt.names:
-        yield ckpt.specs[name], ckpt.read(name)
-
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def check_plain_name(kind: str, name: str) -> str:
-    """Names become file and ref names: refuse path separators and other surprises."""
-    if not _SAFE_NAME.match(name or "") or ".." in name:
-        raise invalid(f"{kind} name {name!r} is not allowed; use letters, digits, '.', '_' and '-' (no path separators)")
-    return name
+def checkpoint_bytes(path: str | os.PathLike) -> int:
+    """Bytes of a safetensors file or of every file in a checkpoint folder."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size

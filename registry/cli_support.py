@@ -47,7 +47,13 @@ def reader_from_ctx(ctx: click.Context):
     from registry.reader import open_reader
 
     root = ctx.find_root().obj or {}
-    return open_reader(home=root.get("home"), db_url=root.get("db_url"), store_url=root.get("store_url"))
+    where = {"home": root.get("home"), "db_url": root.get("db_url"), "store_url": root.get("store_url")}
+    reader = open_reader(**where)
+    if reader is not None:
+        return reader
+    from registry.api import Registry
+
+    return Registry.open(**where)
 
 
 def base_move_text(ref: str, before, version) -> str:

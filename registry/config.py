@@ -1,4 +1,5 @@
-"""Where a registry lives: its home folder, database URL and blob store URL.
+"""Where a registry lives (its home folder, database URL and blob store URL), and the database
+settings both of its front doors (`registry.api`, `registry.reader`) share.
 
 Explicit arguments win over RETAIN_HOME / RETAIN_DB_URL / RETAIN_STORE_URL, which win over the
 defaults: home `./.retain`, database `sqlite:///HOME/registry.db`, store `HOME/store`.
@@ -10,11 +11,17 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from registry.errors import not_found
+from registry.errors import first_line, not_found
 
 DEFAULT_HOME = ".retain"
 DB_FILE = "registry.db"
 STORE_DIR = "store"
+
+# The newest migration. Queries run without Alembic when the database is already here; anything
+# else goes through Registry.open, which upgrades. tests/test_registry_migrations.py checks this
+# equals Alembic's head.
+SCHEMA_HEAD = "0006"
+SQLITE_BUSY_S = 30.0  # a connection waits out a writer's checkpoint this long, never fails at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +65,4 @@ def require_registry_file(loc: Locations) -> None:
 
 def unreachable_message(url: str, exc: BaseException) -> str:
     """The one line for a database that cannot be reached; `exc` is the driver's error."""
-    text = str(exc).strip()
-    detail = text.splitlines()[0] if text else type(exc).__name__
-    return f"cannot reach database {redact(url)}: {detail}; check --db / RETAIN_DB_URL and that the server is running"
+    return f"cannot reach database {redact(url)}: {first_line(exc)}; check --db / RETAIN_DB_URL and that the server is running"

@@ -26,9 +26,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 from registry.errors import not_found
 from registry.evaluations import RULE, chosen, describe
+from registry.records import GENERALIST
 from registry.stats import wilson_interval
 
-GENERALIST = "generalist"  # the row label for the generalist suite (skill None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
-from registry.config import redact, unreachable_message
+from registry.config import SCHEMA_HEAD, SQLITE_BUSY_S, redact, unreachable_message  # noqa: F401  (SCHEMA_HEAD: db.SCHEMA_HEAD)
 from registry.errors import invalid, unavailable
-from registry.reader import SCHEMA_HEAD, SQLITE_BUSY_S  # noqa: F401  (SCHEMA_HEAD lives with the lean reader)
 
 SQLITE_BUSY_MS = int(SQLITE_BUSY_S * 1000)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

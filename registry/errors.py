@@ -58,3 +58,9 @@ def invalid_state(message: str) -> RegistryError:
 
 def already_exists(message: str) -> RegistryError:
     return RegistryError(message, Code.ALREADY_EXISTS)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (its type's name if it has none): what a one-line message quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -4,14 +4,14 @@ connection: the one implementation both front doors use.
 - `open_reader()` is the lean read path of the query commands: it connects with the driver alone
   (stdlib sqlite3, or psycopg for postgresql+psycopg URLs), so a `retain lineage` process never
   imports SQLAlchemy (about half a second of a one-second answer). It is used only when the
-  database is already at this code's schema; otherwise it hands over to `Registry.open`, which
-  migrates (or says why it cannot).
+  database is already at this code's schema; otherwise it returns None and the caller (the CLI's
+  `reader_from_ctx`) opens `registry.api.Registry`, which migrates (or says why it cannot).
 - `registry.api.Registry` runs the same query functions on a raw connection of its SQLAlchemy
   engine (or of its write transaction), so both return the same `registry.records` dataclasses.
 
 Example:
     >>> from registry.reader import open_reader
-    >>> with open_reader(home="./.retain") as reg:
+    >>> with open_reader(home="./.retain") as reg:  # None: not at this code's schema; use Registry.open
     ...     print(reg.lineage().refs, reg.scores("main"))
 """
 from __future__ import annotations
@@ -22,19 +22,14 @@ import json
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from registry.config import Locations, require_registry_file, resolve_locations, unreachable_message
+from registry.config import SCHEMA_HEAD, SQLITE_BUSY_S, Locations, require_registry_file, resolve_locations, unreachable_message
 from registry.errors import invalid, not_found, unavailable
 from registry.evaluations import shown_scores
 from registry.records import (
     LearnRun, Lineage, LineageEdge, RefLogEntry, Score, StoredFile, Version, VersionDetail,
 )
 
-# The newest migration. Queries run without Alembic when the database is already here; anything
-# else goes through Registry.open, which upgrades. tests/test_registry_migrations.py checks this
-# equals Alembic's head (registry.db re-exports it).
-SCHEMA_HEAD = "0006"
 LEAN_POSTGRES_SCHEME = "postgresql+psycopg"
-SQLITE_BUSY_S = 30.0  # as registry.db: a reader waits out a writer's checkpoint, never fails at once
 _MAX_INT = 2**31 - 1  # versions.number is a 32-bit integer; a bigger "v<N>" cannot exist
 
 T = TypeVar("T")
@@ -342,9 +337,9 @@ class Reader(Queries):
         self.close()
 
 
-def open_reader(home: Optional[str] = None, db_url: Optional[str] = None, store_url: Optional[str] = None) -> Queries:
-    """A registry to query: a `Reader` when the database speaks a lean driver and is at
-    SCHEMA_HEAD, else `registry.api.Registry.open(...)` (which migrates, or raises what is wrong).
+def open_reader(home: Optional[str] = None, db_url: Optional[str] = None, store_url: Optional[str] = None) -> Optional[Reader]:
+    """A `Reader` when the database speaks a lean driver and is at SCHEMA_HEAD, else None (open
+    `registry.api.Registry` instead: it migrates, or raises what is wrong).
 
     Raises the same errors as Registry.open: NOT_FOUND for a missing registry ("run `retain
     init`"), UNAVAILABLE (one line) when the server cannot be reached.
@@ -355,9 +350,7 @@ def open_reader(home: Optional[str] = None, db_url: Optional[str] = None, store_
         if _revision(db) == SCHEMA_HEAD:
             return Reader(loc, db)
         db.conn.close()
-    from registry.api import Registry
-
-    return Registry.open(home=str(loc.home), db_url=loc.db_url, store_url=loc.store_url)
+    return None
 
 
 def _connect(loc: Locations) -> Optional[Db]:

@@ -54,6 +54,8 @@ class Score:
     id: Optional[int] = None  # the evaluation's row; every evaluation is kept (registry/evaluations.py picks the figure)
 
 
+GENERALIST = "generalist"  # the split (and row label) of the generalist suite; its scores have skill None
+
 MODE_MAX = 32  # longest finetune mode learn_runs.mode holds
 
 

@@ -77,12 +77,6 @@ def default_workers(model_bytes: int = 0) -> int:
     return max(1, n)
 
 
-def checkpoint_bytes(path: str | os.PathLike) -> int:
-    """Bytes of a safetensors file or of every file in a checkpoint folder."""
-    p = Path(path)
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-
-
 def _available_memory() -> Optional[int]:
     try:
         with open("/proc/meminfo") as f:
@@ -97,7 +91,7 @@ def _available_memory() -> Optional[int]:
 def run_job(job: EvalJob, model=None):
     """One job in this process (`model`: the checkpoint already loaded, to skip loading it)."""
     from retain.evaluate import evaluate
-    from retain.finetune import policy_of
+    from retain.policies import policy_of
 
     adapter, policy_config = policy_of(job.config)
     if model is None:
@@ -200,7 +194,7 @@ class EvalPool:
 
     def _model(self, job: EvalJob):
         if job.checkpoint not in self._models:
-            from retain.finetune import policy_of
+            from retain.policies import policy_of
 
             adapter, policy_config = policy_of(job.config)
             self._models = {job.checkpoint: adapter.load(Path(job.checkpoint), policy_config)}  # keep one

@@ -20,10 +20,10 @@ from typing import Sequence
 import numpy as np
 
 from registry.errors import invalid
+from registry.records import GENERALIST
 from registry.stats import wilson_interval
 from retain.policies.adapter import PolicyAdapter
 
-GENERALIST = "generalist"
 EVALUATOR = "retain-sim-v1"  # bump when evaluation changes in a way that makes old scores incomparable
 
 
@@ -37,6 +37,13 @@ class EvalResult:
     low: float  # Wilson 95% interval
     high: float
     outcomes: tuple[bool, ...] = dataclasses.field(default=(), repr=False)  # per episode, for paired comparisons
+
+
+def sim_skills() -> list[str]:
+    """The skills the simulator can score."""
+    from retain import sim
+
+    return list(sim.SKILLS)
 
 
 def ood_settings() -> list[str]:

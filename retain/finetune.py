@@ -32,6 +32,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from registry.errors import invalid, unavailable
+from retain.policies import policy_of
 
 MODES = ("task-ft", "co-ft")
 RECIPE_VERSION = 1  # bump when the finetune's arithmetic changes (old recipes no longer replay bit for bit)
@@ -118,19 +119,6 @@ class FinetuneResult:
     first_loss: float
     final_loss: float
     warning: str = ""  # something went wrong after the weights were saved and checked
-
-
-def policy_of(config: Mapping[str, Any]):
-    """(adapter, policy_config) from a version's config; refuses versions without a policy."""
-    from retain.policies import get_policy
-
-    name = (config or {}).get("policy")
-    if not name:
-        raise invalid(
-            "this version records no policy config, so it cannot be finetuned here; "
-            "finetune elsewhere and pass --finetuned CHECKPOINT --preset NAME (with --eval-cmd to score it)"
-        )
-    return get_policy(name), dict(config.get("policy_config") or {})
 
 
 def finetune(

@@ -35,11 +35,13 @@ from typing import Any, Optional
 
 from registry.errors import invalid, not_found
 from registry.records import Version
-from retain.finetune import RECIPE_VERSION, policy_of
+from retain.evaluate import ood_settings, sim_skills
+from retain.finetune import RECIPE_VERSION
 from retain.learn_demos import Demos, check_builtin, check_demos_store, demos_reference, expected_shapes, load_demos
 from retain.learn_options import LearnOptions, mark_finetune_cmd
-from retain.learn_scoring import ScoreRow, ood_families, sim_skills
+from retain.learn_scoring import SkillScore, stored_rows
 from retain.learn_step import Say, StageTimer, commit_step, run_step, say_nothing, say_on_stderr, store_finetune
+from retain.policies import policy_of
 from retain.provenance import code_version, runtime
 
 
@@ -52,11 +54,11 @@ class LearnResult:
     validation_family: str
     held_out: list[str]
     sweep: list[dict[str, Any]]
-    scores: list[ScoreRow]
-    finetuned_scores: list[ScoreRow]
+    scores: list[SkillScore]
+    finetuned_scores: list[SkillScore]
     demo_set_id: Optional[int]
     timings: dict[str, float]
-    parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)
+    parent_scores: list[SkillScore] = dataclasses.field(default_factory=list)
 
 
 def require_head(registry, ref: str) -> Version:
@@ -90,7 +92,7 @@ def learn(
     Raises:
         RegistryError: bad input (one line naming the fix), or CONFLICT if the ref moved meanwhile.
     """
-    from registry.checkpoint import check_plain_name
+    from registry.names import check_plain_name
 
     opts = opts or LearnOptions()
     say = say or (say_on_stderr if progress else say_nothing)
@@ -120,8 +122,8 @@ def learn(
     if opts.auto and not opts.eval_cmd and not (head.config.get("policy") and task in sim_skills()):
         raise invalid(f"cannot choose alpha for {task!r}: the simulator cannot score it; pass --eval-cmd 'CMD {{checkpoint}}' "
                       "(your evaluator) or a fixed --alpha such as 0.5")
-    if not opts.eval_cmd and head.config.get("policy") and opts.val_family not in ood_families():
-        raise invalid(f"validation family {opts.val_family!r} is not one of the simulator's: {', '.join(ood_families())}")
+    if not opts.eval_cmd and head.config.get("policy") and opts.val_family not in ood_settings():
+        raise invalid(f"validation family {opts.val_family!r} is not one of the simulator's: {', '.join(ood_settings())}")
     t0 = time.perf_counter()
     timer = StageTimer()
     with (tempfile.TemporaryDirectory(prefix="retain-learn-", dir=work_dir) if work_dir else registry.work_folder("learn")) as tmp:
@@ -154,21 +156,21 @@ def learn(
                                   recipe=recipe, delta_dir=work / "delta", demo_set_id=demo_set.id if demo_set else None,
                                   timings=timings, message=f"learn {task} (alpha {step.alpha}, {recipe['mode']})",
                                   parent_dir=work / "step" / "parent")
-    held_out = [f for f in ood_families() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
+    held_out = [f for f in ood_settings() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
     return LearnResult(version, head.name, task, step.alpha.to_json(), opts.val_family, held_out, step.sweep, step.scores,
                        step.finetuned_scores, demo_set.id if demo_set else None, timings,
                        _with_recorded(registry, head.name, step.parent_scores, step.scores))
 
 
-def _with_recorded(registry, parent: str, rows: list[ScoreRow], merged: list[ScoreRow]) -> list[ScoreRow]:
+def _with_recorded(registry, parent: str, rows: list[SkillScore], merged: list[SkillScore]) -> list[SkillScore]:
     """The parent's rows for the comparison: those this step scored, then, for the other (skill,
     split) pairs the merge was scored on (the earlier skills), what the parent has recorded."""
     out = {(r.skill, r.split): r for r in rows}
     wanted = {(r.skill, r.split) for r in merged}
-    for s in registry.scores(parent):
-        key = (s.skill, s.split)
+    for r in stored_rows(registry, parent):
+        key = (r.skill, r.split)
         if key in wanted and key not in out:
-            out[key] = ScoreRow(s.skill, s.split, s.successes, s.episodes, s.rate, s.ci_low, s.ci_high, s.evaluator, s.seed)
+            out[key] = r
     return list(out.values())
 
 

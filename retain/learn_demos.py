@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from registry.errors import RegistryError, invalid, not_found
-from retain.learn_scoring import sim_skills
+from registry.errors import RegistryError, first_line, invalid, not_found
+from retain.evaluate import sim_skills
 
 
 DEMOS_STORE = ("auto", "copy", "reference")
@@ -89,7 +89,7 @@ def _local_copy(source: str, dest: Path) -> Path:
     except RegistryError:
         raise
     except Exception as e:  # network, credentials, unknown protocol
-        raise invalid(f"cannot read demos from {source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise invalid(f"cannot read demos from {source}: {first_line(e)}") from None
     return dest
 
 

@@ -10,16 +10,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from registry.records import NewScore, Score
+from registry.records import GENERALIST, NewScore, Score
 from retain.eval_pool import EvalJob, EvalPool
-from retain.finetune import policy_of
+from retain.evaluate import ood_settings
+from retain.policies import policy_of
+from retain.progress import progress_bar
 
-GENERALIST = "generalist"
-Job = tuple[Optional[str], str]  # (skill, or None for the generalist suite; split)
+SkillSplit = tuple[Optional[str], str]  # (skill, or None for the generalist suite; split)
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreRow:
+class SkillScore:
     """One evaluation of one model: a skill (None: generalist suite) on one split."""
 
     skill: Optional[str]
@@ -33,7 +34,7 @@ class ScoreRow:
     seed: Optional[int] = None  # the evaluation seed (None: the user's evaluator, or not recorded)
 
     @classmethod
-    def from_stored(cls, score: Score) -> "ScoreRow":
+    def from_stored(cls, score: Score) -> "SkillScore":
         """A score as the registry holds it, as a row."""
         return cls(score.skill, score.split, score.successes, score.episodes, score.rate, score.ci_low, score.ci_high,
                    score.evaluator, score.seed)
@@ -45,21 +46,9 @@ class ScoreRow:
         return {"successes": self.successes, "episodes": self.episodes, "rate": self.rate, "low": self.low, "high": self.high}
 
 
-def stored_rows(registry, version: str) -> list[ScoreRow]:
+def stored_rows(registry, version: str) -> list[SkillScore]:
     """The scores `version` has recorded, as rows."""
-    return [ScoreRow.from_stored(s) for s in registry.scores(version)]
-
-
-def sim_skills() -> list[str]:
-    from retain import sim
-
-    return list(sim.SKILLS)
-
-
-def ood_families() -> list[str]:
-    from retain.evaluate import ood_settings
-
-    return ood_settings()
+    return [SkillScore.from_stored(s) for s in registry.scores(version)]
 
 
 class Scorer:
@@ -95,66 +84,60 @@ class Scorer:
         if self.pool is not None:
             self.pool.close(kill=kill)
 
-    def validation(self, checkpoint: Path, skill: str) -> ScoreRow:
+    def validation(self, checkpoint: Path, skill: str) -> SkillScore:
         """The score alpha is chosen on: the user's command, else the simulator's validation family."""
         if self.eval_cmd:
             return external_score(self.eval_cmd, checkpoint, skill, self.validation_family)
         return self.evaluate(checkpoint, [(skill, self.validation_family)], bar=False)[0]
 
-    def validations(self, checkpoints: Sequence[Path], skill: str) -> list[ScoreRow]:
+    def validations(self, checkpoints: Sequence[Path], skill: str) -> list[SkillScore]:
         """`validation` of several checkpoints; simulator ones side by side in the pool."""
         if self.eval_cmd:  # the user's evaluator may hold a GPU: one at a time
             return [self.validation(c, skill) for c in checkpoints]
         rows = self.evaluate_many([(c, [(skill, self.validation_family)]) for c in checkpoints], bar=False)
         return [r[0] for r in rows]
 
-    def evaluate(self, checkpoint: Path, jobs: Sequence[Job], bar: bool = True, desc: str = "evaluate") -> list[ScoreRow]:
+    def evaluate(self, checkpoint: Path, jobs: Sequence[SkillSplit], bar: bool = True, desc: str = "evaluate") -> list[SkillScore]:
         """Simulator scores for (skill or None for generalist, split) jobs, with paired episodes."""
         return self.evaluate_many([(checkpoint, jobs)], bar=bar, desc=desc)[0]
 
-    def evaluate_many(self, requests: Sequence[tuple[Path, Sequence[Job]]], bar: bool = True,
-                      desc: str = "evaluate") -> list[list[ScoreRow]]:
+    def evaluate_many(self, requests: Sequence[tuple[Path, Sequence[SkillSplit]]], bar: bool = True,
+                      desc: str = "evaluate") -> list[list[SkillScore]]:
         """`evaluate` for several checkpoints at once, every job in one queue so the workers stay busy."""
         from retain.evaluate import EVALUATOR
 
         flat = [(i, skill, split) for i, (_, jobs) in enumerate(requests) for skill, split in jobs]
         work = [EvalJob(self.config, str(requests[i][0]), skill or GENERALIST, split, self.episodes, self.seed)
                 for i, skill, split in flat]
-        progress = _bar(len(work), desc, self.progress and bar and bool(work))
+        progress = progress_bar(len(work), desc, unit="evaluations", show=self.progress and bar and bool(work))
         try:
             results = self.pool.run(work, done=progress.update if progress else None) if work else []
         finally:
             if progress:
                 progress.close()
-        out: list[list[ScoreRow]] = [[] for _ in requests]
+        out: list[list[SkillScore]] = [[] for _ in requests]
         for (i, skill, split), r in zip(flat, results):
-            out[i].append(ScoreRow(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR, self.seed))
+            out[i].append(SkillScore(skill, split, r.successes, r.episodes, r.rate, r.low, r.high, EVALUATOR, self.seed))
         return out
 
 
-def external_score(template: str, checkpoint: Path, skill: str, family: str) -> ScoreRow:
+def external_score(template: str, checkpoint: Path, skill: str, family: str) -> SkillScore:
     from registry.stats import wilson_interval
     from retain.external_eval import run_eval_cmd
 
     res = run_eval_cmd(template, checkpoint)
     if res.episodes is None:
-        return ScoreRow(skill, family, 0, 0, res.rate, res.rate, res.rate, "external")  # a rate alone: not recorded as a score
+        return SkillScore(skill, family, 0, 0, res.rate, res.rate, res.rate, "external")  # a rate alone: not recorded as a score
     low, high = wilson_interval(res.successes, res.episodes)
-    return ScoreRow(skill, family, res.successes, res.episodes, res.rate, low, high, "external")
+    return SkillScore(skill, family, res.successes, res.episodes, res.rate, low, high, "external")
 
 
-def _bar(total: int, desc: str, show: bool):
-    from retain.progress import progress_bar
-
-    return progress_bar(total, desc, unit="evaluations", show=show)
-
-
-def evaluation_jobs(skills: Sequence[str], with_generalist: bool, known: Sequence[str]) -> list[Job]:
+def evaluation_jobs(skills: Sequence[str], with_generalist: bool, known: Sequence[str]) -> list[SkillSplit]:
     """ID + every OOD family for each simulator skill, then the generalist suite."""
-    jobs: list[Job] = []
+    jobs: list[SkillSplit] = []
     for s in skills:
         if s in known:
-            jobs += [(s, "id")] + [(s, f) for f in ood_families()]
+            jobs += [(s, "id")] + [(s, f) for f in ood_settings()]
     if with_generalist:
         jobs.append((None, GENERALIST))
     return jobs

@@ -20,14 +20,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from registry.checkpoint import checkpoint_bytes
 from registry.errors import invalid
-from registry.records import NewLearnRun, Version
+from registry.records import GENERALIST, NewLearnRun, Version
 from retain.alphas import Alpha
-from retain.eval_pool import checkpoint_bytes
-from retain.finetune import policy_of
+from retain.evaluate import ood_settings, sim_skills
+from retain.policies import policy_of
 from retain.learn_demos import expected_shapes
 from retain.learn_options import LearnOptions
-from retain.learn_scoring import GENERALIST, Job, Scorer, ScoreRow, evaluation_jobs, ood_families, sim_skills, stored_rows
+from retain.learn_scoring import Scorer, SkillScore, SkillSplit, evaluation_jobs, stored_rows
+from retain.progress import progress_bar
 from retain.select import Selection, get_strategy, tie_warning
 
 Say = Callable[[str], None]
@@ -41,11 +43,11 @@ class StepOutcome:
     alpha: Alpha
     selection: Optional[Selection]
     sweep: list[dict[str, Any]]
-    scores: list[ScoreRow]
-    finetuned_scores: list[ScoreRow]
+    scores: list[SkillScore]
+    finetuned_scores: list[SkillScore]
     timings: dict[str, float]
-    parent_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # the parent on the new skill + generalist
-    parent_new_scores: list[ScoreRow] = dataclasses.field(default_factory=list)  # those the parent had not recorded yet
+    parent_scores: list[SkillScore] = dataclasses.field(default_factory=list)  # the parent on the new skill + generalist
+    parent_new_scores: list[SkillScore] = dataclasses.field(default_factory=list)  # those the parent had not recorded yet
     rehearsed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the earlier demo sets the finetune mixed in
     trainer: Any = None  # retain.trainer_cmd.TrainerRun when the user's --finetune-cmd finetuned
     parent_dir: Optional[Path] = None  # the parent's weights the step merged onto
@@ -176,10 +178,10 @@ def merge_to(parent: Path, finetuned: Path, alpha: Alpha, partition, dest: Path)
 def choose_alpha(
     parent: Path, finetuned: Path, partition, skill: str, opts: LearnOptions, scorer: Scorer, work: Path,
     progress: bool, say: Say,
-) -> tuple[Alpha, Optional[Selection], dict[str, Path], dict[str, ScoreRow]]:
+) -> tuple[Alpha, Optional[Selection], dict[str, Path], dict[str, SkillScore]]:
     """(alpha, selection, candidate folders by alpha key, validation rows by alpha key)."""
     cands: dict[str, Path] = {}
-    rows: dict[str, ScoreRow] = {}
+    rows: dict[str, SkillScore] = {}
 
     def candidate(alpha: Alpha) -> Path:
         key = alpha.key
@@ -195,7 +197,7 @@ def choose_alpha(
     if not can_score:
         raise invalid(f"cannot choose alpha for {skill!r}: it is not a simulator skill; pass --eval-cmd 'CMD {{checkpoint}}' or a fixed --alpha")
     say(f"choosing alpha ({opts.strategy} over {', '.join(f'{g:g}' for g in opts.alpha_grid)}) on {opts.val_family}")
-    bar = _progress_bar(progress, "alpha sweep")
+    bar = progress_bar(None, "alpha sweep", unit="alphas", show=progress)
 
     # The first round does not depend on any score: evaluate it side by side before the strategy asks.
     first = strategy.first_round(opts.alpha_grid)
@@ -221,13 +223,7 @@ def choose_alpha(
     return sel.alpha, sel, cands, rows
 
 
-def _progress_bar(show: bool, desc: str):
-    from retain.progress import progress_bar
-
-    return progress_bar(None, desc, unit="alphas", show=show)
-
-
-def sweep_record(selection: Optional[Selection], rows: dict[str, ScoreRow], family: str) -> list[dict[str, Any]]:
+def sweep_record(selection: Optional[Selection], rows: dict[str, SkillScore], family: str) -> list[dict[str, Any]]:
     if selection is None:
         return []
     return [{"alpha": p["alpha"].to_json(), "role": "candidate", "scores": {family: rows[p["alpha"].key].brief()}}
@@ -307,11 +303,11 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
     merged = cands.pop(alpha.key)
     for other in cands.values():  # candidates of a multi-GB model add up: keep only the chosen merge
         shutil.rmtree(other, ignore_errors=True)
-    scores: list[ScoreRow] = []
-    ft_scores: list[ScoreRow] = []
+    scores: list[SkillScore] = []
+    ft_scores: list[SkillScore] = []
     sweep = sweep_record(selection, val_rows, opts.val_family)
-    parent_rows: list[ScoreRow] = []
-    parent_new: list[ScoreRow] = []
+    parent_rows: list[SkillScore] = []
+    parent_new: list[SkillScore] = []
     if score:
         with timer("evaluate"):
             scores, ft_scores, parent_rows, parent_new = _score_step(registry, parent, parent_dir, skill, opts, scorer,
@@ -365,14 +361,14 @@ def trainer_record(run, dest_folder: Path) -> dict[str, Any]:
             "log_file": TRAINER_LOG}
 
 
-def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> tuple[list[Job], dict[Job, ScoreRow]]:
+def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> tuple[list[SkillSplit], dict[SkillSplit, SkillScore]]:
     """The parent (alpha 0) on the generalist suite and, for the comparison, on the new skill, with
     the scores it already has.
 
     Generalist retention is measured against the chain's root, so every parent needs that score;
     scores the parent already has are reused, the others evaluated (and recorded after the commit).
     """
-    wanted = [(skill, "id")] + [(skill, f) for f in ood_families()] if opts.compare_finetuned and skill in sim_skills() else []
+    wanted = [(skill, "id")] + [(skill, f) for f in ood_settings()] if opts.compare_finetuned and skill in sim_skills() else []
     wanted.append((None, GENERALIST))
     have = {(r.skill, r.split): r for r in stored_rows(registry, parent.name)}
     return wanted, {j: have[j] for j in wanted if j in have}
@@ -380,11 +376,11 @@ def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> t
 
 
 def _score_step(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions, scorer: Scorer,
-                merged: Path, ft_dir: Path, alpha: Alpha, val_rows: dict[str, ScoreRow], say: Say
-                ) -> tuple[list[ScoreRow], list[ScoreRow], list[ScoreRow], list[ScoreRow]]:
+                merged: Path, ft_dir: Path, alpha: Alpha, val_rows: dict[str, SkillScore], say: Say
+                ) -> tuple[list[SkillScore], list[SkillScore], list[SkillScore], list[SkillScore]]:
     """Scores of the merged backbone, the plain finetune and the parent (rows, and the parent's new rows)."""
-    scores: list[ScoreRow] = []
-    ft_scores: list[ScoreRow] = []
+    scores: list[SkillScore] = []
+    ft_scores: list[SkillScore] = []
     chosen_val = val_rows.get(alpha.key)
     if opts.eval_cmd:
         if chosen_val is None:

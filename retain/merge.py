@@ -96,7 +96,7 @@ class MergeReport:
 
 
 @dataclasses.dataclass
-class _Job:
+class _TensorPlan:
     """How one output tensor is produced."""
 
     spec: TensorSpec  # output layout (name, dtype, shape); file/offset unused
@@ -211,7 +211,7 @@ def _names_list(names: list[str]) -> str:
 
 def _plan(
     pre: Checkpoint, fts: list[Checkpoint], alphas: list[Alpha], partition: PartitionMap | None, on_mismatch: str
-) -> tuple[list[_Job], list[str], list[str]]:
+) -> tuple[list[_TensorPlan], list[str], list[str]]:
     """Decide every output tensor before any byte is written; gather all problems first."""
     problems: list[str] = []
     ft_only: dict[str, int] = {}  # name -> first finetuned index holding it
@@ -245,7 +245,7 @@ def _plan(
             "or pass --on-mismatch take-finetuned to copy such tensors from the finetuned one"
         )
 
-    jobs: list[_Job] = []
+    jobs: list[_TensorPlan] = []
     unclaimed: list[str] = []
     # Output order follows the pretrained files' byte order so reads stay sequential.
     file_rank = {str(f): k for k, f in enumerate(pre.files)}
@@ -255,10 +255,10 @@ def _plan(
             holder = mismatched[name]
             if holder >= 0:
                 src = fts[holder].specs[name]
-                jobs.append(_Job(src, "copy", source=src))
+                jobs.append(_TensorPlan(src, "copy", source=src))
             continue
         if spec.dtype not in FLOAT_DTYPES:
-            jobs.append(_Job(spec, "copy", source=spec))  # equality checked before writing
+            jobs.append(_TensorPlan(spec, "copy", source=spec))  # equality checked before writing
             continue
         modality = partition.modality_of(name) if partition else "other"
         if modality is None:
@@ -269,11 +269,11 @@ def _plan(
             continue
         terms = tuple((ft.specs[name], float(v)) for ft, v in zip(fts, values) if v != 0.0)
         if not terms:
-            jobs.append(_Job(spec, "copy", source=spec, modality=modality))
+            jobs.append(_TensorPlan(spec, "copy", source=spec, modality=modality))
         elif len(terms) == 1 and terms[0][1] == 1.0:
-            jobs.append(_Job(spec, "copy", source=terms[0][0], modality=modality))
+            jobs.append(_TensorPlan(spec, "copy", source=terms[0][0], modality=modality))
         else:
-            jobs.append(_Job(spec, "merge", pre=spec, terms=terms, modality=modality))
+            jobs.append(_TensorPlan(spec, "merge", pre=spec, terms=terms, modality=modality))
     if unclaimed:
         raise invalid(
             f"{len(unclaimed)} tensors match no rule of partition '{partition.name}' (e.g. {_names_list(unclaimed)}); "
@@ -284,13 +284,13 @@ def _plan(
         if name in pre.specs:
             continue
         src = fts[i].specs[name]
-        jobs.append(_Job(src, "copy", source=src))
+        jobs.append(_TensorPlan(src, "copy", source=src))
         taken.append(name)
     return jobs, taken, dropped
 
 
 def _check_plain_buffers(
-    jobs: list[_Job], pre: Checkpoint, fts: list[Checkpoint], reader: FileReader, on_mismatch: str, taken: list[str]
+    jobs: list[_TensorPlan], pre: Checkpoint, fts: list[Checkpoint], reader: FileReader, on_mismatch: str, taken: list[str]
 ) -> None:
     """Non-float tensors must be equal in every input; checked before writing starts."""
     differing: list[str] = []
@@ -304,7 +304,7 @@ def _check_plain_buffers(
                 differing.append(spec.name)
             else:
                 src = fts[0].specs[spec.name]
-                jobs[k] = _Job(src, "copy", source=src)
+                jobs[k] = _TensorPlan(src, "copy", source=src)
                 taken.append(spec.name)
     if differing:
         raise invalid(
@@ -321,7 +321,7 @@ def _same_bytes(reader: FileReader, a: TensorSpec, b: TensorSpec, bufs: ChunkBuf
 
 
 def _execute(
-    jobs: list[_Job],
+    jobs: list[_TensorPlan],
     reader: FileReader,
     dest: Path,
     max_shard_bytes: int | None,
@@ -458,7 +458,7 @@ class _Block:
 class _BlockReader:
     """Reads every job's inputs block by block in a background thread, into a few reused slots."""
 
-    def __init__(self, jobs: list[_Job], reader: FileReader, block_bytes: int):
+    def __init__(self, jobs: list[_TensorPlan], reader: FileReader, block_bytes: int):
         self.jobs, self.reader, self.block_bytes = jobs, reader, block_bytes
         self.ready: queue.Queue = queue.Queue()
         self.free: queue.Queue = queue.Queue()
@@ -478,10 +478,10 @@ class _BlockReader:
             self.free.put(slot)
         self.thread.join()
 
-    def _sources(self, job: _Job) -> list[TensorSpec]:
+    def _sources(self, job: _TensorPlan) -> list[TensorSpec]:
         return [job.source] if job.kind == "copy" else [job.pre] + [t for t, _ in job.terms]
 
-    def _elems(self, job: _Job) -> int:
+    def _elems(self, job: _TensorPlan) -> int:
         return max(self.block_bytes // DTYPE_SIZES[job.spec.dtype], 1)
 
     def _run(self) -> None:
@@ -521,7 +521,7 @@ class _BlockReader:
                 self.free.put(item.slot)
 
 
-def _merge_block(job: _Job, block: _Block, out: torch.Tensor, bufs: ChunkBuffers) -> None:
+def _merge_block(job: _TensorPlan, block: _Block, out: torch.Tensor, bufs: ChunkBuffers) -> None:
     """Write pre + sum_i a_i * (ft_i - pre) for one block into `out` (raw bytes), rounded once.
 
     Computed in cache-sized chunks (bufs.chunk_elems) in float32 (float64 for F64).

@@ -60,9 +60,6 @@ class PartitionMap:
                 return modality
         return None
 
-    def assign(self, names: Iterable[str]) -> dict[str, str | None]:
-        return {n: self.modality_of(n) for n in names}
-
     def to_text(self) -> str:
         """The map in rules-file syntax (a starting point for a custom file)."""
         return "".join(f"{r.modality}: {r.pattern}\n" for r in self.rules)

@@ -37,14 +37,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "vision_channels": 16, "vocab_size": 512, "chunk": 4, "execute": 2},
         "episodes": 24, "steps": 20, "lr": 1e-3, "batch_size": 16,
     },
-    # the shipped default base (<= 30 min on a 2-core CPU). FiLM and the locate loss made it use
-    # its camera at all; 64 px images (objects are a few pixels wide) and a heat-map locate head
-    # that feeds the action expert took its generalist success from 4% to 25% at the same training
-    # time (benchmarks/vision_use.py, docs/testbed.md). Cloning alone never learned to place (0%: it drifts
-    # off the expert's states and lowers short of the receptacle); a DAgger stage whose rollouts
-    # the expert starts, in scenes with 1-3 extra receptacles and the skills' things unnamed, made
-    # it place and pick a receptacle by name (generalist 25% -> 41%). 2 threads are faster than 1
-    # when the machine is otherwise idle
+    # the shipped default base: each setting is there because it made the base use its camera,
+    # place, or pick a receptacle by name (the findings: docs/measurements.md, "The default base")
     "default": {
         "policy_config": {"image_size": 64, "max_words": 12, "vision_film": True, "locate_weight": 5.0,
                           "locate_heatmap": True, "locate_feeds_action": True},

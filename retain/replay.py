@@ -29,11 +29,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from registry.checkpoint import bf16_to_float32
 from registry.errors import RegistryError, already_exists, invalid, invalid_state, not_found
 from registry.records import LearnRun, Version
 from retain.alphas import Alpha, as_alpha
 from retain.learn_options import LearnOptions, mark_finetune_cmd
-from retain.learn_scoring import ScoreRow, stored_rows
+from retain.learn_scoring import SkillScore, stored_rows
 from retain.learn_step import (
     Say,
     commit_step,
@@ -115,8 +116,8 @@ class ReplayedStep:
     new: Version
     alpha: Any
     recorded_alpha: Any
-    recorded_scores: list[ScoreRow]  # the recorded version's scores
-    scores: list[ScoreRow]
+    recorded_scores: list[SkillScore]  # the recorded version's scores
+    scores: list[SkillScore]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +288,7 @@ def _code_hint(chain: Sequence[ChainStep]) -> str:
 
 
 def _branch_name(registry, branch: Optional[str], tasks: Sequence[str], start: str) -> str:
-    from registry.checkpoint import check_plain_name
+    from registry.names import check_plain_name
 
     if branch:
         check_plain_name("branch", branch)
@@ -417,8 +418,8 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
 
 def _as_float(ckpt, name: str) -> np.ndarray:
     a = ckpt.array(name)
-    if ckpt.specs[name].dtype == "BF16":  # raw bits: widen to float32 by shifting into the high half
-        a = (a.astype(np.uint32) << 16).view(np.float32)
+    if ckpt.specs[name].dtype == "BF16":  # raw bits
+        a = bf16_to_float32(a)
     return a.astype(np.float64)
 
 

@@ -146,7 +146,8 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
     """
     if episodes < 1:
         raise invalid(f"-n must be at least 1 episode, got {episodes}")
-    from retain.eval_pool import EvalJob, EvalPool, checkpoint_bytes
+    from registry.checkpoint import checkpoint_bytes
+    from retain.eval_pool import EvalJob, EvalPool
     from registry.evaluations import describe
     from retain.evaluate import GENERALIST, check_task, settings_for, to_scores
 

@@ -125,10 +125,6 @@ def video_images(fs, root: str, shown: str, info: dict[str, Any], key: str, epis
     return images
 
 
-def video_keys(info: dict[str, Any]) -> list[str]:
-    return [k for k, f in (info.get("features") or {}).items() if isinstance(f, dict) and f.get("dtype") == "video"]
-
-
 def _frame_size(feature: dict[str, Any], shown: str, key: str) -> tuple[int, int]:
     shape, names = feature.get("shape"), feature.get("names") or []
     if not isinstance(shape, list) or len(shape) != 3:

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from registry.errors import corrupt, invalid
+from registry.errors import corrupt, first_line, invalid
 
 # What LeRobot writes (libsvtav1 -> av1, h264, hevc) plus VP9, which older datasets use.
 SUPPORTED_CODECS = ("av1", "h264", "hevc", "vp9")
@@ -36,11 +36,6 @@ def require_av() -> Any:
         raise invalid("this dataset stores camera streams as MP4 video, which needs PyAV; "
                       "install it with: pip install 'retain-registry[video]'") from None
     return av
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 class Mp4Writer:
@@ -176,7 +171,7 @@ def decode_at(opener: Callable[[], BinaryIO], shown: str, timestamps: np.ndarray
                 if first > q[seg[0]] + tolerance_s and not np.isfinite(best[seg]).all():
                     run(container, stream, 0.0, q[seg[-1]])
         except av.error.FFmpegError as e:
-            raise corrupt(f"{shown}: the video is damaged and does not decode ({_one_line(e)}); "
+            raise corrupt(f"{shown}: the video is damaged and does not decode ({first_line(e)}); "
                           f"re-download or re-encode it") from None
     frames = out[0]
     if frames is None:
@@ -204,7 +199,7 @@ def _open(av, fh, shown: str):
     try:
         return av.open(fh, "r")
     except av.error.FFmpegError as e:
-        raise corrupt(f"{shown} is not a readable MP4 video ({_one_line(e)}); re-download or re-encode it") from None
+        raise corrupt(f"{shown} is not a readable MP4 video ({first_line(e)}); re-download or re-encode it") from None
 
 
 def _video_stream(container, shown: str):

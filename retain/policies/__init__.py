@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
+from typing import Any, Mapping
 
 from registry.errors import invalid
 from retain.policies.adapter import PolicyAdapter
@@ -51,4 +52,15 @@ def get_policy(name: str) -> PolicyAdapter:
     return adapter
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PolicyAdapter", "available_policies", "get_policy"]
+def policy_of(config: Mapping[str, Any]):
+    """(adapter, policy_config) from a version's config; refuses versions without a policy."""
+    name = (config or {}).get("policy")
+    if not name:
+        raise invalid(
+            "this version records no policy config, so it cannot be finetuned here; "
+            "finetune elsewhere and pass --finetuned CHECKPOINT --preset NAME (with --eval-cmd to score it)"
+        )
+    return get_policy(name), dict(config.get("policy_config") or {})
+
+
+__all__ = ["ENTRY_POINT_GROUP", "PolicyAdapter", "available_policies", "get_policy", "policy_of"]
