@@ -4,7 +4,7 @@ The testbed's alpha 0 row answers this too, but only after a finetune per seed; 
 look at a base's ceiling, e.g. place-box-5 (place-crate-5's scene named with the word the base
 knows) against place-crate-5 and against a pretraining task's own ID scene.
 
-    nice python benchmarks/base_skills.py --base /tmp/dagbase/weights --base-config /tmp/dagbase/policy_config.json \\
+    nice python -m benchmarks.base_skills --base /tmp/dagbase/weights --base-config /tmp/dagbase/policy_config.json \\
         --skills place-box-5 place-crate-5 put-in-box --episodes 200
 
 Prints one line per skill as it finishes, then a JSON object {skill: {split: success %}}.
@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from base_args import add_base_args, resolve_base, run_cleanly  # noqa: E402
+from benchmarks.base_args import add_base_args, resolve_base, run_cleanly
 
 SPLITS = ["id", "ood:position", "ood:background", "ood:distractor", "ood:viewpoint", "ood:language"]
 
@@ -35,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     add_base_args(ap)
     args = ap.parse_args(argv)
 
-    import testbed_probes
+    from benchmarks import testbed_probes
     import torch
 
     from retain.evaluate import check_task, evaluate_splits

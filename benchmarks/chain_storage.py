@@ -21,8 +21,8 @@ The "whole" column is what storing every version whole gives: disk = one checkpo
 checkout of any version = the head's measured checkout (a whole copy read back).
 
 Usage:
-    python benchmarks/chain_storage.py --size 3B --workdir /work/chain-bench     # pi0 size: 3.24 B params, 6.5 GB
-    python benchmarks/chain_storage.py --size 0.5B --update 0.01 0.1             # smaller, two finetune sizes
+    python -m benchmarks.chain_storage --size 3B --workdir /work/chain-bench     # pi0 size: 3.24 B params, 6.5 GB
+    python -m benchmarks.chain_storage --size 0.5B --update 0.01 0.1             # smaller, two finetune sizes
 Prints one JSON object, then a table. Deletes the multi-GB files unless --keep.
 """
 from __future__ import annotations
@@ -37,13 +37,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import torch  # noqa: E402
+import torch
 
-from merge_bench import CONFIGS, SHARD, evict, pi0_shapes  # noqa: E402
-from registry.checkpoint import CheckpointWriter, TensorSpec, open_checkpoint  # noqa: E402
+from benchmarks.merge_bench import CONFIGS, SHARD, evict, pi0_shapes
+from registry.checkpoint import CheckpointWriter, TensorSpec, open_checkpoint
 
 ALPHA = "vision=1,language=0.5,action=1"
 SCALE = 0.02  # the synthetic weights' standard deviation

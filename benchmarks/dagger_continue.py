@@ -5,8 +5,8 @@ this continues a finished base instead (the shipped one by default): it regenera
 pretraining demos from its recipe, rolls the base out on the pretraining tasks, has the expert
 relabel every visited state (retain/dagger.py), and trains on demos plus relabelled states.
 
-    python benchmarks/dagger_continue.py --out /tmp/dagbase          # about 5 minutes on 2 idle cores
-    python benchmarks/testbed.py --base /tmp/dagbase/weights --base-config /tmp/dagbase/policy_config.json ...
+    python -m benchmarks.dagger_continue --out /tmp/dagbase          # about 5 minutes on 2 idle cores
+    python -m benchmarks.testbed --base /tmp/dagbase/weights --base-config /tmp/dagbase/policy_config.json ...
 """
 from __future__ import annotations
 
@@ -18,10 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from base_args import add_base_args, base_data_recipe, resolve_base, run_cleanly  # noqa: E402
+from benchmarks.base_args import add_base_args, base_data_recipe, resolve_base, run_cleanly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     base_dir, adapter, config = resolve_base(args)
     recipe = PretrainRecipe.from_dict(base_data_recipe(args, config))
     if args.setting:
-        import testbed_probes
+        from benchmarks import testbed_probes
 
         testbed_probes.register()
         recipe = dataclasses.replace(recipe, setting=get_setting(args.setting).name)

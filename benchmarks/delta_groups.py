@@ -13,21 +13,17 @@ With `--alpha A` the finetune's place is taken by the merge base + A * delta, so
 base" is what the generalist suite would get at that alpha if G's delta never reached it (as if G
 were routed per instruction). `--probe` adds benchmarks/testbed_probes.py's skills (box-back, ...).
 
-    nice python benchmarks/delta_groups.py --skill plates --seed 0
-    nice python benchmarks/delta_groups.py --skill plates --groups vision.convs language action.blocks,action.norm
-    nice python benchmarks/delta_groups.py --probe --skill box-back --alpha 0.75 --families --groups action action,language
+    nice python -m benchmarks.delta_groups --skill plates --seed 0
+    nice python -m benchmarks.delta_groups --skill plates --groups vision.convs language action.blocks,action.norm
+    nice python -m benchmarks.delta_groups --probe --skill box-back --alpha 0.75 --families --groups action action,language
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from base_args import add_base_args, add_finetune_args, resolve_base, run_cleanly  # noqa: E402
+from benchmarks.base_args import add_base_args, add_finetune_args, resolve_base, run_cleanly
 
 
 def default_groups(names: list[str]) -> dict[str, tuple[str, ...]]:
@@ -76,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.alpha <= 1.0:
         ap.error(f"--alpha {args.alpha} must be in (0, 1]: the share of the finetune's delta merged")
     if args.probe:
-        import testbed_probes
+        from benchmarks import testbed_probes
 
         testbed_probes.register()
 

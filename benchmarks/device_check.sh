@@ -41,7 +41,7 @@ else
   ft=(--device cuda --steps 200 --episodes 50 --threads 8)
 fi
 echo "== train_step ${bench[*]}" | tee -a "$log"
-timeout 150 python benchmarks/train_step.py "${bench[@]}" --json-out "$OUT/train_step_cuda.json" 2>&1 | tail -n 8 | tee -a "$log"
+timeout 150 python -m benchmarks.train_step "${bench[@]}" --json-out "$OUT/train_step_cuda.json" 2>&1 | tail -n 8 | tee -a "$log"
 echo "== finetune_devices ${ft[*]}" | tee -a "$log"
-timeout 150 python benchmarks/finetune_devices.py "${ft[@]}" --out "$OUT/finetune_devices.json" 2>&1 | tail -n 8 | tee -a "$log"
+timeout 150 python -m benchmarks.finetune_devices "${ft[@]}" --out "$OUT/finetune_devices.json" 2>&1 | tail -n 8 | tee -a "$log"
 echo "== done in $(( $(date +%s) - start )) s" | tee -a "$log"

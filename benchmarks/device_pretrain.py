@@ -8,9 +8,9 @@ calibration measures the step time on the device and the stages get the steps th
 (four fifths to the first, as 6,000 to 1,500 in the default recipe); the recipe written beside the
 weights records what ran, so `pretrain` can replay it (on the same runtime, the same bytes).
 
-    python benchmarks/device_pretrain.py pack --out .minilm-pack          # here, once: a 37 MB pruned MiniLM
+    python -m benchmarks.device_pretrain pack --out .minilm-pack          # here, once: a 37 MB pruned MiniLM
     bash benchmarks/device_pretrain.sh                                   # on the GPU machine (writes under $OUT)
-    python benchmarks/device_pretrain.py complete --src DIR --out BASE   # here: the full checkpoint for testbed.py
+    python -m benchmarks.device_pretrain complete --src DIR --out BASE   # here: the full checkpoint for testbed.py
 
 The GPU machine receives at most 64 MiB, so it gets the pruned copy of MiniLM (every weight, only
 the embedding rows of the pretraining instructions' word pieces; retain/policies/minilm.py) and
@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LARGE = {"vision_channels": 96, "d_model": 256, "d_action": 192, "n_heads": 8, "language_layers": 6, "action_layers": 2}
 MINILM = {"language_backbone": "minilm", "max_words": 24}

@@ -2,8 +2,8 @@
 merged backbone's, the plain finetune's and the parent's jobs, 50 episodes each) run in this
 process and in worker processes, and whether the outcomes are the same (a report, not a test).
 
-    python benchmarks/eval_workers.py                  # 1 worker against every core (up to 8)
-    python benchmarks/eval_workers.py --workers 1 2 4 --episodes 50
+    python -m benchmarks.eval_workers                  # 1 worker against every core (up to 8)
+    python -m benchmarks.eval_workers --workers 1 2 4 --episodes 50
 
 The shipped base stands in for all three checkpoints (the cost of a rollout does not depend on the
 weights' values, and identical outcomes are what is checked). Workers are started and warmed up
@@ -16,9 +16,7 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv: list[str] | None = None) -> int:

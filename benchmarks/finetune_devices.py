@@ -1,7 +1,7 @@
 """Does a finetune on a GPU learn what the same finetune on the CPU learns? A report, not a test.
 
-    python benchmarks/finetune_devices.py --device cuda --out curves.json
-    python benchmarks/finetune_devices.py --device cpu --steps 20 --episodes 4   # a smoke run without a GPU
+    python -m benchmarks.finetune_devices --device cuda --out curves.json
+    python -m benchmarks.finetune_devices --device cpu --steps 20 --episodes 4   # a smoke run without a GPU
 
 From the shipped base, on the same plates demos, with the same seed (so the same batches: the
 batch generator lives on the CPU whatever the device), it finetunes `--steps` steps as `learn`
@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,9 @@
 several bases, one table and one plot of the gain against each base's generalist success.
 
     # every cell of the protocol (resumable: a cell whose testbed.json holds every alpha is skipped)
-    nice python benchmarks/ladder.py run --base shipped=shipped --base minilm=/work/runs/minilm-cpu \\
+    nice python -m benchmarks.ladder run --base shipped=shipped --base minilm=/work/runs/minilm-cpu \\
         --base gpu=/work/runs/minilm-gpu --out /work/runs/ladder
-    python benchmarks/ladder.py report --out /work/runs/ladder       # ladder.json, ladder.md, ladder.png
+    python -m benchmarks.ladder report --out /work/runs/ladder       # ladder.json, ladder.md, ladder.png
 
 A base is NAME=shipped or NAME=DIR, DIR holding weights/ and policy_config.json (what
 `device_pretrain.py complete` writes). One cell is one (base, finetune mode, skill, seed): a
@@ -22,15 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SKILLS = ["plates", "whiteboard", "box-back", "place-crate-5"]
 FAMILIES = ["ood:position", "ood:object", "ood:background", "ood:distractor", "ood:viewpoint", "ood:language", "ood:paraphrase"]
 ALPHAS = ["0", "0.25", "0.5", "0.75", "vision=1,language=0.25,action=1", "vision=1,language=0.5,action=1",
           "vision=1,language=0.75,action=1", "1"]
 MODES = {"task": 0.0, "co": 0.2}  # task-FT, and co-FT with a fifth of each batch from pretraining data
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the benchmarks run as `python -m benchmarks.NAME` from here
 
 
 def _bases(specs: list[str]) -> dict[str, str]:
@@ -65,9 +63,9 @@ def cmd_run(args) -> int:
         strength = out / name / "strength.json"
         if not strength.exists():
             strength.parent.mkdir(parents=True, exist_ok=True)
-            res = subprocess.run([sys.executable, str(HERE / "base_skills.py"), *_base_args(where), "--skills", "put-in-box",
+            res = subprocess.run([sys.executable, "-m", "benchmarks.base_skills", *_base_args(where), "--skills", "put-in-box",
                                   "--splits", "generalist", "--episodes", str(args.strength_episodes), "--seed", "7",
-                                  "--threads", str(args.threads)], capture_output=True, text=True)
+                                  "--threads", str(args.threads)], capture_output=True, text=True, cwd=ROOT)
             if res.returncode:
                 print(res.stderr, file=sys.stderr)
                 return res.returncode
@@ -76,12 +74,12 @@ def cmd_run(args) -> int:
         cell = out / name / mode / skill / f"seed{seed}"
         if _complete(cell, args.alphas):
             continue
-        cmd = [sys.executable, str(HERE / "testbed_probes.py"), *_base_args(bases[name]), "--skills", skill, "--seeds", str(seed),
+        cmd = [sys.executable, "-m", "benchmarks.testbed_probes", *_base_args(bases[name]), "--skills", skill, "--seeds", str(seed),
                "--episodes", str(args.episodes), "--gen-episodes", str(args.gen_episodes), "--mix", str(MODES[mode]),
                "--demos", str(args.demos), "--steps", str(args.steps),
                "--threads", str(args.threads), "--families", *args.families, "--alphas", *args.alphas, "--out", str(cell)]
         print(f"[{i + 1}/{len(cells)}] {' '.join(cmd)}", flush=True)
-        res = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        res = subprocess.run(cmd, stdout=subprocess.DEVNULL, cwd=ROOT)
         if res.returncode:
             print(f"Error: the cell {name}/{mode}/{skill}/seed{seed} failed (exit {res.returncode}); rerun to resume", file=sys.stderr)
             return res.returncode
@@ -98,7 +96,7 @@ def _modality(alpha) -> str:
 
 def summarise_cell_group(dirs: list[Path]) -> dict | None:
     """The seeds of one (base, mode, skill) pooled as testbed.py pools them, reduced to the ladder's row."""
-    import testbed
+    from benchmarks import testbed
 
     from retain.evaluate import GENERALIST
 
@@ -136,7 +134,7 @@ def summarise_cell_group(dirs: list[Path]) -> dict | None:
 
 
 def cmd_report(args) -> int:
-    from pngplot import Panel, render, write_png
+    from benchmarks.pngplot import Panel, render, write_png
 
     out = Path(args.out)
     rows = []

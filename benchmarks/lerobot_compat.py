@@ -1,6 +1,6 @@
 """Compatibility with the real `lerobot` package, both ways, on LeRobot v3 video datasets.
 
-    python benchmarks/lerobot_compat.py --lerobot-python /work/venvs/lerobot-pinned/bin/python [--episodes 3] [--image-size 64]
+    python -m benchmarks.lerobot_compat --lerobot-python /work/venvs/lerobot-pinned/bin/python [--episodes 3] [--image-size 64]
 
 lerobot pins torch<2.11 (we pin 2.13), so it lives in its own virtual environment (docs/lerobot.md
 says how to make one); its side runs there as benchmarks/lerobot_compat_child.py. From the
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CHILD = ROOT / "benchmarks" / "lerobot_compat_child.py"
 
 

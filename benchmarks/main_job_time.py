@@ -3,7 +3,7 @@
 Runs the job as a user would, records the wall time of each `retain ...` step (from the job's own
 echo lines) and the stage timings `learn` prints, then prints a short table and one JSON line.
 
-    python benchmarks/main_job_time.py [--out benchmarks/out/main_job_time.json]
+    python -m benchmarks.main_job_time [--out benchmarks/out/main_job_time.json]
 """
 from __future__ import annotations
 

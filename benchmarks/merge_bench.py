@@ -20,7 +20,7 @@ and written = model bytes for every method. Our output is then compared with mer
 by tensor (at most one bf16 rounding step apart) and with the naive one (bit for bit).
 
 Usage:
-    python benchmarks/merge_bench.py --sizes 0.5B,3B --workdir /work/merge-bench \\
+    python -m benchmarks.merge_bench --sizes 0.5B,3B --workdir /work/merge-bench \\
         --mergekit /tmp/mk-venv/bin/mergekit-pytorch [--alpha 0.37] [--methods engine,floor] [--keep]
 Prints one JSON object, then a table. Deletes the multi-GB files unless --keep.
 """
@@ -39,12 +39,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from registry.checkpoint import CheckpointWriter, TensorSpec, bf16_to_float32, open_checkpoint  # noqa: E402
+from registry.checkpoint import CheckpointWriter, TensorSpec, bf16_to_float32, open_checkpoint
 
 SHARD = 2_000_000_000
 

@@ -9,8 +9,8 @@ base once on a skill's narrow ID demos and once on fresh demos of the base's own
 distribution. For each it prints how far every modality moved (||delta|| / ||theta_pre||) and
 the generalist success of uniform merges at each alpha, on paired episodes.
 
-    nice python benchmarks/merge_path.py                        # plates, shipped base, alphas 0 0.5 1
-    nice python benchmarks/merge_path.py --skill whiteboard --steps 300 --lr 1e-4 --episodes 200
+    nice python -m benchmarks.merge_path                        # plates, shipped base, alphas 0 0.5 1
+    nice python -m benchmarks.merge_path --skill whiteboard --steps 300 --lr 1e-4 --episodes 200
 """
 from __future__ import annotations
 
@@ -21,10 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from base_args import add_base_args, add_finetune_args, resolve_base, run_cleanly  # noqa: E402
+from benchmarks.base_args import add_base_args, add_finetune_args, resolve_base, run_cleanly
 
 
 def relative_moves(pre: dict, ft: dict, modality_of) -> dict[str, float]:

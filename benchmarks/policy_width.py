@@ -2,10 +2,10 @@
 shipped base's width, and where that puts the default recipe against its 30-minute budget.
 A report, not a test.
 
-    python benchmarks/policy_width.py                        # 2 threads, batch 48: the pretrain recipe's shape
-    python benchmarks/policy_width.py --widths vision_channels=96 vision_channels=128,d_model=192,d_action=192
-    python benchmarks/policy_width.py --widths language_backbone=minilm,max_words=24            # MiniLM, frozen
-    python benchmarks/policy_width.py --widths language_backbone=minilm,max_words=24 --unfrozen --threads 1 --batch 32
+    python -m benchmarks.policy_width                        # 2 threads, batch 48: the pretrain recipe's shape
+    python -m benchmarks.policy_width --widths vision_channels=96 vision_channels=128,d_model=192,d_action=192
+    python -m benchmarks.policy_width --widths language_backbone=minilm,max_words=24            # MiniLM, frozen
+    python -m benchmarks.policy_width --widths language_backbone=minilm,max_words=24 --unfrozen --threads 1 --batch 32
 
 Each width is a set of VLAConfig overrides of the shipped base's config, trained from a fresh
 init by `train_bc` on the same pretraining frames; the variants alternate in blocks inside one
@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_WIDTHS = ["vision_channels=96", "vision_channels=128", "vision_channels=128,d_model=192,d_action=192",
                   "vision_channels=128,d_model=256,d_action=256,n_heads=8"]

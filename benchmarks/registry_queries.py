@@ -13,8 +13,8 @@ learn run, alpha and 15 scores; a rollback every 100 versions so the graph branc
 Prints JSON, then a short table. Median and max over --repeat runs after one warm-up.
 
 Usage:
-    python benchmarks/registry_queries.py                      # 1,000 versions on SQLite in a temp dir
-    python benchmarks/registry_queries.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
+    python -m benchmarks.registry_queries                      # 1,000 versions on SQLite in a temp dir
+    python -m benchmarks.registry_queries --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
 """
 from __future__ import annotations
 
@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from registry.api import Registry  # noqa: E402
-from registry.checkpoint import save_tensors  # noqa: E402
-from registry.records import NewLearnRun, NewScore  # noqa: E402
+from registry.api import Registry
+from registry.checkpoint import save_tensors
+from registry.records import NewLearnRun, NewScore
 
 SKILLS = ["plates", "whiteboard", "pot-on-stove", "mugs-on-plates", "items-into-basket"]
 SPLITS = ["id", "ood:position", "ood:object"]

@@ -1,7 +1,7 @@
 """Simulator throughput and scripted-expert success rates (a report, not a test).
 
-    python benchmarks/sim_throughput.py                 # env-steps/s, n=256, rendering on
-    python benchmarks/sim_throughput.py --experts 100   # + expert success of every task x setting
+    python -m benchmarks.sim_throughput                 # env-steps/s, n=256, rendering on
+    python -m benchmarks.sim_throughput --experts 100   # + expert success of every task x setting
 
 Prints one JSON object, then a short table. Throughput counts env-steps (episodes x steps) per
 second of wall time for TabletopBatch.step + expert_actions, images rendered every step, one
@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from retain import sim  # noqa: E402
+from retain import sim
 
 
 def throughput(tasks: list[str], setting: str, n: int, image_size: int, steps: int, seed: int = 0) -> float:

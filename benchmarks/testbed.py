@@ -10,10 +10,10 @@ Prints a table (mean over seeds), writes JSON with every count and a PNG of succ
 and checks the phenomenon the testbed must show (issue 4) with the thresholds printed below;
 the verdict is what was measured, nothing is tuned to it.
 
-    nice python benchmarks/testbed.py --seeds 0 1 2 --episodes 200 --out benchmarks/out/testbed
-    nice python benchmarks/testbed.py --mix 0.2 ...   # co-finetuning: 20% of each batch from pretraining data
-    nice python benchmarks/testbed.py --alphas 0 vision=0.5,language=0.5,action=1 1   # per-modality merges
-    python benchmarks/testbed.py --pool out/s0 out/s1 out/s2 --out out/pooled   # seeds run as separate processes
+    nice python -m benchmarks.testbed --seeds 0 1 2 --episodes 200 --out benchmarks/out/testbed
+    nice python -m benchmarks.testbed --mix 0.2 ...   # co-finetuning: 20% of each batch from pretraining data
+    nice python -m benchmarks.testbed --alphas 0 vision=0.5,language=0.5,action=1 1   # per-modality merges
+    python -m benchmarks.testbed --pool out/s0 out/s1 out/s2 --out out/pooled   # seeds run as separate processes
 
 An alpha is a number or the per-modality form every command accepts; the first must be 0 (the
 base) and the last 1 (the plain finetune), and the verdict compares the ones between with them.
@@ -29,10 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from base_args import add_base_args, add_finetune_args, base_data_recipe, resolve_base, run_cleanly  # noqa: E402
+from benchmarks.base_args import add_base_args, add_finetune_args, base_data_recipe, resolve_base, run_cleanly
 
 # What "the phenomenon holds" means here (issue 4), fixed before looking at any result.
 NEAR_ZERO = 0.10  # base success on the new skill (ID)
@@ -233,8 +230,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 def report(out: Path, results: list[dict], args: dict, timings: dict) -> int:
     """Table, verdict and plot over the (seed, skill) pairs in `results` that finished every alpha."""
-    from retain.evaluate import GENERALIST
-
     all_results = results
     alphas = list(args["alphas"])
     complete = {(r["seed"], r["skill"]) for r in results

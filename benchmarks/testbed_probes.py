@@ -27,24 +27,20 @@ scenes are scenes its base was pretrained on): ood:background-in, ood:distractor
 ood:viewpoint-in, ood:language-in (pretraining paraphrases; ood:position already lies inside).
 Registering them adds them to the default OOD families of this process, so pass --families.
 
-    nice python benchmarks/testbed_probes.py --skills place-crate --seeds 0 1 --episodes 100 --gen-episodes 100 \\
+    nice python -m benchmarks.testbed_probes --skills place-crate --seeds 0 1 --episodes 100 --gen-episodes 100 \\
         --families ood:position ood:background ood:distractor ood:viewpoint ood:language --alphas 0 0.5 0.75 0.875 1
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from retain.sim import tasks as _tasks  # noqa: E402
-from retain.sim.scene import FIXTURE_LOOKS, SceneBuilder  # noqa: E402
-from retain.sim.settings import get_setting, register_setting  # noqa: E402
-from retain.sim.world import Kind  # noqa: E402
+from retain.sim import tasks as _tasks
+from retain.sim.scene import FIXTURE_LOOKS, SceneBuilder
+from retain.sim.settings import get_setting, register_setting
+from retain.sim.world import Kind
 
 RECEPTACLES = (Kind.BOX, Kind.BOWL, Kind.TRAY)
 RECEPTACLE_SLOTS = [(-0.4, 0.4), (0.45, -0.35), (0.4, 0.4)]
@@ -182,7 +178,7 @@ def register() -> None:
                             camera_rot=pre.camera_rot, camera_shear=pre.camera_shear),
         dataclasses.replace(ID, name="ood:language-in", phrasing="train"),
         # pretrain-clutter without the skills' things (the clutter continuations' setting in the
-        # figures in docs/testbed.md), for benchmarks/dagger_continue.py --setting
+        # figures in docs/testbed.md), for python -m benchmarks.dagger_continue --setting
         dataclasses.replace(pre, name="pretrain-receptacles", description="pretraining with 1-3 extra receptacles in every scene (no skill things)",
                             fixture_distractors=(1, 3)),
     ]:
@@ -191,7 +187,7 @@ def register() -> None:
 
 if __name__ == "__main__":
     register()
-    import testbed
-    from base_args import run_cleanly
+    from benchmarks import testbed
+    from benchmarks.base_args import run_cleanly
 
     sys.exit(run_cleanly(testbed.main))

@@ -2,10 +2,10 @@
 seconds per step for the shipped base's network and for a 7.65 M-parameter one, on the CPU or a
 GPU. A report, not a test.
 
-    python benchmarks/train_step.py                                  # CPU, 2 threads, batch 48 (the pretrain recipe)
-    python benchmarks/train_step.py --threads 1 --batch 32 --steps 20  # a finetune's shape
-    python benchmarks/train_step.py --device cuda                    # batch 256, fp32 and bf16, both networks
-    python benchmarks/train_step.py --nan-fill                       # also: deterministic mode's NaN fill left on
+    python -m benchmarks.train_step                                  # CPU, 2 threads, batch 48 (the pretrain recipe)
+    python -m benchmarks.train_step --threads 1 --batch 32 --steps 20  # a finetune's shape
+    python -m benchmarks.train_step --device cuda                    # batch 256, fp32 and bf16, both networks
+    python -m benchmarks.train_step --nan-fill                       # also: deterministic mode's NaN fill left on
 
 Configs: `shipped` is the shipped base (retain/assets/base.json); `7.65M` is
 VLAConfig(vision_channels=96, d_model=256, d_action=192, n_heads=8, language_layers=6,
@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LARGE = {"vision_channels": 96, "d_model": 256, "d_action": 192, "n_heads": 8, "language_layers": 6, "action_layers": 2}
 

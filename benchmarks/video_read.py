@@ -1,6 +1,6 @@
 """What reading a LeRobot video dataset costs: write, read all, read one episode, read without pixels.
 
-    python benchmarks/video_read.py [--episodes 10] [--length 200] [--size 224] [--vcodec av1]
+    python -m benchmarks.video_read [--episodes 10] [--length 200] [--size 224] [--vcodec av1]
 
 Frames are a smooth synthetic camera stream (a moving gradient with noise), written as one LeRobot
 v3 dataset by write_dataset(video=True) and read back by read_dataset. Prints JSON and a table.
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def episodes(n: int, length: int, size: int, seed: int = 0):

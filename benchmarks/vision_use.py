@@ -10,22 +10,16 @@ one place across the batch (every frame gets another scene's image; state and wo
 - image_gain: l1_shuffled - l1 (0 means the image changes nothing the loss can see);
 - action_change: mean |pred(own image) - pred(other image)| / mean |pred(own image)|.
 
-    python benchmarks/vision_use.py                          # the shipped base
-    python benchmarks/vision_use.py --base DIR --base-config cfg.json --setting id
+    python -m benchmarks.vision_use                          # the shipped base
+    python -m benchmarks.vision_use --base DIR --base-config cfg.json --setting id
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from base_args import add_base_args, resolve_base, run_cleanly  # noqa: E402
+from benchmarks.base_args import add_base_args, resolve_base, run_cleanly
 
 
 def measure(model, adapter, frames, chunk: int, batch: int = 256) -> dict[str, float]:

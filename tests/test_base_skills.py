@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "base_skills.py"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "benchmarks.base_skills", *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 @pytest.mark.slow

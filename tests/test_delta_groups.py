@@ -1,15 +1,12 @@
 """The delta-location diagnostic (benchmarks/delta_groups.py): its groups cover every parameter
 once, a bad prefix is refused, and a hybrid takes exactly the named group from the other model."""
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 torch = pytest.importorskip("torch")
 
-from delta_groups import default_groups, hybrid, main, parse_groups  # noqa: E402
+from benchmarks.delta_groups import default_groups, hybrid, main, parse_groups  # noqa: E402
 
 from registry.errors import RegistryError  # noqa: E402
 from retain.policies import get_policy  # noqa: E402

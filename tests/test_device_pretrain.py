@@ -3,15 +3,12 @@ as shards that `complete` turns into a loadable base."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import device_pretrain  # noqa: E402
+from benchmarks import device_pretrain  # noqa: E402
 
 from retain.policies import get_policy, minilm  # noqa: E402
 

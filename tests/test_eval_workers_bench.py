@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_the_benchmark_prints_json_a_table_and_equal_outcomes():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_workers.py"), "--episodes", "1", "--workers", "1", "2"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.eval_workers", "--episodes", "1", "--workers", "1", "2"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout.splitlines()[0])
     assert [r["workers"] for r in doc["results"]] == [1, 2] and doc["same_outcomes"] is True

@@ -4,9 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import testbed  # noqa: E402
+from benchmarks import testbed  # noqa: E402
 
 FAMS = ["ood:position", "ood:object"]
 
@@ -85,7 +84,7 @@ def test_alphas_that_do_not_run_from_base_to_finetune_or_do_not_parse_are_refuse
 def test_a_missing_base_or_a_broken_base_config_is_one_line_and_a_non_zero_exit(tmp_path):
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "testbed.py"
+    root = Path(__file__).resolve().parents[1]
     (tmp_path / "base").mkdir()
     (tmp_path / "cfg.json").write_text("{not json")
     cases = ((["--base", str(tmp_path / "nope")], "does not exist"),
@@ -93,8 +92,8 @@ def test_a_missing_base_or_a_broken_base_config_is_one_line_and_a_non_zero_exit(
              (["--base", str(tmp_path / "base"), "--base-config", str(tmp_path / "none.json")], "cannot read --base-config"),
              (["--mix", "1.5"], "must be in [0, 1)"))
     for options, says in cases:
-        r = subprocess.run([sys.executable, str(script), *options, "--out", str(tmp_path / "out")],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run([sys.executable, "-m", "benchmarks.testbed", *options, "--out", str(tmp_path / "out")],
+                           capture_output=True, text=True, timeout=120, cwd=root)
         assert r.returncode != 0 and "Traceback" not in r.stderr, (options, r.stderr)
         assert says in r.stderr.strip().splitlines()[-1]  # argparse puts its usage above the one line
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import ladder  # noqa: E402
+from benchmarks import ladder  # noqa: E402
 
 L05 = "vision=1,language=0.5,action=1"
 

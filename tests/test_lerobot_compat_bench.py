@@ -12,17 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    import importlib.util
+    from benchmarks import lerobot_compat
 
-    spec = importlib.util.spec_from_file_location("lerobot_compat", ROOT / "benchmarks" / "lerobot_compat.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return lerobot_compat
 
 
 def test_a_python_without_lerobot_is_one_line():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lerobot_compat.py"), "--lerobot-python", sys.executable],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.lerobot_compat", "--lerobot-python", sys.executable],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 1 and r.stderr.strip().endswith("cannot import lerobot; make its environment as docs/lerobot.md says")
 
 

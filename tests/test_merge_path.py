@@ -1,15 +1,12 @@
 """The merge-path control (benchmarks/merge_path.py): how far each modality moved is measured
 per modality, relative to the pretrained weights, and ignores integer buffers."""
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 torch = pytest.importorskip("torch")
 
-from merge_path import relative_moves  # noqa: E402
+from benchmarks.merge_path import relative_moves  # noqa: E402
 
 from retain.partitions import get_partition_map  # noqa: E402
 

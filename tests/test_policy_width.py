@@ -1,12 +1,7 @@
 """benchmarks/policy_width.py: times wider builds of the built-in policy against the shipped width."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import policy_width  # noqa: E402
+from benchmarks import policy_width  # noqa: E402
 
 
 def test_parse_width_reads_config_overrides():

@@ -1,14 +1,10 @@
 """The testbed probes (benchmarks/testbed_probes.py): shuffled ID slots really move things between
 slots, only in the narrow layout, and every probe skill has an expert that succeeds."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import testbed_probes  # noqa: E402
+from benchmarks import testbed_probes  # noqa: E402
 
 from retain.sim.scene import SceneBuilder  # noqa: E402
 from retain.sim.settings import get_setting  # noqa: E402

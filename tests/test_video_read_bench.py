@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_benchmark_prints_json_and_a_table():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "video_read.py"), "--episodes", "2", "--length", "6", "--size", "32"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.video_read", "--episodes", "2", "--length", "6", "--size", "32"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout.splitlines()[0])
     assert doc["frames"] == 12 and doc["one_episode_frames"] == 6

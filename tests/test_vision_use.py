@@ -1,15 +1,12 @@
 """The image-use diagnostic (benchmarks/vision_use.py): it must see a camera that matters and
 report exactly zero for a policy whose vision tokens do not depend on the image."""
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 torch = pytest.importorskip("torch")
 
-from vision_use import measure  # noqa: E402
+from benchmarks.vision_use import measure  # noqa: E402
 
 from retain.policies import get_policy  # noqa: E402
 from retain.pretrain import PretrainRecipe, collect_frames  # noqa: E402

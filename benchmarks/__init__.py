@@ -1,0 +1,1 @@
+"""Benchmarks and research scripts, each run from the repository root as `python -m benchmarks.NAME`."""
