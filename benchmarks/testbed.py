@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.base_args import add_base_args, add_finetune_args, base_data_recipe, resolve_base, run_cleanly
+from registry.records import GENERALIST
 
 # What "the phenomenon holds" means here (issue 4), fixed before looking at any result.
 NEAR_ZERO = 0.10  # base success on the new skill (ID)
@@ -75,73 +76,101 @@ def main(argv: list[str] | None = None) -> int:
         results, run_args, timings = pool_runs([out], None)
         return report(out, results, run_args, timings)
 
+    return report(out, *run_sweep(args, out))
+
+
+def run_sweep(args: argparse.Namespace, out: Path) -> tuple[list[dict], dict, dict]:
+    """Finetune each (seed, skill) from the base with the library's finetune, merge at every alpha
+    with the merge engine and score each merge with the simulator's evaluation; (results, args, timings)."""
     import torch
 
-    from retain.evaluate import GENERALIST, evaluate, ood_settings
-    from retain.merge import merge_checkpoints
+    from retain.evaluate import ood_settings
     from retain.pretrain import collect_frames
-    from retain.train import parse_lr_scale, train_bc
 
+    _recipe(args, seed=0)  # a bad --lr-scale, --steps or --lr fails before any work
     torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    lr_scale = parse_lr_scale(args.lr_scale)
     base_dir, adapter, policy_config = resolve_base(args)
-    families = args.families if args.families is not None else ood_settings()
-    settings = ["id", *families]
+    settings = ["id", *(args.families if args.families is not None else ood_settings())]
     results: list[dict] = []
     timings: dict[str, float] = {"collect": 0.0, "finetune": 0.0, "merge": 0.0, "evaluate": 0.0}
-    gen_cache: dict[tuple[int, float], dict] = {}  # alpha 0 (the base) is the same model for every skill
-    mix = None
+    gen_cache: dict[tuple[int, float], list[int]] = {}  # alpha 0 (the base) is the same model for every skill
+    pre = None
     if args.mix:  # the base's own pretraining distribution, regenerated as learn's co-ft does
         from retain.learn_step import pretraining_frames
 
         pre = pretraining_frames(base_data_recipe(args, policy_config), args.mix_episodes)
-        mix = (pre, args.mix)
         print(f"co-ft: {args.mix:.0%} of every finetuning batch from {len(pre)} pretraining frames", flush=True)
 
     for seed in args.seeds:
-        eval_seed = 10_000 + seed
         for skill in args.skills:
             t = time.perf_counter()
             demos = collect_frames([skill], "id", args.demos, seed=1_000 + seed, image_size=policy_config.get("image_size"))
             timings["collect"] += time.perf_counter() - t
             t = time.perf_counter()
-            model = adapter.load(base_dir, policy_config)
-            rep = train_bc(model, adapter, demos, args.steps, args.lr, args.batch, seed, mix, threads=args.threads, lr_scale=lr_scale)
-            ft_dir = adapter.save(model, work / f"ft-{skill}-{seed}")
+            ft = _finetune(args, base_dir, adapter, policy_config, demos, pre, seed, work / f"ft-{skill}-{seed}")
             timings["finetune"] += time.perf_counter() - t
-            print(f"[seed {seed} {skill}] {demos.episodes} demos, {len(demos)} frames; finetune loss {rep.first_loss:.3f} -> {rep.final_loss:.3f} ({rep.seconds:.0f}s)", flush=True)
+            print(f"[seed {seed} {skill}] {demos.episodes} demos, {len(demos)} frames; finetune loss {ft.first_loss:.3f} -> {ft.final_loss:.3f} ({ft.seconds:.0f}s)", flush=True)
             for n_alpha, alpha in enumerate(args.alphas):
-                t = time.perf_counter()
-                merged_dir = work / f"m-{skill}-{seed}-{n_alpha}"
-                merge_checkpoints(base_dir, [ft_dir], [alpha], adapter.partition_preset, merged_dir, progress=False)
-                merged = adapter.load(merged_dir, policy_config)
-                timings["merge"] += time.perf_counter() - t
-                t = time.perf_counter()
-                row = {"seed": seed, "skill": skill, "alpha": alpha}
-                for s in settings:
-                    r = evaluate(merged, adapter, skill, s, args.episodes, eval_seed)
-                    row[s] = [r.successes, r.episodes]
-                    row.setdefault("outcomes", {})[s] = "".join("1" if o else "0" for o in r.outcomes)
-                key = (seed, alpha)
-                if alpha == 0.0 and key in gen_cache:
-                    row[GENERALIST] = gen_cache[key]
-                else:
-                    r = evaluate(merged, adapter, GENERALIST, GENERALIST, args.gen_episodes, eval_seed)
-                    row[GENERALIST] = [r.successes, r.episodes]
-                    if alpha == 0.0:
-                        gen_cache[key] = row[GENERALIST]
-                timings["evaluate"] += time.perf_counter() - t
+                row = _score_merge(args, base_dir, adapter, policy_config, ft.checkpoint, skill, seed, alpha, settings,
+                                   work / f"m-{skill}-{seed}-{n_alpha}", gen_cache, timings)
                 results.append(row)
                 _save(out, results, vars(args), timings)
                 print(f"   alpha {_label(alpha)}  " + "  ".join(f"{s}={row[s][0] / row[s][1]:.2f}" for s in [*settings, GENERALIST]), flush=True)
-                shutil.rmtree(merged_dir)
-            shutil.rmtree(ft_dir)
+            shutil.rmtree(ft.checkpoint)
     shutil.rmtree(work, ignore_errors=True)
-    return report(out, results, vars(args), timings)
+    return results, vars(args), timings
+
+
+def _recipe(args: argparse.Namespace, seed: int):
+    """The finetune recipe of one seed: task-ft, or co-ft at --mix."""
+    from retain.finetune import FinetuneRecipe
+
+    return FinetuneRecipe(mode="co-ft" if args.mix else "task-ft", mix=args.mix, steps=args.steps, lr=args.lr,
+                          batch_size=args.batch, seed=seed, threads=args.threads, lr_scale=args.lr_scale,
+                          pretrain_episodes=args.mix_episodes)
+
+
+def _finetune(args: argparse.Namespace, base_dir: Path, adapter, policy_config: dict, demos, pre, seed: int, dest: Path):
+    """`learn`'s finetune (retain.finetune) of the base on `demos`, with `pre` mixed in for co-ft."""
+    from retain.finetune import finetune
+
+    config = {"policy": adapter.name, "policy_config": policy_config}
+    return finetune(base_dir, config, demos, _recipe(args, seed), dest, pretrain_frames=pre)
+
+
+def _score_merge(args: argparse.Namespace, base_dir: Path, adapter, policy_config: dict, ft_dir: Path, skill: str, seed: int,
+                 alpha, settings: list[str], merged_dir: Path, gen_cache: dict, timings: dict) -> dict:
+    """One result row: the merge at `alpha` on the skill's ID and OOD settings and on the generalist
+    suite (the base's generalist counts reused across skills), with every episode's outcome."""
+    from retain.evaluate import evaluate
+    from retain.merge import merge_checkpoints
+
+    eval_seed = 10_000 + seed
+    t = time.perf_counter()
+    merge_checkpoints(base_dir, [ft_dir], [alpha], adapter.partition_preset, merged_dir, progress=False)
+    merged = adapter.load(merged_dir, policy_config)
+    timings["merge"] += time.perf_counter() - t
+    t = time.perf_counter()
+    row = {"seed": seed, "skill": skill, "alpha": alpha}
+    for s in settings:
+        r = evaluate(merged, adapter, skill, s, args.episodes, eval_seed)
+        row[s] = [r.successes, r.episodes]
+        row.setdefault("outcomes", {})[s] = "".join("1" if o else "0" for o in r.outcomes)
+    key = (seed, alpha)
+    if alpha == 0.0 and key in gen_cache:
+        row[GENERALIST] = gen_cache[key]
+    else:
+        r = evaluate(merged, adapter, GENERALIST, GENERALIST, args.gen_episodes, eval_seed)
+        row[GENERALIST] = [r.successes, r.episodes]
+        if alpha == 0.0:
+            gen_cache[key] = row[GENERALIST]
+    timings["evaluate"] += time.perf_counter() - t
+    shutil.rmtree(merged_dir)
+    return row
 
 
 # what makes runs one sweep: the same base, finetune recipe and alphas (episode counts may differ)
@@ -267,8 +296,6 @@ def plot(path: Path, results: list[dict], skills, alphas, settings) -> None:
     """Success against alpha per skill, counts pooled over seeds, with 95% bands (the [plot] extra)."""
     from registry.errors import RegistryError
     from registry.plots import POOLED, plot_alpha_sweep
-    from retain.evaluate import GENERALIST
-
     uniform = all(isinstance(a, (int, float)) for a in alphas)
     xs = [float(a) for a in alphas] if uniform else [i / max(1, len(alphas) - 1) for i in range(len(alphas))]
     families = pooled_families(settings)
@@ -295,8 +322,6 @@ def plot(path: Path, results: list[dict], skills, alphas, settings) -> None:
 
 def summarise(results: list[dict], skills, alphas, settings) -> dict:
     """skill -> alpha -> setting -> mean success over seeds (pooled counts), plus 'ood' (mean of families)."""
-    from retain.evaluate import GENERALIST
-
     out: dict = {}
     for skill in skills:
         out[skill] = {}
@@ -316,8 +341,6 @@ def summarise(results: list[dict], skills, alphas, settings) -> dict:
 
 def check(summary: dict, skills, alphas, families) -> dict:
     """The issue's criteria, skill by skill, on the seed-pooled means."""
-    from retain.evaluate import GENERALIST
-
     verdict = {}
     for skill in skills:
         s = summary[skill]
@@ -359,8 +382,6 @@ def paired(results: list[dict], skill: str, mid: float | None, alphas, families)
 
 
 def table(summary: dict, skills, alphas, settings) -> str:
-    from retain.evaluate import GENERALIST
-
     cols = [*settings, "ood", GENERALIST]
     width = max(6, *(len(_label(a)) for a in alphas))
     head = f"{'skill':<11}{'alpha':>{width}}  " + "".join(f"{c.replace('ood:', ''):>11}" for c in cols)

@@ -124,29 +124,28 @@ class Fixed(AlphaStrategy):
         return Selection(self.name, alpha, None, [])
 
 
-class Grid(AlphaStrategy):
-    """One alpha for every modality; each grid value scored on the validation family; best kept."""
-
-    name = "grid"
+class _BestOfFirstRound(AlphaStrategy):
+    """Score every candidate of the first round; keep the best."""
 
     def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
         memo = _Memo(score)
         best, value = memo.best(self.first_round(grid))
         return Selection(self.name, best, value, memo.sweep())
+
+
+class Grid(_BestOfFirstRound):
+    """One alpha for every modality; each grid value scored on the validation family; best kept."""
+
+    name = "grid"
 
     def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
         return [Alpha.uniform(g) for g in check_grid(grid)]
 
 
-class LanguageOnly(AlphaStrategy):
+class LanguageOnly(_BestOfFirstRound):
     """Search the language backbone's alpha with vision = action = 1, as the paper recommends."""
 
     name = "language"
-
-    def choose(self, score: ScoreFn, *, grid: Sequence[float] = DEFAULT_GRID, alpha: Alpha | None = None) -> Selection:
-        memo = _Memo(score)
-        best, value = memo.best(self.first_round(grid))
-        return Selection(self.name, best, value, memo.sweep())
 
     def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
         return [Alpha(vision=1.0, language=g, action=1.0) for g in check_grid(grid)]
