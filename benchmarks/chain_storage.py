@@ -36,12 +36,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 import torch
 
 from benchmarks.merge_bench import CONFIGS, SHARD, evict, pi0_shapes
 from registry.checkpoint import CheckpointWriter, TensorSpec, open_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ALPHA = "vision=1,language=0.5,action=1"
 SCALE = 0.02  # the synthetic weights' standard deviation
