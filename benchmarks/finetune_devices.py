@@ -8,7 +8,8 @@ batch generator lives on the CPU whatever the device), it finetunes `--steps` st
 does (batch 32, lr 5e-4) on the CPU and on `--device`, fp32 and, on CUDA, bf16 autocast. The
 loss is logged every `--log-every` steps. The yardstick for "within noise" is a second CPU run
 that differs only in its seed (other batches): the device's curve should sit closer to the CPU
-curve than that one does, and its final loss within the seed-to-seed gap. Writes both curves,
+curve than that one does, and its final loss within the seed-to-seed gap. The device run is done
+twice: deterministic kernels should give the same weight hash both times. Writes both curves,
 the gaps and a verdict to `--out` (JSON) and prints a short table.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from registry.checkpoint import open_checkpoint, weight_hash
     from retain.pretrain import collect_frames, shipped_base
     from retain.policies import get_policy
     from retain.train import train_bc
@@ -47,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         rep = train_bc(model, adapter, demos, args.steps, 5e-4, args.batch, seed, threads=args.threads, log_every=args.log_every,
                        **({"device": device, "bf16": bf16} if device != "cpu" else {}))
+        with tempfile.TemporaryDirectory() as tmp:
+            with open_checkpoint(adapter.save(model, Path(tmp) / "w")) as ckpt:
+                digest = weight_hash(ckpt)
         return {"device": device, "seed": seed, "bf16": bf16, "seconds": round(time.perf_counter() - t, 2),
-                "first_loss": rep.first_loss, "final_loss": rep.final_loss, "losses": rep.losses}
+                "first_loss": rep.first_loss, "final_loss": rep.final_loss, "losses": rep.losses, "weight_hash": digest}
 
-    runs = {"cpu": finetune("cpu", 0), "cpu_other_seed": finetune("cpu", 1), "device": finetune(args.device, 0)}
+    runs = {"cpu": finetune("cpu", 0), "cpu_other_seed": finetune("cpu", 1), "device": finetune(args.device, 0),
+            "device_again": finetune(args.device, 0)}
     if args.device.startswith("cuda"):
         runs["device_bf16"] = finetune(args.device, 0, bf16=True)
 
@@ -60,18 +67,20 @@ def main(argv: list[str] | None = None) -> int:
                 "final_abs": abs(a["final_loss"] - b["final_loss"])}
 
     noise = gap(runs["cpu"], runs["cpu_other_seed"])
-    gaps = {k: gap(runs["cpu"], v) for k, v in runs.items() if k.startswith("device")}
+    gaps = {k: gap(runs["cpu"], v) for k, v in runs.items() if k.startswith("device") and k != "device_again"}
     verdict = {k: g["mean_abs"] <= noise["mean_abs"] and g["final_abs"] <= max(noise["final_abs"], 0.02) for k, g in gaps.items()}
     report = {"device": args.device, "device_name": torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu",
               "torch": torch.__version__, "steps": args.steps, "batch": args.batch, "log_every": args.log_every, "frames": len(demos),
-              "runs": runs, "noise_cpu_seed_0_vs_1": noise, "gap_to_cpu": gaps, "within_noise": verdict}
+              "runs": runs, "noise_cpu_seed_0_vs_1": noise, "gap_to_cpu": gaps, "within_noise": verdict,
+              "device_repeats_bit_for_bit": runs["device"]["weight_hash"] == runs["device_again"]["weight_hash"]}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'run':<16}{'seconds':>9}{'first':>9}{'final':>9}{'mean |gap| to cpu':>20}")
     for k, r in runs.items():
-        g = noise if k == "cpu_other_seed" else gaps.get(k)
+        g = noise if k == "cpu_other_seed" else gaps.get(k, gaps.get("device") if k == "device_again" else None)
         print(f"{k:<16}{r['seconds']:>9.1f}{r['first_loss']:>9.4f}{r['final_loss']:>9.4f}{'' if g is None else format(g['mean_abs'], '.4f'):>20}")
-    print(f"within noise (seed-to-seed gap on the CPU as the yardstick): {verdict}")
+    print(f"within noise (seed-to-seed gap on the CPU as the yardstick): {verdict}; "
+          f"{args.device} run repeats bit for bit: {report['device_repeats_bit_for_bit']}")
     return 0
 
 

@@ -5,7 +5,7 @@ device's kind ("cpu" or "cuda"): the arithmetic differs between them, not betwee
 machine, and a replay on another kind says so (retain.provenance.runtime_changes).
 
 Example:
-    >>> resolve_device("auto")          # "cuda:0" on a machine with a GPU, else "cpu"
+    >>> resolve_device("auto")          # "cuda:0" (torch's current GPU) on a machine with one, else "cpu"
     >>> device_kind(resolve_device("cuda:1"))
     'cuda'
 """
@@ -32,14 +32,14 @@ def resolve_device(spec: str | None) -> str:
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if kind == "auto":
-        return "cuda:0" if count else "cpu"
+    if kind == "auto" and not count:
+        return "cpu"
     if not count:
         raise invalid(f"--device {spec} asks for a GPU but torch sees none (torch {torch.__version__}, "
                       f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu or auto")
     if index >= count:
         raise invalid(f"--device {spec}: torch sees {count} GPU(s), numbered 0 to {count - 1}; pick one of those")
-    return f"cuda:{index}"
+    return f"cuda:{index if m.group(2) is not None else torch.cuda.current_device()}"  # no number: torch's current GPU
 
 
 def device_kind(device: str) -> str:
@@ -60,3 +60,14 @@ def check_bf16(device: str, bf16: bool) -> None:
     """bf16 autocast is a CUDA option; on a CPU it would only slow the run and change its bytes."""
     if bf16 and device_kind(device) != "cuda":
         raise invalid("--bf16 autocast runs on a GPU only; drop --bf16 or use --device cuda")
+
+
+def select_device(spec: str | None) -> str:
+    """A command's `--device`: resolved (refusing what torch cannot do), a GPU made torch's current
+    one so "cuda" means it from here on, and the kind a recipe records returned."""
+    actual = resolve_device(spec)
+    if actual != "cpu":
+        import torch
+
+        torch.cuda.set_device(torch.device(actual))
+    return device_kind(actual)

@@ -52,6 +52,7 @@ class EvalJob:
     setting: str
     episodes: int
     seed: int
+    device: str = "cpu"  # where the policy runs ("cpu" or "cuda:N"); the simulator stays on the CPU
 
 
 def default_workers(model_bytes: int = 0) -> int:
@@ -96,6 +97,7 @@ def run_job(job: EvalJob, model=None):
     adapter, policy_config = policy_of(job.config)
     if model is None:
         model = adapter.load(Path(job.checkpoint), policy_config)
+    model = model.to(job.device)
     return evaluate(model, adapter, job.task, job.setting, job.episodes, job.seed, threads=EVAL_THREADS)
 
 

@@ -148,13 +148,19 @@ def _rollout(model, adapter: PolicyAdapter, tasks: list[str], setting: str, seed
     return success
 
 
-def to_scores(results: Sequence[EvalResult], skill: str | None, seed: int | None = None):
+def evaluator_name(device: str = "cpu") -> str:
+    """What a score records as its evaluator: the simulator's version, and a GPU when the policy ran
+    on one (its float sums differ from the CPU's, so an episode on the edge can end otherwise)."""
+    return EVALUATOR if device.split(":", 1)[0] == "cpu" else f"{EVALUATOR}@cuda"
+
+
+def to_scores(results: Sequence[EvalResult], skill: str | None, seed: int | None = None, device: str = "cpu"):
     """Registry NewScore rows for results (skill None for the generalist suite)."""
     from registry.records import NewScore
 
     return [
-        NewScore(skill=None if r.setting == GENERALIST else skill, split=r.setting, successes=r.successes, episodes=r.episodes, evaluator=EVALUATOR,
-                 seed=seed)
+        NewScore(skill=None if r.setting == GENERALIST else skill, split=r.setting, successes=r.successes, episodes=r.episodes,
+                 evaluator=evaluator_name(device), seed=seed)
         for r in results
     ]
 

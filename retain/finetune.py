@@ -68,6 +68,11 @@ class FinetuneRecipe:
     rehearse: float = 0.0
     """The share of each batch drawn from earlier skills' demos, in [0, 1) (0: none; recipes
     recorded before the option read as 0)."""
+    device: str = "cpu"
+    """The kind of device it trains on, cpu or cuda (recipes recorded before the option ran on the
+    CPU): the arithmetic differs between them. Which GPU is torch's current one."""
+    bf16: bool = False
+    """bf16 autocast of the forward pass (cuda only)."""
 
     def __post_init__(self) -> None:
         from retain.train import format_lr_scale, parse_lr_scale
@@ -94,6 +99,12 @@ class FinetuneRecipe:
             raise invalid(f"--nproc-per-node must be at least 1, got {self.nproc}")
         if self.threads < 1:
             raise invalid(f"--threads must be at least 1, got {self.threads}")
+        if self.device not in ("cpu", "cuda"):
+            raise invalid(f"a finetune's device is cpu or cuda, got {self.device!r}")
+        if self.bf16 and self.device != "cuda":
+            raise invalid("--bf16 autocast runs on a GPU only; drop --bf16 or use --device cuda")
+        if self.nproc > 1 and self.device != "cpu":
+            raise invalid("--nproc-per-node runs DDP ranks on the CPU (gloo); on a GPU use --nproc-per-node 1")
         if self.batch_size < 1:
             raise invalid(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.batch_size < self.nproc:
@@ -170,6 +181,7 @@ def _check_lr_scale(parent, recipe: FinetuneRecipe) -> None:
 
 
 def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, rehearsal, batch_size: int, seed: int, progress: bool):
+    from retain.device import resolve_device
     from retain.train import parse_lr_scale, train_bc
 
     # pretraining first, then rehearsal: a recipe without rehearsal draws exactly what it drew before
@@ -177,7 +189,7 @@ def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, rehearsal, batch
     return train_bc(
         model, adapter, frames, recipe.steps, recipe.lr, batch_size, seed,
         mix=shares or None, threads=recipe.threads, progress=progress,
-        lr_scale=parse_lr_scale(recipe.lr_scale),
+        lr_scale=parse_lr_scale(recipe.lr_scale), device=resolve_device(recipe.device), bf16=recipe.bf16,
     )
 
 

@@ -181,13 +181,14 @@ def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: 
     recipe: dict[str, Any] = {
         "skill": task, **opts.record(),
         "demos": {"source": demos.source, "episodes": demos.episodes, "frames": len(demos.frames)} if demos else None,
-        "parent": parent.name, "code_version": code_version(), "runtime": runtime(), "finetune_recipe_version": RECIPE_VERSION,
+        "parent": parent.name, "code_version": code_version(), "runtime": runtime(opts.finetune.device),
+        "finetune_recipe_version": RECIPE_VERSION,
     }
     if rehearsed:
         recipe["rehearsed"] = rehearsed
     if finetuned:
         recipe.update({"mode": "external", "finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
-        for k in ("mix", "rehearse", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes"):
+        for k in ("mix", "rehearse", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes", "device", "bf16"):
             recipe.pop(k)
     if opts.finetune_cmd:
         mark_finetune_cmd(recipe)

@@ -46,6 +46,7 @@ from retain.learn_step import (
     stored_demo_frames,
     store_finetune,
 )
+from retain.device import resolve_device
 from retain.provenance import code_version, runtime, runtime_changes
 
 
@@ -181,11 +182,13 @@ def _recorded_rehearse(run: LearnRun) -> float:
     return float(run.recipe.get("rehearse") or 0.0)  # recorded before rehearsal existed: none
 
 
-def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str], rehearse: Optional[float] = None) -> LearnOptions:
+def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str], rehearse: Optional[float] = None,
+             device: Optional[str] = None) -> LearnOptions:
     recipe = run.recipe
     if mode is not None and mode != recipe.get("mode"):  # another mode: its own default mix
         recipe = {k: v for k, v in recipe.items() if k != "mix"}
-    return LearnOptions.from_recipe(recipe, mode=mode, rehearse=rehearse, alpha=alpha)
+    return LearnOptions.from_recipe(recipe, mode=mode, rehearse=rehearse, alpha=alpha, device=device,
+                                    bf16=False if device == "cpu" else None)
 
 
 # ---------------------------------------------------------------------------------------- replay
@@ -194,7 +197,7 @@ def _options(run: LearnRun, mode: Optional[str], alpha: Optional[str], rehearse:
 def replay(
     registry, tasks: Sequence[str], *, start: Optional[str] = None, branch: Optional[str] = None, alpha: Optional[str] = None,
     mode: Optional[str] = None, rehearse: Optional[float] = None, of: Optional[str] = None, progress: bool = False,
-    say: Optional[Say] = None, work_dir: Optional[str] = None, accept_drift: bool = False,
+    say: Optional[Say] = None, work_dir: Optional[str] = None, accept_drift: bool = False, device: Optional[str] = None,
 ) -> ReplayResult:
     """Replay the recorded chain `tasks` (see the module docstring).
 
@@ -219,6 +222,8 @@ def replay(
     if alpha is not None and alpha != "auto":
         parse_alpha(alpha)
     chain = recorded_chain(registry, tasks, of)
+    for s in chain:  # a recorded GPU without one here, or an unknown device: refused before any work
+        resolve_device(device or s.run.recipe.get("device") or "cpu")
     if rehearse is not None:  # a share out of range, or one that leaves no room beside a recorded mix: refused before any commit
         for s in chain:
             _options(s.run, mode, alpha, rehearse)
@@ -249,7 +254,8 @@ def replay(
         if not changes:
             say(f"replaying {' -> '.join(tasks)} from {first.name} with the recorded recipes (verifying the weight hashes)")
             try:
-                checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say, accept_drift) for i, s in enumerate(chain)]
+                checks = [_verify_step(registry, s, i, work / f"step{i}", progress, say, accept_drift, device)
+                          for i, s in enumerate(chain)]
             except RegistryError as e:
                 raise RegistryError(f"{e}{_code_hint(chain)}", e.code) from None
             return ReplayResult(list(tasks), first.name, False, {}, checks, None, [])
@@ -258,7 +264,7 @@ def replay(
             ", ".join(f"{k}={v}" for k, v in changes.items()))
         done: list[ReplayedStep] = []
         try:
-            _rebuild(registry, chain, start_v, branch, mode, alpha, rehearse, changes, work, progress, say, done)
+            _rebuild(registry, chain, start_v, branch, mode, alpha, rehearse, changes, work, progress, say, done, device)
         except RegistryError as e:
             if not done:
                 raise
@@ -324,12 +330,13 @@ def _stored_finetuned(registry, run: LearnRun, parent_dir: Path, work: Path) -> 
     return recorded_finetuned(registry, run, parent_dir, work)
 
 
-def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say: Say, accept_drift: bool = False) -> StepCheck:
+def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say: Say, accept_drift: bool = False,
+                 device: Optional[str] = None) -> StepCheck:
     from registry.checkpoint import open_checkpoint, weight_hash
 
     t0 = time.perf_counter()
     work.mkdir(parents=True)
-    opts = LearnOptions.from_recipe(s.run.recipe)
+    opts = _options(s.run, None, None, None, device)
     external = _external(s.run)
     frames, demos_ref = (None, None) if external else _demos(registry, s.run, work, s.parent, opts)
     parent_dir = registry.checkout(s.parent.name, work / "recorded-parent")
@@ -357,7 +364,8 @@ def _verify_step(registry, s: ChainStep, i: int, work: Path, progress: bool, say
         merge_diff = weight_diff(out.merged, registry.checkout(s.version.name, work / "recorded-merged"))
     return StepCheck(s.skill, s.version.name, s.parent.name, ft_state, ft_hash, recorded_ft_hash, ft_diff, merged_hash,
                      s.version.weight_hash, merge_diff, s.run.alpha, round(time.perf_counter() - t0, 3),
-                     s.run.recipe.get("code_version", ""), code_version(), runtime_changes(s.run.recipe.get("runtime")))
+                     s.run.recipe.get("code_version", ""), code_version(),
+                     runtime_changes(s.run.recipe.get("runtime"), runtime(opts.finetune.device)))
 
 
 def _replayed_alpha(run: LearnRun, alpha: Optional[str], opts: LearnOptions) -> Optional[Alpha]:
@@ -370,7 +378,7 @@ def _replayed_alpha(run: LearnRun, alpha: Optional[str], opts: LearnOptions) -> 
 
 def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode: Optional[str], alpha: Optional[str],
              rehearse: Optional[float], changes: dict[str, Any], work: Path, progress: bool, say: Say,
-             out: list[ReplayedStep]) -> None:
+             out: list[ReplayedStep], device: Optional[str] = None) -> None:
     """Commit the changed chain step by step onto `branch`, appending each step to `out`."""
     parent = start
     for i, s in enumerate(chain):
@@ -381,7 +389,7 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         if share and not rehearsal_sets(registry, parent, s.skill):
             say(f"step {i + 1}: nothing was learned before {s.skill} on {parent.name}, so it is finetuned without rehearsal")
             share = 0.0
-        opts = _options(s.run, mode, alpha, share)
+        opts = _options(s.run, mode, alpha, share, device)
         same_finetune = (parent.name == s.parent.name and "mode" not in changes
                          and opts.finetune.rehearse == _recorded_rehearse(s.run))
         source = None
@@ -398,7 +406,8 @@ def _rebuild(registry, chain: list[ChainStep], start: Version, branch: str, mode
         # a finetune run again rehearses what the new parent's history holds; a reused one, what it did
         kept = {k: v for k, v in s.run.recipe.items() if k != "rehearsed" or source is not None}
         recipe = {**kept, **({} if external else opts.record()), "alpha": "auto" if fixed is None else str(fixed), "parent": parent.name,
-                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(), "runtime": runtime(),
+                  "replay_of": s.version.name, "replay_changes": changes, "code_version": code_version(),
+                  "runtime": runtime(opts.finetune.device),
                   **({"rehearsed": step.rehearsed} if step.rehearsed else {})}
         if opts.finetune_cmd:
             mark_finetune_cmd(recipe)

@@ -114,7 +114,16 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "malformed lr scale": (["plates", "--lr-scale", "vision"], "write NAME=FACTOR"),
         "lr scale of no module": (["plates", "--lr-scale", "visoin=0.1"], "starts no parameter name"),
         "lr scale of no module under DDP": (["plates", "--lr-scale", "visoin=0.1", "--nproc-per-node", "2"], "starts no parameter name"),
+        "unknown device": (["plates", "--device", "tpu"], "unknown device 'tpu'"),
+        "bf16 on the cpu": (["plates", "--device", "cpu", "--bf16"], "GPU only"),
+        **({} if _has_gpu() else {"cuda without a gpu": (["plates", "--device", "cuda"], "torch sees none")}),
     }
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def test_every_bad_input_is_one_clear_line_and_commits_nothing(home, tmp_path):

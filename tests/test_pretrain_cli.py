@@ -104,6 +104,8 @@ def test_pretrain_shipped_commits_the_shipped_base_with_its_recipe(run):
         (["eval", "main", "--skill", "plates", "--split", "sideways"], "unknown split 'sideways'"),
         (["eval", "main", "--skill", "plates", "-n", "0"], "-n must be at least 1"),
         (["eval", "main", "--split", "id"], "needs a skill"),
+        (["eval", "main", "--split", "generalist", "--device", "tpu"], "unknown device 'tpu'"),
+        (["pretrain", "--config", "tiny", "--device", "cpu:1"], "unknown device 'cpu:1'"),
         (["pretrain", "--config", "huge"], "unknown pretrain config 'huge'"),
         (["pretrain", "--config", "tiny", "--episodes", "0"], "--episodes must be at least 1"),
         (["pretrain", "--config", "tiny", "--steps", "-3"], "--steps must be at least 1"),

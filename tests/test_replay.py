@@ -82,6 +82,9 @@ def test_rebase_the_chain_onto_another_base(chain):
     (["replay", "whiteboard", "--alpha", "0.25", "--branch", "main"], "branch 'main' already exists"),
     (["replay", "whiteboard", "--of", "v1"], "v1 did not learn 'whiteboard'"),
     (["replay", "whiteboard", "--mode", "co-ft"], "records no data recipe"),
+    (["replay", "whiteboard", "--device", "tpu"], "unknown device 'tpu'"),
+    pytest.param(["replay", "whiteboard", "--device", "cuda"], "torch sees none",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_bad_replays_are_one_line(chain, args, fragment):
     reg, root = chain
@@ -142,6 +145,7 @@ def test_cpu_model_is_vendor_family_and_model_of_the_first_processor():
 def test_learn_and_replay_record_the_runtime(chain):
     reg, root = chain
     assert reg.learn_run_for("v2").recipe["runtime"] == runtime()
+    assert (reg.learn_run_for("v2").recipe["device"], reg.learn_run_for("v2").recipe["bf16"]) == ("cpu", False)
     assert cli(root, "replay", "whiteboard", "--of", "v2", "--alpha", "0.75", "--branch", "wb-runtime", "-q").exit_code == 0
     assert reg.learn_run_for(reg.head("wb-runtime").name).recipe["runtime"] == runtime()
 

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import click
 
 from registry.cli_support import json_option, registry_from_ctx, to_json
+from retain.commands.policy_cmds import device_option
 from retain.learn_options import LearnOptions
 
 # Options left unset take LearnOptions' defaults (so the recipe records them); --help shows them.
@@ -171,12 +172,14 @@ def _learn_json(res) -> dict:
 @click.option("--finetune-timeout", type=float, default=None, help="Seconds --finetune-cmd may run before it is stopped.")
 @click.option("--preset", default=None, help="Partition preset for --finetuned weights (e.g. openpi-pi0, lerobot-smolvla).")
 @click.option("--eval-cmd", default=None, help="Score candidates with your evaluator: 'CMD {checkpoint}' printing JSON.")
+@device_option
+@click.option("--bf16", is_flag=True, default=None, help="bf16 autocast of the finetune's forward pass (CUDA only; recorded).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
 def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
               seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, finetune_cmd, finetune_timeout, preset, eval_cmd,
-              quiet, as_json) -> None:
+              device, bf16, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
     \b
@@ -195,7 +198,12 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
     values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "threads": threads, "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
-              "eval_cmd": eval_cmd, "preset": preset, "finetune_cmd": finetune_cmd, "finetune_timeout": finetune_timeout}
+              "eval_cmd": eval_cmd, "preset": preset, "finetune_cmd": finetune_cmd, "finetune_timeout": finetune_timeout,
+              "bf16": bf16 or None}
+    from retain.device import select_device
+
+    # the finetune's device (the simulator's rollouts stay on the CPU workers); DDP ranks run on the CPU
+    values["device"] = select_device("cpu" if device is None and nproc > 1 else device)
     opts = LearnOptions.of(**{k: v for k, v in values.items() if v is not None})
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
@@ -259,10 +267,11 @@ def _replay_json(res) -> dict:
 @click.option("--of", "of", default=None, help="The version that learned the last task (default: its latest learn).")
 @click.option("--accept-drift", is_flag=True,
               help="Go on when a --finetune-cmd trainer does not reproduce its recorded finetune bit for bit (reported).")
+@click.option("--device", default=None, help="Where the finetunes run: auto, cpu, cuda or cuda:N (default: each step's recorded device).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehearse, of, accept_drift, quiet, as_json) -> None:
+def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehearse, of, accept_drift, device, quiet, as_json) -> None:
     """Re-run a recorded chain of skills from its stored demos and recipes.
 
     With nothing changed it verifies the recorded weight hashes bit for bit (exit 5 if a step
@@ -276,11 +285,13 @@ def replay_cmd(ctx: click.Context, tasks: str, start, branch, alpha, mode, rehea
       retain replay whiteboard --alpha 0.25
       retain replay plates,whiteboard --rehearse 0.2
     """
+    from retain.device import select_device
     from retain.replay import ensure_reproduced, replay
 
+    kind = select_device(device) if device is not None else None
     _interrupt_on_sigterm()
     with registry_from_ctx(ctx) as reg:
         res = replay(reg, tasks.split(","), start=start, branch=branch, alpha=alpha, mode=mode, rehearse=rehearse, of=of,
-                     progress=not quiet, accept_drift=accept_drift)
+                     progress=not quiet, accept_drift=accept_drift, device=kind)
     click.echo(to_json(_replay_json(res)) if as_json else replay_text(res))
     ensure_reproduced(res)

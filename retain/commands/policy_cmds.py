@@ -137,15 +137,21 @@ def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, forc
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Evaluation seed: the same seed and -n give the same scenes (paired episodes); another -n draws other "
                    "scenes, not a prefix or an extension of them.")
+@device_option
 @json_option
 @click.pass_context
-def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, episodes: int, seed: int, as_json: bool) -> None:
+def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, episodes: int, seed: int, device: str | None,
+             as_json: bool) -> None:
     """Evaluate VERSION in the simulator and record its scores (rate and Wilson 95% interval).
+    The policy runs on --device (a GPU's scores record the evaluator as retain-sim-v1@cuda).
 
     Example: retain eval v1 --skill plates --split ood -n 200
     """
     if episodes < 1:
         raise invalid(f"-n must be at least 1 episode, got {episodes}")
+    from retain.device import resolve_device
+
+    device = resolve_device(device)
     from registry.checkpoint import checkpoint_bytes
     from retain.eval_pool import EvalJob, EvalPool
     from registry.evaluations import describe
@@ -160,9 +166,9 @@ def eval_cmd(ctx: click.Context, version: str, skill: str | None, split: str, ep
         with reg.work_folder("eval") as tmp:
             path = str(reg.checkout(v.name, Path(tmp) / "weights"))
             with EvalPool(model_bytes=checkpoint_bytes(path)) as pool:
-                results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed)
+                results = pool.run([EvalJob(v.config, path, GENERALIST if s == GENERALIST else skill, s, episodes, seed, device)
                                     for s in settings])
-        reg.record_scores(v.name, to_scores(results, skill, seed))
+        reg.record_scores(v.name, to_scores(results, skill, seed, device))
         shown = {(s.skill, s.split): s for s in reg.scores(v.name)}
     rows = []
     for r in results:
