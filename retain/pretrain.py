@@ -167,8 +167,9 @@ def pretrain(recipe: PretrainRecipe, dest: Path, progress: bool = False, *, devi
         raise already_exists(f"output {dest} already exists; choose a new path or remove it first")
     if not Path(dest).parent.is_dir():
         raise not_found(f"output folder {Path(dest).parent} does not exist; create it first")
+    actual = _device_for(recipe, device)
     run = start_run(run_dir, recipe, checkpoint_minutes, checkpoint_steps) if run_dir is not None else None
-    return _pretrain(recipe, Path(dest), progress, _device_for(recipe, device), run)
+    return _pretrain(recipe, Path(dest), progress, actual, run)
 
 
 def resume_pretrain(run_dir: Path, dest: Path | None = None, progress: bool = False, *, device: str | None = None,
@@ -179,12 +180,15 @@ def resume_pretrain(run_dir: Path, dest: Path | None = None, progress: bool = Fa
     The weights go to `dest` (None: the run's own `final` folder, kept for a later commit)."""
     from retain.pretrain_run import open_run
 
+    if dest is not None and Path(dest).exists():
+        raise invalid(f"output {dest} already exists; choose a new path or remove it first")
     run = open_run(run_dir, options, device, checkpoint_minutes, checkpoint_steps)
+    actual = _device_for(run.recipe, device)
     if progress:
         at = run.checkpoint()
         where = f"step {at[0].step} of its {'DAgger' if at[1] == 'dagger' else 'cloning'} stage" if at else "its start"
         print(f"resuming the run in {run_dir} from {where} (demos are collected again from the recipe's seed)", file=sys.stderr)
-    return _pretrain(run.recipe, Path(dest) if dest is not None else None, progress, _device_for(run.recipe, device), run)
+    return _pretrain(run.recipe, Path(dest) if dest is not None else None, progress, actual, run)
 
 
 def _device_for(recipe: PretrainRecipe, device: str | None) -> str:
