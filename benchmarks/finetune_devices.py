@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return {"device": device, "seed": seed, "bf16": bf16, "seconds": round(time.perf_counter() - t, 2),
                 "first_loss": rep.first_loss, "final_loss": rep.final_loss, "losses": rep.losses, "weight_hash": digest}
 
-    runs = {"cpu": finetune("cpu", 0), "cpu_other_seed": finetune("cpu", 1), "device": finetune(args.device, 0),
-            "device_again": finetune(args.device, 0)}
-    if args.device.startswith("cuda"):
-        runs["device_bf16"] = finetune(args.device, 0, bf16=True)
+    plan = [("device", args.device, 0, False), ("device_again", args.device, 0, False), ("cpu", "cpu", 0, False),
+            ("cpu_other_seed", "cpu", 1, False)] + ([("device_bf16", args.device, 0, True)] if args.device.startswith("cuda") else [])
+    runs: dict = {}
+    for name, device, seed, bf16 in plan:  # the device's runs first; each result saved as it comes, should time run out
+        runs[name] = finetune(device, seed, bf16)
+        if args.out:
+            Path(args.out).write_text(json.dumps({"partial": True, "runs": runs}, indent=2) + "\n")
+    runs = {k: runs[k] for k in ("cpu", "cpu_other_seed", "device", "device_again", "device_bf16") if k in runs}
 
     def gap(a: dict, b: dict) -> dict:
         pairs = list(zip(a["losses"], b["losses"]))

@@ -14,6 +14,9 @@ that take an open `Registry` rather than methods on it:
         check = replay(reg, ["whiteboard"])                         # re-run and verify hashes bit for bit
         assert check.reproduced
 
+    pretrain(PretrainRecipe.preset("default", device="cuda"), "base", run_dir="runs/big")  # checkpointed
+    resume_pretrain("runs/big", "base")                             # after a stop: from the last checkpoint
+
 Importing this module does not import torch; the calls do, when they need it.
 """
 from __future__ import annotations
@@ -31,10 +34,12 @@ from registry.continual import (
 )
 from retain.learn import LearnResult, learn
 from retain.learn_options import LearnOptions
+from retain.pretrain import PretrainRecipe, PretrainResult, pretrain, resume_pretrain
 from retain.replay import ReplayResult, replay
 
 
 __all__ = [
     "Registry", "LearnOptions", "LearnResult", "learn", "ReplayResult", "replay", "continual_scores",
     "score_matrix", "continual_summary", "format_matrix", "format_summary", "history_along",
+    "PretrainRecipe", "PretrainResult", "pretrain", "resume_pretrain",
 ]
