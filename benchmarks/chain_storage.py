@@ -164,7 +164,10 @@ def main() -> None:
     ap.add_argument("--workdir", default="/work/chain-bench")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    results = [chain(args.size, u, args.skills, Path(args.workdir) / f"{args.size}-{u:g}", args.keep) for u in args.update]
+    results = []
+    for u in args.update:
+        results.append(chain(args.size, u, args.skills, Path(args.workdir) / f"{args.size}-{u:g}", args.keep))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # each chain as it finishes
     print(json.dumps({"alpha": ALPHA, "shard_bytes": SHARD, "results": results}, indent=2))
     print(table(results))
 
