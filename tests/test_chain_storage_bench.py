@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_benchmark_runs_a_chain_and_reports_its_storage(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chain_storage.py"), "--size", "tiny", "--skills", "2",
-                        "--update", "0.01", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.chain_storage", "--size", "tiny", "--skills", "2",
+                        "--update", "0.01", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
     res = doc["results"][0]
