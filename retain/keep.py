@@ -16,7 +16,7 @@ parent's, which every candidate is compared with), the best validation success w
 holds; ties go to the candidate keeping the larger worst share, then to the one that moves the
 backbone least. When none holds, the best trade-off is the learning candidate whose worst shortfall
 is smallest (ties: better validation): the default constraint (`DEFAULT_KEEP`, soft) commits it and
-says so; constraints the user gave (hard) stop with exit 5 naming it, unless `force`.
+says so; constraints the user gave (hard) stop with exit 5 naming it (`refusal`), unless `force`.
 
 Pure: no torch, no simulator, no registry. Example:
     >>> spec = parse_keep(["plates>=0.7", "generalist>=0.8x"])
@@ -31,7 +31,7 @@ import math
 import re
 from typing import Any, Optional, Sequence
 
-from registry.errors import invalid, invalid_state
+from registry.errors import RegistryError, invalid, invalid_state
 
 GENERALIST = "generalist"
 ALL = "all"
@@ -206,6 +206,7 @@ class Choice:
     met: bool  # every check holds for `chosen`
     verdicts: list[Verdict]  # of `chosen`
     reason: str  # one line: why this candidate
+    stop: bool = False  # the user's constraints hold for no candidate: commit nothing (`refusal`)
 
 
 def _worst(vs: Sequence[Verdict]) -> tuple[float, float]:
@@ -227,8 +228,15 @@ def choose(candidates: Sequence[Candidate], parent: Candidate, checks: Sequence[
     pool = order_to_check(candidates, parent)
     if not pool:  # nothing beats the parent on validation: the plain best, as before constraints
         best = max(candidates, key=lambda c: (c.validation, -c.moved))
-        return Choice(best, all(v.ok for v in verdicts(checks, parent, best)), verdicts(checks, parent, best),
-                      f"no candidate beats the parent's {parent.validation:.2f} on validation; the best one")
+        vs = verdicts(checks, parent, best)
+        met = all(v.ok for v in vs)
+        line = f"no candidate beats the parent's {_pct(parent.validation)} on validation; the best one, alpha {best.key}"
+        if met or not best.kept:
+            return Choice(best, met, vs, line + (f", meets --keep {spec.text}" if met and checks else ""))
+        line += " keeps " + "; ".join(f"{v.check.label} {_pct(v.candidate)} (needs {_pct(v.needed)})" for v in vs if not v.ok)
+        if spec.soft or force:
+            return Choice(best, False, vs, line + ("; committed (--force)" if force else "; committed as the default's best trade-off"))
+        return Choice(best, False, vs, line, stop=True)
     checked = [(c, verdicts(checks, parent, c)) for c in pool if all(v.check.label in c.kept for v in verdicts(checks, parent, c))]
     meeting = [(c, vs) for c, vs in checked if all(v.ok for v in vs)]
     if meeting:
@@ -243,8 +251,13 @@ def choose(candidates: Sequence[Candidate], parent: Candidate, checks: Sequence[
             f"with {_pct(best.validation)} on validation")
     if spec.soft or force:
         return Choice(best, False, vs, line + ("; committed (--force)" if force else "; committed as the default's best trade-off"))
-    raise invalid_state(f"{line}; to change that: --rehearse SHARE (e.g. 0.2), --mode co-ft, a looser --keep, "
-                        f"or --force to commit it anyway")
+    return Choice(best, False, vs, line, stop=True)
+
+
+def refusal(choice: Choice) -> RegistryError:
+    """The one-line exit-5 error of a choice that must not be committed (`choice.stop`)."""
+    return invalid_state(f"{choice.reason}; to change that: --rehearse SHARE (e.g. 0.2), --mode co-ft, a looser --keep, "
+                         f"or --force to commit it anyway")
 
 
 def _pct(x: Optional[float]) -> str:

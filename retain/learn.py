@@ -59,6 +59,7 @@ class LearnResult:
     demo_set_id: Optional[int]
     timings: dict[str, float]
     parent_scores: list[SkillScore] = dataclasses.field(default_factory=list)
+    kept: Optional[dict[str, Any]] = None  # the lineage check (constraints, table, candidates), if one ran
 
 
 def require_head(registry, ref: str) -> Version:
@@ -124,6 +125,12 @@ def learn(
                       "(your evaluator) or a fixed --alpha such as 0.5")
     if not opts.eval_cmd and head.config.get("policy") and opts.val_family not in ood_settings():
         raise invalid(f"validation family {opts.val_family!r} is not one of the simulator's: {', '.join(ood_settings())}")
+    if opts.keep and opts.keep != ("none",):
+        from retain.learn_keep import lineage_checks
+
+        if not opts.auto or opts.eval_cmd or not head.config.get("policy"):
+            raise invalid("--keep checks candidates of the alpha search in the simulator; drop --keep, or --alpha / --eval-cmd")
+        lineage_checks(registry, head, task, opts.keep)  # a skill not in the lineage: refused before any work
     t0 = time.perf_counter()
     timer = StageTimer()
     with (tempfile.TemporaryDirectory(prefix="retain-learn-", dir=work_dir) if work_dir else registry.work_folder("learn")) as tmp:
@@ -143,6 +150,8 @@ def learn(
         reference = demos_reference(d, demos, demos_store) if d is not None else None
         if reference:
             recipe["demos"]["stored"] = "by reference"
+        if step.kept:
+            recipe["lineage_check"] = step.kept
         timings = {**{k: v for k, v in timer.timings.items() if k == "demos"}, **step.timings, "delta": timer.timings["delta"]}
         say(f"committing: alpha {step.alpha} onto {ref} (expected head {head.name})")
         with timer("commit"):
@@ -159,7 +168,7 @@ def learn(
     held_out = [f for f in ood_settings() if f != opts.val_family] if step.scores and not opts.eval_cmd else []
     return LearnResult(version, head.name, task, step.alpha.to_json(), opts.val_family, held_out, step.sweep, step.scores,
                        step.finetuned_scores, demo_set.id if demo_set else None, timings,
-                       _with_recorded(registry, head.name, step.parent_scores, step.scores))
+                       _with_recorded(registry, head.name, step.parent_scores, step.scores), step.kept)
 
 
 def _with_recorded(registry, parent: str, rows: list[SkillScore], merged: list[SkillScore]) -> list[SkillScore]:

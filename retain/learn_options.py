@@ -51,11 +51,20 @@ class LearnOptions:
     """The finetune (mode, mix, rehearsal, steps, lr, ...); its defaults follow the testbed report."""
     alpha: Union[Alpha, str] = AUTO
     """"auto" (search with `strategy`), or a fixed Alpha (text such as "0.5" is parsed)."""
-    strategy: str = "language"
-    """auto only: language (vision = action = 1, the paper's recommendation), grid (one alpha for
-    every modality) or coordinate (per modality, language first); docs/testbed.md says why language."""
+    strategy: str = "broad"
+    """auto only: broad (one alpha for every modality, the language search and per-modality combinations,
+    checked against the lineage with `keep`), language (vision = action = 1, the paper's recommendation
+    and the default before constraints), grid (one alpha for every modality) or coordinate (per
+    modality, language first); docs/chains.md says why broad."""
     alpha_grid: tuple[float, ...] = DEFAULT_GRID
     """Candidate alphas for the search, each in [0, 1]."""
+    keep: tuple[str, ...] = ()
+    """What the chosen candidate must keep of the lineage (retain.keep): () the soft default
+    (DEFAULT_KEEP), ("none",) nothing: the choice on validation alone, as before constraints."""
+    force: bool = False
+    """Commit the best trade-off when no candidate meets `keep` (else: exit 5, nothing committed)."""
+    keep_episodes: int = 20
+    """Paired episodes per earlier skill and for the suite when checking candidates against `keep`."""
     validation_family: Optional[str] = None
     """The ONE OOD family alpha is chosen on (default ood:position; "external" with an eval command)."""
     demo_episodes: int = 50
@@ -82,9 +91,15 @@ class LearnOptions:
         if isinstance(self.alpha, str) and self.alpha != AUTO:
             object.__setattr__(self, "alpha", parse_alpha(self.alpha))
         if self.auto and (self.strategy not in STRATEGIES or self.strategy == "fixed"):
-            raise invalid(f"unknown alpha strategy {self.strategy!r}; choose one of grid, language, coordinate")
+            raise invalid(f"unknown alpha strategy {self.strategy!r}; choose one of broad, grid, language, coordinate")
         if self.episodes < 1:
             raise invalid(f"--episodes must be at least 1, got {self.episodes}")
+        if self.keep_episodes < 1:
+            raise invalid(f"--keep-episodes must be at least 1, got {self.keep_episodes}")
+        from retain.keep import parse_keep
+
+        object.__setattr__(self, "keep", tuple(str(k) for k in self.keep))
+        parse_keep(self.keep)  # malformed, out of range or contradictory: refused before any work
         if self.demo_episodes < 1:
             raise invalid(f"--demo-episodes must be at least 1, got {self.demo_episodes}")
         if self.validation_family is not None and self.eval_cmd is None and not self.validation_family.startswith("ood:"):
@@ -121,7 +136,7 @@ class LearnOptions:
         """The options flat, as a recipe records them (the validation family resolved)."""
         flat = {**self.finetune.to_dict(), **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "finetune"}}
         flat.update(alpha=AUTO if self.auto else str(self.alpha), alpha_grid=list(self.alpha_grid),
-                    validation_family=self.val_family)
+                    validation_family=self.val_family, keep=list(self.keep))
         for k in OMITTED_WHEN_UNSET:
             if flat[k] is None:
                 del flat[k]
@@ -133,9 +148,11 @@ class LearnOptions:
         known = {f.name for f in dataclasses.fields(FinetuneRecipe)} | {f.name for f in dataclasses.fields(cls)} - {"finetune"}
         base = {k: v for k, v in recipe.items() if k in known}
         base.setdefault("lr_scale", "")  # recorded before the option existed: one rate for every weight
+        base.setdefault("keep", ("none",))  # recorded before constraints: alpha was chosen on validation alone
         if base.get("mode") in ("external", FINETUNE_CMD_MODE):  # finetuned outside retain: no built-in finetune options apply
             base["mode"] = "task-ft"
         base.update({k: v for k, v in changes.items() if v is not None})
         if "alpha_grid" in base:
             base["alpha_grid"] = tuple(base["alpha_grid"])
+        base["keep"] = tuple(base["keep"])
         return cls.of(**base)

@@ -102,12 +102,13 @@ class Scorer:
         return self.evaluate_many([(checkpoint, jobs)], bar=bar, desc=desc)[0]
 
     def evaluate_many(self, requests: Sequence[tuple[Path, Sequence[SkillSplit]]], bar: bool = True,
-                      desc: str = "evaluate") -> list[list[SkillScore]]:
-        """`evaluate` for several checkpoints at once, every job in one queue so the workers stay busy."""
+                      desc: str = "evaluate", episodes: Optional[int] = None) -> list[list[SkillScore]]:
+        """`evaluate` for several checkpoints at once, every job in one queue so the workers stay busy
+        (`episodes`: other than the scorer's, e.g. the lineage checks' smaller count)."""
         from retain.evaluate import EVALUATOR
 
         flat = [(i, skill, split) for i, (_, jobs) in enumerate(requests) for skill, split in jobs]
-        work = [EvalJob(self.config, str(requests[i][0]), skill or GENERALIST, split, self.episodes, self.seed)
+        work = [EvalJob(self.config, str(requests[i][0]), skill or GENERALIST, split, episodes or self.episodes, self.seed)
                 for i, skill, split in flat]
         progress = progress_bar(len(work), desc, unit="evaluations", show=self.progress and bar and bool(work))
         try:

@@ -52,6 +52,7 @@ class StepOutcome:
     trainer: Any = None  # retain.trainer_cmd.TrainerRun when the user's --finetune-cmd finetuned
     parent_dir: Optional[Path] = None  # the parent's weights the step merged onto
     preset: Optional[str] = None  # the partition preset the merge used
+    kept: Optional[dict[str, Any]] = None  # the lineage check (retain.learn_keep): constraints, table, candidates
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -177,9 +178,11 @@ def merge_to(parent: Path, finetuned: Path, alpha: Alpha, partition, dest: Path)
 
 def choose_alpha(
     parent: Path, finetuned: Path, partition, skill: str, opts: LearnOptions, scorer: Scorer, work: Path,
-    progress: bool, say: Say,
-) -> tuple[Alpha, Optional[Selection], dict[str, Path], dict[str, SkillScore]]:
-    """(alpha, selection, candidate folders by alpha key, validation rows by alpha key)."""
+    progress: bool, say: Say, in_view: Optional[Callable] = None,
+) -> tuple[Alpha, Optional[Selection], dict[str, Path], dict[str, SkillScore], Optional[dict[str, Any]]]:
+    """(alpha, selection, candidate folders by alpha key, validation rows by alpha key, the lineage
+    check's record). `in_view(selection, rows, candidate)` picks among the scored candidates with
+    the lineage in view (retain.learn_keep); without it the strategy's pick stands."""
     cands: dict[str, Path] = {}
     rows: dict[str, SkillScore] = {}
 
@@ -191,7 +194,7 @@ def choose_alpha(
 
     if not opts.auto:
         candidate(opts.alpha)
-        return opts.alpha, None, cands, rows
+        return opts.alpha, None, cands, rows, None
     strategy = get_strategy(opts.strategy)
     can_score = bool(opts.eval_cmd) or (scorer.sim and skill in sim_skills())
     if not can_score:
@@ -220,7 +223,10 @@ def choose_alpha(
     warning = tie_warning(sel, opts.val_family)
     if warning:
         say_on_stderr(warning)  # even under --quiet: it says the recorded alpha rests on no evidence
-    return sel.alpha, sel, cands, rows
+    if in_view is not None:
+        alpha, record = in_view(sel, rows, candidate)
+        return alpha, sel, cands, rows, record
+    return sel.alpha, sel, cands, rows, None
 
 
 def sweep_record(selection: Optional[Selection], rows: dict[str, SkillScore], family: str) -> list[dict[str, Any]]:
@@ -299,7 +305,8 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
         ft_dir = ft.checkpoint
     with timer("select"):
         chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=alpha_override)
-        alpha, selection, cands, val_rows = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, bars, say)
+        alpha, selection, cands, val_rows, kept = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, bars, say,
+                                                               _in_view(registry, parent, parent_dir, skill, chosen, scorer, say))
     merged = cands.pop(alpha.key)
     for other in cands.values():  # candidates of a multi-GB model add up: keep only the chosen merge
         shutil.rmtree(other, ignore_errors=True)
@@ -317,7 +324,7 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
         if ft_scores:
             sweep.append({"alpha": 1.0, "role": "finetuned", "scores": {r.split: r.brief() for r in ft_scores}})
     return StepOutcome(ft_dir, merged, alpha, selection, sweep, scores, ft_scores, timer.timings, parent_rows, parent_new,
-                       rehearsed, trainer, parent_dir, preset)
+                       rehearsed, trainer, parent_dir, preset, kept)
 
 
 def store_finetune(step: StepOutcome, dest: Path):
@@ -359,6 +366,21 @@ def trainer_record(run, dest_folder: Path) -> dict[str, Any]:
     (dest_folder / TRAINER_LOG).write_bytes(tail)
     return {"exit_status": run.exit_status, "wall_s": run.wall_s, "log_tail": f"sha256:{hashlib.sha256(tail).hexdigest()}",
             "log_file": TRAINER_LOG}
+
+
+def _in_view(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions, scorer: Scorer,
+             say: Say) -> Optional[Callable]:
+    """The lineage check for an alpha search in the simulator, or None (a fixed alpha, the user's
+    evaluator, `--keep none`, or nothing earlier to keep)."""
+    from retain.learn_keep import lineage_checks, select_in_view
+
+    if not opts.auto or opts.eval_cmd or not scorer.sim:
+        return None
+    spec, checks = lineage_checks(registry, parent, skill, opts.keep)
+    if not checks:
+        return None
+    return lambda sel, rows, candidate: select_in_view(registry, parent, parent_dir, skill, spec, checks, opts.keep_episodes,
+                                                       opts.force, scorer, sel, rows, candidate, say)
 
 
 def _parent_jobs(registry, parent: Version, skill: str, opts: LearnOptions) -> tuple[list[SkillSplit], dict[SkillSplit, SkillScore]]:

@@ -180,7 +180,30 @@ class Coordinate(AlphaStrategy):
         return [Alpha(**{m: g for m in REQUIRED}) for g in check_grid(grid)]
 
 
-STRATEGIES: dict[str, AlphaStrategy] = {s.name: s for s in (Fixed(), Grid(), LanguageOnly(), Coordinate())}
+def broad_candidates(grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
+    """One alpha for every modality, the language-only search, and per-modality combinations: each
+    modality alone at each grid value with the others whole, and vision and language together with
+    the action expert whole (on the built-in testbed the action expert needs all of its delta)."""
+    whole = Alpha(1.0, 1.0, 1.0)
+    out: list[Alpha] = []
+    for g in check_grid(grid):
+        out.append(Alpha.uniform(g))
+        out += [dataclasses.replace(whole, **{m: g}) for m in COORDINATE_ORDER]
+        out.append(Alpha(g, g, 1.0))
+    return list({a.key: a for a in out}.values())  # first occurrences, in order
+
+
+class Broad(Grid):
+    """Every candidate of `broad_candidates`, scored side by side; the learn step then picks among
+    them with the lineage in view (retain.keep), or the best on validation without constraints."""
+
+    name = "broad"
+
+    def first_round(self, grid: Sequence[float] = DEFAULT_GRID) -> list[Alpha]:
+        return broad_candidates(grid)
+
+
+STRATEGIES: dict[str, AlphaStrategy] = {s.name: s for s in (Fixed(), Grid(), LanguageOnly(), Coordinate(), Broad())}
 
 
 def get_strategy(name: str) -> AlphaStrategy:

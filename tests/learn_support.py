@@ -33,8 +33,9 @@ def synthetic_frames(episodes: int = 8, length: int = 12, seed: int = 0, instruc
     return DemoFrames(images, state, action, np.repeat(np.arange(episodes), length), np.zeros(n, np.int64), [instruction])
 
 
-# Learn options that keep a whole learn (finetune, 3-alpha sweep, 8 evaluations) to seconds.
-FAST = dict(steps=8, batch_size=8, episodes=2, demo_episodes=4, threads=1, compare_finetuned=False)
+# Learn options that keep a whole learn (finetune, 3-alpha sweep, 8 evaluations) to seconds: the
+# language search without lineage checks (the choice before --keep; tests/test_learn_keep.py has the default).
+FAST = dict(steps=8, batch_size=8, episodes=2, demo_episodes=4, threads=1, compare_finetuned=False, strategy="language", keep=("none",))
 
 
 def fast_options(**changes):
@@ -43,7 +44,8 @@ def fast_options(**changes):
     return LearnOptions.of(**{**FAST, **changes})
 
 
-FAST_CLI = ["--steps", "8", "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "-q"]
+FAST_CLI = ["--steps", "8", "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "-q",
+            "--alpha-strategy", "language", "--keep", "none"]
 
 
 def tiny_registry(root: Path, db_url: str | None = None):

@@ -5,7 +5,7 @@ import pytest
 
 from registry.errors import Code, RegistryError
 from retain.keep import (
-    DEFAULT_KEEP, Candidate, Check, Constraint, choose, format_table, order_to_check, parse_constraint, parse_keep, table,
+    DEFAULT_KEEP, Candidate, Check, Constraint, choose, format_table, order_to_check, parse_constraint, parse_keep, refusal, table,
 )
 
 EARLIER = ["plates"]
@@ -96,10 +96,11 @@ def test_the_best_validation_success_that_meets_every_check():
 def test_a_candidate_that_does_not_learn_is_never_chosen_to_meet_constraints():
     cands = [cand("a", 0.9, 0.10, 0.40), cand("flat", 0.10, 0.80, 0.40)]  # "flat" only ties the parent on validation
     assert [c.key for c in order_to_check(cands, PARENT)] == ["a"]
-    with pytest.raises(RegistryError) as e:
-        choose(cands, PARENT, CHECKS, parse_keep(["all>=0.8x"]))
-    msg = str(e.value)
-    assert e.value.code == Code.INVALID_STATE and "\n" not in msg
+    choice = choose(cands, PARENT, CHECKS, parse_keep(["all>=0.8x"]))
+    assert choice.stop and not choice.met and choice.chosen.key == "a"
+    e = refusal(choice)
+    msg = str(e)
+    assert e.code == Code.INVALID_STATE and "\n" not in msg
     assert "the best trade-off, alpha a, keeps plates 10% (needs 64%) with 90% on validation" in msg
     for option in ("--rehearse SHARE", "--mode co-ft", "a looser --keep", "--force"):
         assert option in msg
@@ -127,7 +128,10 @@ def test_unchecked_candidates_are_not_chosen_as_meeting():
 def test_nothing_learns_falls_back_to_the_best_validation():
     cands = [cand("a", 0.05, 0.80, 0.40), cand("b", 0.08, 0.10, 0.40)]
     c = choose(cands, PARENT, CHECKS, parse_keep(["all>=0.8x"]))
-    assert c.chosen.key == "b" and not c.met and "no candidate beats the parent" in c.reason
+    assert c.chosen.key == "b" and not c.met and c.stop and "no candidate beats the parent's 10% on validation" in c.reason
+    assert "plates 10% (needs 64%)" in c.reason
+    soft = choose(cands, PARENT, CHECKS, parse_keep([]))
+    assert soft.chosen.key == "b" and not soft.stop and "committed as the default's best trade-off" in soft.reason
 
 
 def test_the_table_shows_parent_candidate_delta_and_verdict():

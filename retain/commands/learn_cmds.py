@@ -133,7 +133,7 @@ def _learn_json(res) -> dict:
         "version": res.version, "parent": res.parent, "skill": res.skill, "alpha": res.alpha,
         "validation_family": res.validation_family, "held_out": res.held_out, "sweep": res.sweep,
         "scores": res.scores, "finetuned_scores": res.finetuned_scores, "parent_scores": res.parent_scores,
-        "demo_set_id": res.demo_set_id, "timings": res.timings,
+        "demo_set_id": res.demo_set_id, "timings": res.timings, "lineage_check": res.kept,
     }
 
 
@@ -150,9 +150,15 @@ def _learn_json(res) -> dict:
               help="Share of each batch from the stored demos of skills learned earlier on the ref, in [0, 1) (default 0).")
 @click.option("--alpha", default="auto", show_default=True, help="auto, 0.5, or vision=1,language=0.8,action=1.")
 @click.option("--alpha-grid", default="0.25,0.5,0.75", show_default=True, help="Candidates for --alpha auto.")
-@click.option("--alpha-strategy", "strategy", type=click.Choice(["language", "grid", "coordinate"]), default="language",
-              show_default=True, help="auto: the language alpha with vision = action = 1 (as the paper recommends); "
-                                      "one alpha for every modality; or a coordinate search per modality.")
+@click.option("--alpha-strategy", "strategy", type=click.Choice(["broad", "language", "grid", "coordinate"]), default="broad",
+              show_default=True, help="auto: broad (one alpha for every modality, the language search and per-modality "
+                                      "combinations); the language alpha with vision = action = 1 (the paper's, and the "
+                                      "default before --keep); one alpha for every modality; or a coordinate search.")
+@click.option("--keep", "keep", multiple=True, metavar="TARGET>=THRESHOLD",
+              help="What the chosen alpha must keep of the lineage: plates>=0.7, generalist>=0.8x (a share of the "
+                   "parent's score), all>=0.8x, or none (repeatable). Default: all>=0.8x whenever a candidate can.")
+@click.option("--force", is_flag=True, help="Commit the best trade-off when no candidate meets --keep (else exit 5).")
+@click.option("--keep-episodes", type=int, default=None, help="Episodes per earlier skill and suite when checking --keep (default 20).")
 @click.option("--val-family", default=None, help="The ONE OOD family alpha is chosen on (default ood:position).")
 @click.option("--steps", type=int, default=None, help=f"Finetune steps (default {_DEFAULTS.finetune.steps}).")
 @click.option("--lr", type=float, default=None, help=f"Finetune learning rate (default {_DEFAULTS.finetune.lr:g}).")
@@ -177,7 +183,8 @@ def _learn_json(res) -> dict:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
-def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, val_family, steps, lr, lr_scale, batch_size,
+def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, keep, force,
+              keep_episodes, val_family, steps, lr, lr_scale, batch_size,
               seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, finetune_cmd, finetune_timeout, preset, eval_cmd,
               device, bf16, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
@@ -187,6 +194,8 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
       retain learn plates
       retain learn whiteboard --mode co-ft --mix 0.2 --alpha-grid 0.25,0.5,0.75
       retain learn whiteboard --rehearse 0.2    (keep rehearsing the skills learned before)
+      retain learn whiteboard --keep plates>=0.7 --keep generalist>=0.8x
+      retain learn whiteboard --alpha-strategy language --keep none   (the choice before --keep)
       retain learn my-skill --demos s3://bucket/demos --alpha language=0.5,vision=1,action=1
       retain learn pick --finetuned ./ft --preset openpi-pi0 --eval-cmd 'python eval.py {checkpoint}'
       retain learn pick --demos ./pick --finetune-cmd 'python train.py {parent} {demos} {out} --seed {seed}' \\
@@ -196,6 +205,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
     from retain.select import parse_grid
 
     values = {"mode": mode, "mix": mix, "rehearse": rehearse, "alpha": alpha, "strategy": strategy, "alpha_grid": parse_grid(alpha_grid),
+              "keep": tuple(keep), "force": force or None, "keep_episodes": keep_episodes,
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "threads": threads, "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset, "finetune_cmd": finetune_cmd, "finetune_timeout": finetune_timeout,
