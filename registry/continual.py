@@ -80,6 +80,10 @@ class SkillProgress:
     ood_after: Optional[Cell]  # pooled over the OOD families measured at both versions
     ood_now: Optional[Cell]
     ood_families: list[str]
+    id_best: Optional[Cell] = None  # the best ID figure recorded along the history, and where
+    id_best_at: Optional[str] = None
+    ood_best: Optional[Cell] = None  # the best pooled OOD figure (over `ood_families`), and where
+    ood_best_at: Optional[str] = None
 
     @property
     def id_forgetting(self) -> Optional[float]:
@@ -100,6 +104,8 @@ class ContinualSummary:
     backward_transfer_ood: Optional[float]
     generalist_base: Optional[Cell]
     generalist_now: Optional[Cell]
+    generalist_best: Optional[Cell] = None  # the best suite figure along the history, and where
+    generalist_best_at: Optional[str] = None
 
     @property
     def generalist_retention(self) -> Optional[float]:
@@ -181,11 +187,21 @@ def score_matrix(history: Sequence[HistoryStep], scores: Iterable[Any]) -> Score
 
 
 def _pooled(row_cells: dict[str, dict[str, Cell]], version: str, families: list[str]) -> Optional[Cell]:
-    if not families:
+    if not families or any(version not in row_cells[f] for f in families):
         return None
     s = sum(row_cells[f][version].successes for f in families)
     n = sum(row_cells[f][version].episodes for f in families)
     return Cell.of(s, n) if n else None
+
+
+def _best(cells: dict[str, Cell], versions: Sequence[str]) -> tuple[Optional[str], Optional[Cell]]:
+    """(version, cell) of the highest rate along `versions` (ties: the earliest)."""
+    best: tuple[Optional[str], Optional[Cell]] = (None, None)
+    for v in versions:
+        c = cells.get(v)
+        if c is not None and (best[1] is None or c.rate > best[1].rate):
+            best = (v, c)
+    return best
 
 
 def continual_summary(history: Sequence[HistoryStep], scores: Iterable[Any], ref: str = "main") -> ContinualSummary:
@@ -209,10 +225,13 @@ def continual_summary(history: Sequence[HistoryStep], scores: Iterable[Any], ref
         cells = by_skill.get(skill, {})
         id_cells = cells.get("id", {})
         families = sorted(f for f, c in cells.items() if f.startswith("ood:") and learned_at in c and head in c)
+        ood_cells = {v: c for v in matrix.versions if (c := _pooled(cells, v, families)) is not None}
+        id_best, ood_best = _best(id_cells, matrix.versions), _best(ood_cells, matrix.versions)
         progress.append(
             SkillProgress(
                 skill, learned_at, head, id_cells.get(learned_at), id_cells.get(head),
                 _pooled(cells, learned_at, families), _pooled(cells, head, families), families,
+                id_best[1], id_best[0], ood_best[1], ood_best[0],
             )
         )
     # Backward transfer covers the skills learned before the latest one: the latest has had no
@@ -222,7 +241,7 @@ def continual_summary(history: Sequence[HistoryStep], scores: Iterable[Any], ref
         ref, base, head, progress,
         _mean([-(p.id_forgetting) for p in earlier if p.id_forgetting is not None]),
         _mean([-(p.ood_forgetting) for p in earlier if p.ood_forgetting is not None]),
-        generalist.get(base), generalist.get(head),
+        generalist.get(base), generalist.get(head), *reversed(_best(generalist, matrix.versions)),
     )
 
 
@@ -298,4 +317,13 @@ def format_summary(summary: ContinualSummary) -> str:
         f"  generalist: base {_pct(summary.generalist_base)} -> now {_pct(summary.generalist_now)}"
         + (f" (retention {100 * ret:.0f}%)" if ret is not None else "")
     )
+    kept = [(f"{p.skill} ID", p.id_best, p.id_best_at, p.id_now) for p in summary.skills]
+    kept += [(f"{p.skill} OOD", p.ood_best, p.ood_best_at, p.ood_now) for p in summary.skills]
+    kept.append((GENERALIST, summary.generalist_best, summary.generalist_best_at, summary.generalist_now))
+    kept = [k for k in kept if k[1] is not None and k[3] is not None]
+    if kept:
+        lines.append(f"  kept against the best recorded figure along {summary.ref}:")
+        for label, best, at, now in kept:
+            share = f"kept {100 * now.rate / best.rate:.0f}%, " if best.rate > 0 else ""
+            lines.append(f"    {label}: best {_pct(best)} at {at} -> now {_pct(now)} ({share}{_pts(now.rate - best.rate)})")
     return "\n".join(lines)

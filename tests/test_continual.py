@@ -85,6 +85,18 @@ def test_summary_forgetting_backward_transfer_and_retention():
     assert d["generalist_retention"] == pytest.approx(0.75) and d["skills"][0]["id_forgetting"] == pytest.approx(0.2)
 
 
+def test_kept_against_the_best_recorded_figure():
+    s = continual_summary(HISTORY, SCORES, ref="main")
+    plates = s.skills[0]
+    assert (plates.id_best_at, plates.id_best.rate) == ("v1", pytest.approx(0.9))
+    assert (plates.ood_best_at, plates.ood_best.successes, plates.ood_best.episodes) == ("v1", 80, 200)
+    assert (s.generalist_best_at, s.generalist_best.rate) == ("v0", pytest.approx(0.8))
+    text = format_summary(s)
+    assert "kept against the best recorded figure along main:" in text
+    assert "plates ID: best 90% [83-94] at v1 -> now 70% [60-78] (kept 78%, -20.0 pts)" in text
+    assert "generalist: best 80% [71-87] at v0 -> now 60% [50-69] (kept 75%, -20.0 pts)" in text
+
+
 def test_one_skill_has_no_backward_transfer_and_missing_scores_stay_none():
     s = continual_summary(HISTORY[:2], [score("v1", "plates", "id", 5, 10)])
     assert s.backward_transfer_id is None
