@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from registry.records import Version
-from retain.keep import Candidate, Check, KeepSpec, choose, format_table, order_to_check, parse_keep, refusal, table
+from retain.keep import Candidate, Check, KeepSpec, choose, format_table, order_to_check, parse_keep, refusal, table, verdicts
 from retain.learn_scoring import GENERALIST, SkillSplit, Scorer, SkillScore, sim_skills
 from retain.alphas import Alpha
 from retain.select import Selection
@@ -46,7 +46,7 @@ def lineage_checks(registry, parent: Version, skill: str, keep: Sequence[str]) -
     """Parse and resolve `--keep` against the parent's lineage; bad input fails here, before any work."""
     spec = parse_keep(keep)
     checkable = sim_skills() if (parent.config or {}).get("policy") else []
-    return spec, spec.resolve(earlier_skills(registry, parent, skill), checkable)
+    return spec, spec.resolve(earlier_skills(registry, parent, skill), checkable, new=skill)
 
 
 def _check_jobs(registry, parent: Version, checks: Sequence[Check]) -> dict[str, SkillSplit]:
@@ -59,7 +59,8 @@ def _check_jobs(registry, parent: Version, checks: Sequence[Check]) -> dict[str,
         run = runs.get(step.version)
         if run is not None and run.demo_set_id is not None:
             setting[run.skill] = demo_setting(registry.demo_set(run.demo_set_id).source)  # the latest learning counts
-    return {c.label: ((c.skill, setting.get(c.skill, "id")) if c.skill else (None, GENERALIST)) for c in checks}
+    # the new skill: its ID split (the built-in demos' setting; a user's demos are their ID)
+    return {c.label: ((c.skill, "id" if c.new else setting.get(c.skill, "id")) if c.skill else (None, GENERALIST)) for c in checks}
 
 
 def _kept(rows: Sequence[SkillScore], jobs: dict[str, SkillSplit]) -> dict[str, float]:
@@ -71,7 +72,7 @@ def _moved(alpha: Alpha) -> float:
     return alpha.vision + alpha.language + alpha.action
 
 
-def select_in_view(registry, parent: Version, parent_dir: Path, skill: str, spec: KeepSpec, checks: Sequence[Check],
+def select_in_view(registry, parent: Version, parent_dir: Path, ft_dir: Path, skill: str, spec: KeepSpec, checks: Sequence[Check],
                    episodes: int, force: bool, scorer: Scorer, selection: Selection, val_rows: dict[str, SkillScore],
                    candidate: Callable[[Alpha], Path], say: Callable[[str], None]) -> tuple[Alpha, dict[str, Any]]:
     """(the chosen alpha, the record for the recipe); raises exit 5 (`keep.refusal`) when
@@ -79,8 +80,11 @@ def select_in_view(registry, parent: Version, parent_dir: Path, skill: str, spec
     jobs = _check_jobs(registry, parent, checks)
     job_list = list(dict.fromkeys(jobs.values()))
     parent_val = scorer.validation(parent_dir, skill)
-    parent_rows = scorer.evaluate_many([(parent_dir, job_list)], bar=False, episodes=episodes)[0]
+    new_jobs = {c.label: jobs[c.label] for c in checks if c.new}
+    parent_rows, ft_rows = scorer.evaluate_many([(parent_dir, job_list), (ft_dir, list(new_jobs.values()))], bar=False,
+                                                episodes=episodes)
     parent_c = Candidate("0", Alpha.uniform(0.0), parent_val.rate, _kept(parent_rows, jobs), 0.0)
+    finetuned = Candidate("1", Alpha.uniform(1.0), 0.0, _kept(ft_rows, new_jobs), 3.0)
     cands = {p["alpha"].key: Candidate(p["alpha"].key, p["alpha"], val_rows[p["alpha"].key].rate, {}, _moved(p["alpha"]))
              for p in selection.sweep}
     order = order_to_check(list(cands.values()), parent_c)
@@ -94,25 +98,24 @@ def select_in_view(registry, parent: Version, parent_dir: Path, skill: str, spec
         results = scorer.evaluate_many([(candidate(c.alpha), job_list) for c in part], bar=False, episodes=episodes)
         for c, rows in zip(part, results):
             cands[c.key] = Candidate(c.key, c.alpha, c.validation, _kept(rows, jobs), c.moved)
-            vs = [cands[c.key].kept[ch.label] >= ch.constraint.needed(parent_c.kept[ch.label]) - 1e-12 for ch in checks]
-            if all(vs):
+            if all(v.ok for v in verdicts(checks, parent_c, cands[c.key], finetuned)):
                 best_met = max(best_met or 0.0, c.validation)
         i += len(part)
-    choice = choose(list(cands.values()), parent_c, checks, spec, force=force)
+    choice = choose(list(cands.values()), parent_c, checks, spec, force=force, finetuned=finetuned)
     if not choice.chosen.kept:  # nothing learns the skill: the fallback was never checked; its table still counts
         c = choice.chosen
         rows = scorer.evaluate_many([(candidate(c.alpha), job_list)], bar=False, episodes=episodes)[0]
         cands[c.key] = Candidate(c.key, c.alpha, c.validation, _kept(rows, jobs), c.moved)
-        choice = choose(list(cands.values()), parent_c, checks, spec, force=force)
-    recorded = {(s.skill or GENERALIST): s.rate for s in registry.scores(parent.name)
-                if (s.skill, s.split) in set(jobs.values())}
-    rows = table(checks, parent_c, choice.chosen, recorded)
+        choice = choose(list(cands.values()), parent_c, checks, spec, force=force, finetuned=finetuned)
+    by_job = {job: label for label, job in jobs.items()}
+    recorded = {by_job[(s.skill, s.split)]: s.rate for s in registry.scores(parent.name) if (s.skill, s.split) in by_job}
+    rows = table(checks, parent_c, choice.chosen, recorded, finetuned)
     print(format_table(rows, choice.chosen.key, choice.chosen.validation), file=sys.stderr, flush=True)
     print(choice.reason, file=sys.stderr, flush=True)
     record = {
         "keep": spec.text, "keep_default": spec.soft, "force": force, "episodes": episodes, "seed": scorer.seed,
         "met": choice.met, "reason": choice.reason, "alpha": choice.chosen.alpha.to_json(),
-        "parent": {"validation": parent_c.validation, "kept": parent_c.kept},
+        "parent": {"validation": parent_c.validation, "kept": parent_c.kept}, "finetuned": {"kept": finetuned.kept},
         "table": rows,
         "candidates": [{"alpha": 0.0, "role": "parent", "validation": parent_c.validation, "kept": parent_c.kept}]
                       + [{"alpha": c.alpha.to_json(), "validation": c.validation, "kept": c.kept or None} for c in cands.values()],

@@ -306,7 +306,7 @@ def _run_step(registry, parent: Version, skill: str, frames: Any, opts: LearnOpt
     with timer("select"):
         chosen = opts if alpha_override is None else dataclasses.replace(opts, alpha=alpha_override)
         alpha, selection, cands, val_rows, kept = choose_alpha(parent_dir, ft_dir, partition, skill, chosen, scorer, work, bars, say,
-                                                               _in_view(registry, parent, parent_dir, skill, chosen, scorer, say))
+                                                               _in_view(registry, parent, parent_dir, ft_dir, skill, chosen, scorer, say))
     merged = cands.pop(alpha.key)
     for other in cands.values():  # candidates of a multi-GB model add up: keep only the chosen merge
         shutil.rmtree(other, ignore_errors=True)
@@ -368,7 +368,7 @@ def trainer_record(run, dest_folder: Path) -> dict[str, Any]:
             "log_file": TRAINER_LOG}
 
 
-def _in_view(registry, parent: Version, parent_dir: Path, skill: str, opts: LearnOptions, scorer: Scorer,
+def _in_view(registry, parent: Version, parent_dir: Path, ft_dir: Path, skill: str, opts: LearnOptions, scorer: Scorer,
              say: Say) -> Optional[Callable]:
     """The lineage check for an alpha search in the simulator, or None (a fixed alpha, the user's
     evaluator, `--keep none`, or nothing earlier to keep)."""
@@ -379,7 +379,7 @@ def _in_view(registry, parent: Version, parent_dir: Path, skill: str, opts: Lear
     spec, checks = lineage_checks(registry, parent, skill, opts.keep)
     if not checks:
         return None
-    return lambda sel, rows, candidate: select_in_view(registry, parent, parent_dir, skill, spec, checks, opts.keep_episodes,
+    return lambda sel, rows, candidate: select_in_view(registry, parent, parent_dir, ft_dir, skill, spec, checks, opts.keep_episodes,
                                                        opts.force, scorer, sel, rows, candidate, say)
 
 

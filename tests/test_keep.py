@@ -15,12 +15,14 @@ def test_the_three_forms_parse():
     assert parse_constraint("plates>=0.7") == Constraint("plates", 0.7, False)
     assert parse_constraint("generalist>=0.8x") == Constraint("generalist", 0.8, True)
     assert parse_constraint(" all >= 0.8X ") == Constraint("all", 0.8, True)
-    assert parse_keep(["plates>=0.7,generalist>=0.8x"]).constraints == (Constraint("plates", 0.7, False), Constraint("generalist", 0.8, True))
+    assert parse_keep(["plates>=0.7,generalist>=0.8x"]).constraints == (
+        Constraint("plates", 0.7, False), Constraint("generalist", 0.8, True), Constraint("new", 0.8, True))  # the floor joins
+    assert parse_keep(["plates>=0.7", "new>=0.5"]).constraints == (Constraint("plates", 0.7, False), Constraint("new", 0.5, False))
 
 
 def test_no_keep_is_the_soft_default_and_none_turns_it_off():
     spec = parse_keep([])
-    assert spec.soft and spec.text == DEFAULT_KEEP
+    assert spec.soft and spec.text == DEFAULT_KEEP + " new>=0.8x"
     assert not parse_keep(["plates>=0.7"]).soft
     none = parse_keep(["none"])
     assert none.constraints == () and not none.soft and none.resolve(EARLIER, EARLIER) == []
@@ -58,12 +60,16 @@ def test_contradictions_are_refused(specs, message):
 
 
 def test_the_same_constraint_twice_is_no_contradiction():
-    assert parse_keep(["plates>=0.7", "plates>=0.70"]).constraints == (Constraint("plates", 0.7, False),)
+    assert parse_keep(["plates>=0.7", "plates>=0.70"]).constraints[:1] == (Constraint("plates", 0.7, False),)
 
 
 def test_resolve_expands_all_and_a_named_target_overrides_it():
     checks = parse_keep(["all>=0.8x", "plates>=0.5"]).resolve(["plates", "whiteboard"], ["plates", "whiteboard"])
-    assert [c.text for c in checks] == ["plates>=0.5", "whiteboard>=0.8x", "generalist>=0.8x"]
+    assert [c.text for c in checks] == ["plates>=0.5", "whiteboard>=0.8x", "generalist>=0.8x"]  # no new skill named
+    checks = parse_keep([]).resolve(["plates"], ["plates", "whiteboard"], new="whiteboard")
+    assert [(c.label, c.text, c.new) for c in checks] == [
+        ("plates", "plates>=0.8x", False), ("generalist", "generalist>=0.8x", False), ("whiteboard (new)", "new>=0.8x", True)]
+    assert parse_keep([]).resolve([], ["plates"], new="mine")[-1].label == "generalist"  # a skill the simulator cannot score
     # all covers what the simulator can score; a skill it cannot is left out, not failed
     assert [c.text for c in parse_keep([]).resolve(["mine", "plates"], ["plates"])] == ["plates>=0.8x", "generalist>=0.8x"]
     assert [c.text for c in parse_keep([]).resolve([], [])] == ["generalist>=0.8x"]  # the first skill: the suite alone
@@ -141,6 +147,19 @@ def test_the_table_shows_parent_candidate_delta_and_verdict():
     text = format_table(rows, "b", 0.7)
     assert "plates" in text and "-10 pts" in text and "generalist>=0.8x: NOT met (needs 32%)" in text
     assert "recorded" in text.splitlines()[1]
+
+
+def test_the_new_skill_is_measured_against_the_plain_finetune():
+    checks = parse_keep([]).resolve(EARLIER, EARLIER + ["whiteboard"], new="whiteboard")
+    parent = Candidate("0", 0.0, 0.0, {"plates": 0.8, "generalist": 0.4, "whiteboard (new)": 0.0})
+    finetuned = Candidate("1", 1.0, 0.0, {"whiteboard (new)": 0.9})
+    learned = Candidate("a", "a", 0.10, {"plates": 0.7, "generalist": 0.4, "whiteboard (new)": 0.8}, 2.0)
+    forgot = Candidate("b", "b", 0.12, {"plates": 0.8, "generalist": 0.4, "whiteboard (new)": 0.1}, 1.0)  # better validation, learned nothing
+    c = choose([learned, forgot], parent, checks, parse_keep([]), finetuned=finetuned)
+    assert c.chosen.key == "a" and c.met
+    assert [round(v.needed, 2) for v in c.verdicts] == [0.64, 0.32, 0.72]  # 0.8 x the finetune's 90% for the new skill
+    rows = table(checks, parent, learned, finetuned=finetuned)
+    assert rows[-1]["target"] == "whiteboard (new)" and rows[-1]["constraint"] == "new>=0.8x" and rows[-1]["ok"]
 
 
 def test_check_labels():

@@ -74,8 +74,8 @@ def test_no_candidate_meeting_the_constraints_stops_with_exit_5_then_force_commi
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     check = doc["lineage_check"]
-    assert check["keep"] == "plates>=1" and check["force"] and not check["met"] and "(--force)" in check["reason"]
-    assert [row["target"] for row in check["table"]] == ["plates"] and check["table"][0]["ok"] is False
+    assert check["keep"] == "plates>=1 new>=0.8x" and check["force"] and not check["met"] and "(--force)" in check["reason"]
+    assert [row["target"] for row in check["table"]] == ["plates", "whiteboard (new)"] and check["table"][0]["ok"] is False
     assert check["candidates"][0]["role"] == "parent" and len(check["candidates"]) == 6  # the parent and 5 candidates
     recipe = reg.learn_run_for(doc["version"]["name"]).recipe
     assert recipe["lineage_check"] == check and recipe["keep"] == ["plates>=1"] and recipe["strategy"] == "broad"
@@ -88,8 +88,8 @@ def test_the_default_checks_every_earlier_skill_and_the_suite_and_replays_bit_fo
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     check = doc["lineage_check"]
-    assert check["keep"] == "all>=0.8x" and check["keep_default"] and check["episodes"] == 2
-    assert [row["target"] for row in check["table"]] == ["plates", "generalist"]
+    assert check["keep"] == "all>=0.8x new>=0.8x" and check["keep_default"] and check["episodes"] == 2
+    assert [row["target"] for row in check["table"]] == ["plates", "generalist", "whiteboard (new)"]
     assert all(row["candidate"] is not None for row in check["table"])  # the chosen candidate was checked
     assert doc["alpha"] == check["alpha"]
     r = run(home, "replay", "whiteboard")

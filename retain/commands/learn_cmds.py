@@ -92,6 +92,8 @@ def learn_text(res) -> str:
         seen = "  ".join(f"{_alpha_text(p['alpha'])}: {_pct(p['scores'][fam]['rate'])}" for p in cands)
         tied = len(cands) > 1 and len({p["scores"][fam]["successes"] for p in cands}) == 1
         why = "every candidate tied, so the one keeping most of the parent" if tied else "ties go to the smaller alpha"
+        if res.kept:
+            why = f"with the lineage in view: {res.kept['reason']}"
         out.append(f"alpha {_alpha_text(res.alpha)} chosen on {fam} ({why}); sweep: {seen}")
     else:
         out.append(f"alpha {_alpha_text(res.alpha)} (fixed)")
