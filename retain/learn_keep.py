@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from registry.records import Version
-from retain.keep import Candidate, Check, KeepSpec, choose, format_table, order_to_check, parse_keep, refusal, table, verdicts
-from retain.learn_scoring import GENERALIST, SkillSplit, Scorer, SkillScore, sim_skills
 from retain.alphas import Alpha
+from retain.evaluate import sim_skills
+from retain.keep import Candidate, Check, KeepSpec, choose, format_table, order_to_check, parse_keep, refusal, table, verdicts
+from retain.learn_scoring import GENERALIST, Scorer, SkillScore, SkillSplit
 from retain.select import Selection
 
 BUILTIN_SOURCE = "builtin-expert:"
