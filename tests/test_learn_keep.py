@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cli import cli as root_cli
 from learn_support import registry_state, tiny_registry
 
-# Tiny and fast, the broad strategy over one grid value (5 candidates), the checks at 2 episodes.
+# Tiny and fast, the broad strategy over one grid value (4 candidates), the checks at 2 episodes.
 FAST = ["--steps", "8", "--batch-size", "8", "-n", "2", "--demo-episodes", "4", "--no-compare", "-q",
         "--alpha-grid", "0.5", "--keep-episodes", "2"]
 
@@ -76,7 +76,7 @@ def test_no_candidate_meeting_the_constraints_stops_with_exit_5_then_force_commi
     check = doc["lineage_check"]
     assert check["keep"] == "plates>=1 new>=0.8x" and check["force"] and not check["met"] and "(--force)" in check["reason"]
     assert [row["target"] for row in check["table"]] == ["plates", "whiteboard (new)"] and check["table"][0]["ok"] is False
-    assert check["candidates"][0]["role"] == "parent" and len(check["candidates"]) == 6  # the parent and 5 candidates
+    assert check["candidates"][0]["role"] == "parent" and len(check["candidates"]) == 5  # the parent and 4 candidates
     recipe = reg.learn_run_for(doc["version"]["name"]).recipe
     assert recipe["lineage_check"] == check and recipe["keep"] == ["plates>=1"] and recipe["strategy"] == "broad"
 

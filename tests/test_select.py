@@ -116,3 +116,19 @@ def test_the_first_round_is_what_every_search_scores_first(name):
         strategy.choose(score, grid=(0.25, 0.5, 0.75), alpha=Alpha.uniform(0.5))
         assert visited[:len(first)] == first
     assert bool(first) == strategy.needs_scores
+
+
+def test_the_broad_set_covers_one_alpha_the_language_search_and_per_modality_combinations():
+    from retain.select import broad_candidates, get_strategy
+
+    keys = [a.key for a in broad_candidates((0.25, 0.5, 0.75))]
+    assert len(keys) == len(set(keys)) == 12
+    for g in ("0.25", "0.5", "0.75"):
+        assert g in keys  # one alpha for every modality
+        assert f"action=1,language={g},vision=1" in keys  # the language-only search
+        assert f"action=1,language=1,vision={g}" in keys and f"action=1,language={g},vision={g}" in keys
+    assert [a.key for a in broad_candidates((0.5, 1.0))] == [  # repeats at 1.0 are scored once
+        "0.5", "action=1,language=0.5,vision=1", "action=1,language=1,vision=0.5", "action=1,language=0.5,vision=0.5", "1",
+        "action=1,language=1,vision=1"]
+    sel = get_strategy("broad").choose(lambda a: a.language - abs(a.vision - 0.5), grid=(0.5, 1.0))
+    assert sel.alpha.key == "action=1,language=1,vision=0.5" and len(sel.sweep) == 6
