@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The chains matrix of issue 25 on the built-in testbed: plates then whiteboard, four ways, over seeds,
 # in parallel processes; then the ID and OOD of both skills after the chain and the suite, per config
-# and seed, with means (benchmarks/chains_summary.py). Runs from the repository root.
+# and seed, with means (python -m benchmarks.chains_summary). Runs from the repository root.
 #
 #   old       both learns as before --keep:   --alpha-strategy language --keep none
 #   new       both learns with the defaults:  (broad candidates, --keep all>=0.8x, soft)
@@ -82,5 +82,5 @@ plates old & plates new & wait
 echo "plates learned (old and new recipes) in $(( SECONDS - START )) s"
 for s in $SEEDS; do for c in old new rehearse coft; do echo "$c $s"; done; done \
   | xargs -P "$JOBS" -L 1 bash -c 'COMMON=($COMMON_S); NEW=($NEW_S); OLD=($OLD_S); whiteboard "$0" "$1"'
-python benchmarks/chains_summary.py "$DEST"
+python -m benchmarks.chains_summary "$DEST"
 echo "chains matrix: finished in $(( SECONDS - START )) s"

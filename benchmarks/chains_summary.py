@@ -3,7 +3,7 @@
 from each run's `retain scores --ref main --json`; means per config. Prints JSON, then a table;
 writes summary.json and summary.md beside the runs.
 
-    python benchmarks/chains_summary.py DIR
+    python -m benchmarks.chains_summary DIR
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def table(runs: list[dict], avg: dict) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python benchmarks/chains_summary.py DIR", file=sys.stderr)
+        print("usage: python -m benchmarks.chains_summary DIR", file=sys.stderr)
         return 2
     root = Path(argv[0])
     runs = collect(root)
