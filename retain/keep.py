@@ -20,7 +20,8 @@ The rule (`choose`): among the candidates that learn the new skill (validation s
 parent's, which every candidate is compared with), the best validation success whose every check
 holds; ties go to the candidate keeping the larger worst share, then to the one that moves the
 backbone least. When none holds, the best trade-off is the learning candidate whose worst shortfall
-is smallest (ties: better validation): the default constraint (`DEFAULT_KEEP`, soft) commits it and
+is smallest (ties: better validation), among those meeting the new skill's own check (`new`) when
+any does: the default constraint (`DEFAULT_KEEP`, soft) commits it and
 says so; constraints the user gave (hard) stop with exit 5 naming it (`refusal`), unless `force`.
 
 Pure: no torch, no simulator, no registry. Example:
@@ -262,7 +263,10 @@ def choose(candidates: Sequence[Candidate], parent: Candidate, checks: Sequence[
         return Choice(best, True, vs, why)
     if not checked:
         raise ValueError("choose() needs the checks of at least one learning candidate")
-    best, vs = min(checked, key=lambda cv: (_worst(cv[1])[0], -cv[0].validation, cv[0].moved))
+    # A trade-off that keeps the lineage by not learning the new skill is no trade-off: when some
+    # candidate meets the new skill's own check, the trade-off is made among those.
+    learned = [(c, vs) for c, vs in checked if all(v.ok for v in vs if v.check.new)]
+    best, vs = min(learned or checked, key=lambda cv: (_worst(cv[1])[0], -cv[0].validation, cv[0].moved))
     shortfalls = "; ".join(f"{v.check.label} {_pct(v.candidate)} (needs {_pct(v.needed)})" for v in vs if not v.ok)
     line = (f"no candidate meets --keep {spec.text}: the best trade-off, alpha {best.key}, keeps {shortfalls} "
             f"with {_pct(best.validation)} on validation")

@@ -162,5 +162,15 @@ def test_the_new_skill_is_measured_against_the_plain_finetune():
     assert rows[-1]["target"] == "whiteboard (new)" and rows[-1]["constraint"] == "new>=0.8x" and rows[-1]["ok"]
 
 
+def test_the_trade_off_is_made_among_candidates_that_learn_the_new_skill():
+    checks = parse_keep([]).resolve(EARLIER, EARLIER + ["whiteboard"], new="whiteboard")
+    parent = Candidate("0", 0.0, 0.0, {"plates": 0.7, "generalist": 0.35, "whiteboard (new)": 0.0})
+    finetuned = Candidate("1", 1.0, 0.0, {"whiteboard (new)": 0.15})
+    flat = Candidate("0.25", 0.25, 0.02, {"plates": 0.1, "generalist": 0.3, "whiteboard (new)": 0.0}, 0.75)
+    learner = Candidate("a", "a", 0.44, {"plates": 0.05, "generalist": 0.0, "whiteboard (new)": 0.6}, 2.25)
+    c = choose([flat, learner], parent, checks, parse_keep([]), finetuned=finetuned)
+    assert c.chosen.key == "a" and not c.met and "committed as the default's best trade-off" in c.reason
+
+
 def test_check_labels():
     assert Check(None, Constraint("all", 0.8, True)).text == "generalist>=0.8x"
