@@ -251,7 +251,7 @@ def choose(candidates: Sequence[Candidate], parent: Candidate, checks: Sequence[
         line = f"no candidate beats the parent's {_pct(parent.validation)} on validation; the best one, alpha {best.key}"
         if met or not best.kept:
             return Choice(best, met, vs, line + (f", meets --keep {spec.text}" if met and checks else ""))
-        line += " keeps " + "; ".join(f"{v.check.label} {_pct(v.candidate)} (needs {_pct(v.needed)})" for v in vs if not v.ok)
+        line += ", keeps " + "; ".join(f"{v.check.label} {_pct(v.candidate)} (needs {_pct(v.needed)})" for v in vs if not v.ok)
         if spec.soft or force:
             return Choice(best, False, vs, line + ("; committed (--force)" if force else "; committed as the default's best trade-off"))
         return Choice(best, False, vs, line, stop=True)
