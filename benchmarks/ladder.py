@@ -134,7 +134,7 @@ def summarise_cell_group(dirs: list[Path]) -> dict | None:
 
 
 def cmd_report(args) -> int:
-    from benchmarks.pngplot import Panel, render, write_png
+    from registry.errors import RegistryError
 
     out = Path(args.out)
     rows = []
@@ -163,19 +163,35 @@ def cmd_report(args) -> int:
     (out / "ladder.md").write_text("\n".join(lines) + "\n")
     (out / "ladder.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))
-    panels = []
-    for mode in sorted({r["mode"] for r in rows}):
-        mine = [r for r in rows if r["mode"] == mode]
-        xs = sorted({r["strength"] for r in mine})
-        series = {}
-        for skill in sorted({r["skill"] for r in mine}):
-            by = {r["strength"]: 100 * r["gain"] for r in mine if r["skill"] == skill}
-            series[skill.upper()] = [by.get(x, float("nan")) for x in xs]
-        panels.append(Panel(f"{mode}-FT: OOD GAIN OF THE BEST MERGE (POINTS)", [100 * x for x in xs], series,
-                            xlabel="BASE GENERALIST SUCCESS (%)"))
-    write_png(out / "ladder.png", render(panels, columns=len(panels)))
+    try:
+        plot_gain(rows, out / "ladder.png")
+    except RegistryError as e:  # matplotlib missing: the table and JSON are the record
+        print(f"no plot: {e}")
     print(f"wrote {out / 'ladder.md'}, {out / 'ladder.json'} and {out / 'ladder.png'}")
     return 0
+
+
+def plot_gain(rows: list[dict], path: Path) -> Path:
+    """The gain of the best merge over the finetune (points) against the base's generalist success,
+    one line per skill, one panel per finetune mode."""
+    from registry.plots import pyplot
+
+    plt = pyplot()
+    modes = sorted({r["mode"] for r in rows})
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        for skill in sorted({r["skill"] for r in rows if r["mode"] == mode}):
+            mine = sorted((r for r in rows if r["mode"] == mode and r["skill"] == skill), key=lambda r: r["strength"])
+            ax.plot([100 * r["strength"] for r in mine], [100 * r["gain"] for r in mine], marker="o", linewidth=2, label=skill)
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_title(f"{mode}-FT: best merge's OOD minus the finetune's")
+        ax.set_xlabel("base generalist success (%)")
+        ax.set_ylabel("gain (points)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
