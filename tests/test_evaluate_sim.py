@@ -48,7 +48,9 @@ def test_same_seed_same_result_and_generalist_spans_tasks():
 
 
 def test_split_names():
-    families = [s for s in sim.SETTINGS if s.startswith("ood:")]
+    families = [s for s in sim.SETTINGS if s.startswith("ood:") and not sim.get_setting(s).opt_in]
+    assert "ood:paraphrase" not in families  # opt-in: scored only when named
+    assert settings_for("ood:paraphrase", "plates") == ["ood:paraphrase"]
     assert settings_for("all", "plates") == ["id", *families, GENERALIST]
     assert settings_for("all", None) == [GENERALIST]
     assert settings_for("ood", "plates") == families
