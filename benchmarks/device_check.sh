@@ -4,6 +4,8 @@
 #
 #   OUT=/some/dir bash benchmarks/device_check.sh            # on the GPU machine: at most about 4 minutes
 #   OUT=/tmp/dc bash benchmarks/device_check.sh --cpu-smoke  # here, without a GPU: the same steps, tiny, on the CPU
+#   OUT=/some/dir bash benchmarks/device_check.sh --throughput-only  # GPU: env.json + train_step only, under 150 s
+#     (with --cpu-smoke as a second argument: the same, tiny, on the CPU)
 #
 #   env.json               torch/CUDA/GPU, and which non-torch packages the checks imported
 #   train_step_cuda.json   samples/s at batch 256: shipped and 7.65M configs, fp32 and bf16 (benchmarks/train_step.py)
@@ -13,10 +15,16 @@
 # typing_extensions) for the simulator, tqdm; not click, sqlalchemy, safetensors or fsspec.
 set -uo pipefail
 : "${OUT:?set OUT to the folder for the results}"
-mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-smoke=0
-[ "${1:-}" = "--cpu-smoke" ] && smoke=1
+smoke=0; only_bench=0
+for a in "$@"; do
+  case "$a" in
+    --cpu-smoke) smoke=1 ;;
+    --throughput-only) only_bench=1 ;;
+    *) echo "Error: unknown option $a (use --cpu-smoke and/or --throughput-only)"; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
 log="$OUT/log.txt"
 : > "$log"
 start=$(date +%s)
@@ -34,6 +42,7 @@ print(json.dumps(info))
 EOF
 
 t_bench=100; t_ft=120  # seconds: together with the start, under the 4 minutes a check may take
+[ $only_bench = 1 ] && t_bench=140  # alone: the whole run under 150 s
 if [ $smoke = 1 ]; then
   t_bench=600; t_ft=600  # a CPU shared with other work is slow
   bench=(--device cpu --configs shipped,7.65M --batch 8 --steps 2 --blocks 1 --episodes 6 --threads 2)
@@ -44,6 +53,8 @@ else
 fi
 echo "== train_step ${bench[*]}" | tee -a "$log"
 timeout $t_bench python -m benchmarks.train_step "${bench[@]}" --json-out "$OUT/train_step_cuda.json" 2>&1 | tail -n 8 | tee -a "$log"
+if [ $only_bench = 0 ]; then
 echo "== finetune_devices ${ft[*]}" | tee -a "$log"
 timeout $t_ft python -m benchmarks.finetune_devices "${ft[@]}" --out "$OUT/finetune_devices.json" 2>&1 | tail -n 8 | tee -a "$log"
+fi
 echo "== done in $(( $(date +%s) - start )) s" | tee -a "$log"
