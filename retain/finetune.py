@@ -73,6 +73,9 @@ class FinetuneRecipe:
     CPU): the arithmetic differs between them. Which GPU is torch's current one."""
     bf16: bool = False
     """bf16 autocast of the forward pass (cuda only)."""
+    compile: bool = False
+    """torch.compile of the forward (CUDA graphs on a GPU); recorded only when on, as it can change
+    float rounding (recipes without it keep their bytes)."""
 
     def __post_init__(self) -> None:
         from retain.train import format_lr_scale, parse_lr_scale
@@ -103,6 +106,8 @@ class FinetuneRecipe:
             raise invalid(f"a finetune's device is cpu or cuda, got {self.device!r}")
         if self.bf16 and self.device != "cuda":
             raise invalid("--bf16 autocast runs on a GPU only; drop --bf16 or use --device cuda")
+        if self.nproc > 1 and self.compile:
+            raise invalid("--compile trains in one process; drop --compile or use --nproc-per-node 1")
         if self.nproc > 1 and self.device != "cpu":
             raise invalid("--nproc-per-node runs DDP ranks on the CPU (gloo); on a GPU use --nproc-per-node 1")
         if self.batch_size < 1:
@@ -115,7 +120,10 @@ class FinetuneRecipe:
         return self.mode == "co-ft" and self.mix > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.compile:
+            del d["compile"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FinetuneRecipe":
@@ -190,6 +198,7 @@ def _train(model, adapter, frames, recipe: FinetuneRecipe, mix, rehearsal, batch
         model, adapter, frames, recipe.steps, recipe.lr, batch_size, seed,
         mix=shares or None, threads=recipe.threads, progress=progress,
         lr_scale=parse_lr_scale(recipe.lr_scale), device=resolve_device(recipe.device), bf16=recipe.bf16,
+        compile=recipe.compile,
     )
 
 

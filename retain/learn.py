@@ -199,6 +199,7 @@ def learn_recipe(task: str, opts: LearnOptions, demos: Optional[Demos], parent: 
         recipe.update({"mode": "external", "finetuned_source": str(finetuned), "finetuned_hash": finetuned_hash})
         for k in ("mix", "rehearse", "steps", "lr", "batch_size", "seed", "threads", "nproc", "pretrain_episodes", "device", "bf16"):
             recipe.pop(k)
+        recipe.pop("compile", None)  # recorded only when on
     if opts.finetune_cmd:
         mark_finetune_cmd(recipe)
     return recipe

@@ -38,7 +38,7 @@ def mark_finetune_cmd(recipe: dict[str, Any]) -> dict[str, Any]:
     """A flat recipe of a --finetune-cmd run: its mode says so, and the built-in finetune's options,
     which the user's trainer never saw, are left out (the seed stays: the command gets it)."""
     recipe["mode"] = FINETUNE_CMD_MODE
-    for k in ("mix", "rehearse", "steps", "lr", "lr_scale", "batch_size", "threads", "nproc", "pretrain_episodes"):
+    for k in ("mix", "rehearse", "steps", "lr", "lr_scale", "batch_size", "threads", "nproc", "pretrain_episodes", "compile"):
         recipe.pop(k, None)
     return recipe
 

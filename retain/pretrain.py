@@ -80,6 +80,7 @@ class PretrainRecipe:
     device: str = "cpu"  # the kind of device it trains on (cpu or cuda): the arithmetic differs between them
     bf16: bool = False  # bf16 autocast of the forward pass (cuda only)
     recipe_version: int = RECIPE_VERSION
+    compile: bool = False  # torch.compile of the forward (it can change float rounding); recorded only when on
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -125,7 +126,10 @@ class PretrainRecipe:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.compile:  # recipes made before the option keep their bytes
+            del d["compile"]
+        return d
 
 
 @dataclasses.dataclass
@@ -224,7 +228,7 @@ def _pretrain(recipe: PretrainRecipe, dest: Path | None, progress: bool, device:
             model = adapter.build(recipe.policy_config, seed=recipe.seed)
         freeze_pretrained_text(model)
         report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
-                          threads=recipe.threads, progress=progress, targets=True, device=device, bf16=recipe.bf16,
+                          threads=recipe.threads, progress=progress, targets=True, device=device, bf16=recipe.bf16, compile=recipe.compile,
                           resume=resume[0] if resume and resume[1] == "bc" else None,
                           checkpoint=run.hook("bc") if run is not None else None)
         if run is not None and recipe.dagger_episodes:
@@ -265,7 +269,7 @@ def dagger_stage(model, adapter, demos: DemoFrames, recipe: PretrainRecipe, epis
 
     visited, relabel_s = dagger_relabel(model, adapter, recipe, episodes, threads)
     report = train_bc(model, adapter, demos, steps, lr, recipe.batch_size, recipe.seed + 1, mix=(visited, share),
-                      threads=threads, progress=progress, targets=True, device=device, bf16=recipe.bf16,
+                      threads=threads, progress=progress, targets=True, device=device, bf16=recipe.bf16, compile=recipe.compile,
                       resume=resume, checkpoint=checkpoint)
     return visited, relabel_s, report
 

@@ -280,6 +280,7 @@ def train_bc(
     lr_scale: Mapping[str, float] | None = None,
     device: str = "cpu",
     bf16: bool = False,
+    compile: bool = False,
     resume: Optional["TrainState"] = None,
     checkpoint: Optional[CheckpointHook] = None,
 ) -> TrainReport:
@@ -300,6 +301,9 @@ def train_bc(
         device: "cpu" or "cuda:N" (retain.device.resolve_device); the data move there whole and
             the model trains there, then comes back to the CPU.
         bf16: bf16 autocast of the forward pass (CUDA only).
+        compile: the loss calls the model through torch.compile (on CUDA mode "reduce-overhead":
+            CUDA graphs replay the step's kernels without a launch each; on the CPU the default
+            mode). Parameters, optimizer, checkpoints and saving keep the plain model.
         resume: a checkpoint's state: continue after its step, as if never stopped.
         checkpoint: asked after every step whether to save, and handed the state when so.
     """
@@ -346,6 +350,10 @@ def train_bc(
             restore(resume, model, opt, gen)
             start, log = resume.step, dict(resume.log)
         model.train()
+        # the compiled forward shares the model's parameters; everything else keeps `model` itself,
+        # so no state dict, checkpoint or saved weight carries the wrapper's "_orig_mod." names
+        cuda_graphs = compile and device.startswith("cuda")
+        forward = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None, dynamic=False) if compile else model
         t0 = time.perf_counter() - log["seconds"]
         bar = progress_bar(steps, "train", unit="steps", show=progress, initial=start)
         started = time.perf_counter()
@@ -374,13 +382,16 @@ def train_bc(
             for step, (batch, gen_state) in enumerate(batches, start):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, steps, lr, warmup) * group["lr_scale"]
+                if cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                    loss, _ = adapter.loss(model, batch)
+                    loss, _ = adapter.loss(forward, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
-                pending.append(loss.detach().float())
+                kept = loss.detach().float()
+                pending.append(kept.clone() if compile else kept)  # a CUDA graph's replay would overwrite it
                 done = step + 1
                 save = checkpoint is not None and done < steps and checkpoint.due(done)
                 logged = len(log["window"]) + len(pending) >= log_every

@@ -116,6 +116,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "lr scale of no module under DDP": (["plates", "--lr-scale", "visoin=0.1", "--nproc-per-node", "2"], "starts no parameter name"),
         "unknown device": (["plates", "--device", "tpu"], "unknown device 'tpu'"),
         "bf16 on the cpu": (["plates", "--device", "cpu", "--bf16"], "GPU only"),
+        "compile under DDP": (["plates", "--compile", "--nproc-per-node", "2"], "--compile trains in one process"),
         **({} if _has_gpu() else {"cuda without a gpu": (["plates", "--device", "cuda"], "torch sees none")}),
     }
 

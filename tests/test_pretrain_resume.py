@@ -144,6 +144,7 @@ def test_bad_resume_input_is_one_line_and_changes_nothing(cli_run, tmp_path):
     _one_line_error(cli_run("pretrain", "--resume", str(run), "--steps", "99", "--seed", "2", "--config", "default"), 4,
                     "options differ", "steps (recorded 12, given 99)", "config (recorded 'tiny', given 'default')")
     assert "seed" not in cli_run("pretrain", "--resume", str(run), "--steps", "99", "--seed", "2").output
+    _one_line_error(cli_run("pretrain", "--resume", str(run), "--compile"), 4, "compile (recorded False, given True)")
     _one_line_error(cli_run("pretrain", "--resume", str(run), "--device", "tpu"), 4, "unknown device 'tpu'")
     _one_line_error(cli_run("pretrain", "--resume", str(run), "--run-dir", str(tmp_path / "x")), 4, "give one of them")
     _one_line_error(cli_run("pretrain", "--config", "tiny", "--run-dir", str(run)), 3, "already exists", "--resume")

@@ -182,13 +182,15 @@ def _learn_json(res) -> dict:
 @click.option("--eval-cmd", default=None, help="Score candidates with your evaluator: 'CMD {checkpoint}' printing JSON.")
 @device_option
 @click.option("--bf16", is_flag=True, default=None, help="bf16 autocast of the finetune's forward pass (CUDA only; recorded).")
+@click.option("--compile", "compile_", is_flag=True, default=None,
+              help="torch.compile the finetune's forward (CUDA graphs on a GPU; recorded).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage lines.")
 @json_option
 @click.pass_context
 def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix, rehearse, alpha, alpha_grid, strategy, keep, force,
               keep_episodes, val_family, steps, lr, lr_scale, batch_size,
               seed, nproc, threads, episodes, demo_episodes, no_compare, finetuned, finetune_cmd, finetune_timeout, preset, eval_cmd,
-              device, bf16, quiet, as_json) -> None:
+              device, bf16, compile_, quiet, as_json) -> None:
     """Learn a skill on top of a ref's head: finetune, choose alpha, merge, score, commit one version.
 
     \b
@@ -211,7 +213,7 @@ def learn_cmd(ctx: click.Context, task: str, demos, demos_store, ref, mode, mix,
               "validation_family": val_family, "steps": steps, "lr": lr, "lr_scale": lr_scale, "batch_size": batch_size, "seed": seed, "nproc": nproc,
               "threads": threads, "episodes": episodes, "demo_episodes": demo_episodes, "compare_finetuned": not no_compare,
               "eval_cmd": eval_cmd, "preset": preset, "finetune_cmd": finetune_cmd, "finetune_timeout": finetune_timeout,
-              "bf16": bf16 or None}
+              "bf16": bf16 or None, "compile": compile_ or None}
     from retain.device import select_device
 
     # the finetune's device (the simulator's rollouts stay on the CPU workers); DDP ranks run on the CPU

@@ -35,6 +35,8 @@ def device_option(f):
 @click.option("--dagger-setting", default=None, help="Setting the DAgger stage rolls out in (default: the preset's, pretrain-clutter for default; \"\" means --setting).")
 @device_option
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast of the forward pass (CUDA only; recorded).  [default: off]")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the forward (CUDA graphs on a GPU; recorded when on).  [default: off]")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Checkpoint the run into this new folder, so `--resume DIR` can continue it after a stop or a kill.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
@@ -49,7 +51,7 @@ def device_option(f):
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | None, steps: int | None, seed: int | None,
                  dagger_episodes: int | None, dagger_steps: int | None, dagger_roll_in: float | None, setting: str | None,
-                 dagger_setting: str | None, device: str | None, bf16: bool | None, run_dir: Path | None, resume_dir: Path | None,
+                 dagger_setting: str | None, device: str | None, bf16: bool | None, compile_: bool | None, run_dir: Path | None, resume_dir: Path | None,
                  checkpoint_minutes: float | None, checkpoint_steps: int | None, ref: str, message: str | None, shipped: bool,
                  force: bool, as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
@@ -64,7 +66,7 @@ def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | No
     """
     options = {"config": config_name, "episodes": episodes, "steps": steps, "seed": seed, "dagger_episodes": dagger_episodes,
                "dagger_steps": dagger_steps, "dagger_roll_in": dagger_roll_in, "setting": setting, "dagger_setting": dagger_setting,
-               "bf16": bf16}
+               "bf16": bf16, "compile": compile_}
     if shipped:
         changed = {**options, "config": None if config_name == "default" else config_name, "seed": seed or None}
         _commit_shipped_base(ctx, ref, message, force, as_json, changed=[*changed.values(), device, run_dir, resume_dir])
@@ -90,7 +92,7 @@ def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | No
                 recipe = PretrainRecipe.preset(config_name or "default", episodes=episodes, steps=steps, seed=seed or 0,
                                                dagger_episodes=dagger_episodes, dagger_steps=dagger_steps,
                                                dagger_roll_in=dagger_roll_in, setting=setting, dagger_setting=dagger_setting,
-                                               device=device_kind(actual), bf16=bf16)  # validates first
+                                               device=device_kind(actual), bf16=bf16, compile=compile_)  # validates first
                 result = pretrain(recipe, Path(tmp) / "weights", progress=not as_json, device=actual, run_dir=run_dir,
                                   checkpoint_minutes=10.0 if checkpoint_minutes is None else checkpoint_minutes,
                                   checkpoint_steps=checkpoint_steps)
@@ -117,7 +119,7 @@ def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, forc
 
     if any(c is not None for c in changed):
         raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--setting/--dagger-*/"
-                      "--device/--bf16/--run-dir/--resume, or drop --shipped to train")
+                      "--device/--bf16/--compile/--run-dir/--resume, or drop --shipped to train")
     base = shipped_base()  # checked against the hash recorded beside it
     with registry_from_ctx(ctx) as reg:
         before = reg.head(ref)
