@@ -2,13 +2,15 @@
 # GPU verification of the training path (issue 23), for a fresh GPU machine with torch installed.
 # Run from the repository root; results go under $OUT (4 JSON/text files, well under 1 MiB):
 #
-#   OUT=/some/dir bash benchmarks/device_check.sh            # on the GPU machine: at most about 4 minutes
+#   OUT=/some/dir bash benchmarks/device_check.sh            # on the GPU machine: at most about 6 minutes
 #   OUT=/tmp/dc bash benchmarks/device_check.sh --cpu-smoke  # here, without a GPU: the same steps, tiny, on the CPU
-#   OUT=/some/dir bash benchmarks/device_check.sh --throughput-only  # GPU: env.json + train_step only, under 150 s
+#   OUT=/some/dir bash benchmarks/device_check.sh --throughput-only  # GPU: env.json + train_step only, under 250 s
 #     (with --cpu-smoke as a second argument: the same, tiny, on the CPU)
 #
 #   env.json               torch/CUDA/GPU, and which non-torch packages the checks imported
-#   train_step_cuda.json   samples/s at batch 256: shipped and 7.65M configs, fp32 and bf16 (benchmarks/train_step.py)
+#   train_step_cuda.json   samples/s at batch 256: shipped and 7.65M configs, fp32 and bf16, and fp32 through
+#                          torch.compile (CUDA graphs; its compile time is the warm-up's warmup_s) (benchmarks/train_step.py);
+#                          written after every timed run, so a time limit keeps what was measured before it
 #   finetune_devices.json  200-step finetune loss curves, CPU vs CUDA (fp32, bf16), with the seed-to-seed gap as noise
 #   log.txt                everything printed
 # Imports besides torch (env.json lists what was imported): numpy, gymnasium (+ farama_notifications,
@@ -41,14 +43,15 @@ json.dump(info, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(info))
 EOF
 
-t_bench=100; t_ft=120  # seconds: together with the start, under the 4 minutes a check may take
-[ $only_bench = 1 ] && t_bench=140  # alone: the whole run under 150 s
+t_bench=235; t_ft=120  # seconds: the compiles of the two networks' fp32 steps take most of t_bench
+# (the eager variants fitted in the 140 s it had before); alone, the whole run stays under 250 s
 if [ $smoke = 1 ]; then
   t_bench=600; t_ft=600  # a CPU shared with other work is slow
-  bench=(--device cpu --configs shipped,7.65M --batch 8 --steps 2 --blocks 1 --episodes 6 --threads 2)
+  # the compile path at the tiny sizes: compiling the real networks takes minutes on a CPU
+  bench=(--device cpu --configs shipped,7.65M,tiny --compile tiny --batch 8 --steps 2 --blocks 1 --episodes 6 --threads 2)
   ft=(--device cpu --steps 6 --episodes 3 --log-every 2 --batch 4 --threads 2)
 else
-  bench=(--device cuda --blocks 2 --steps 100)
+  bench=(--device cuda --blocks 2 --steps 100 --compile)
   ft=(--device cuda --steps 200 --episodes 50 --threads 8)
 fi
 echo "== train_step ${bench[*]}" | tee -a "$log"
