@@ -1,5 +1,6 @@
 """--compile: recorded in a recipe only when on (recipes without it keep their bytes), refused where it
-cannot run, and a compiled CPU training tracks the eager one (the compile costs ~30 s of one test)."""
+cannot run, and a compiled CPU training tracks the eager one and resumes bit for bit. The two
+training tests compile the tiny network: 38 s and 25 s with a cold Inductor cache, seconds warm."""
 from __future__ import annotations
 
 import pytest
