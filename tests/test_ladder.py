@@ -46,3 +46,19 @@ def test_a_base_without_weights_is_refused(tmp_path):
         assert "weights does not exist" in str(e)
     else:
         raise AssertionError("a base folder without weights/ was accepted")
+
+
+def test_ladder_base_writes_a_rung_the_ladder_reads_and_resumes_its_run(tmp_path):
+    from benchmarks import ladder_base
+    from registry.checkpoint import open_checkpoint, weight_hash
+
+    tiny = ["--preset", "tiny", "--set", "steps=6", "--set", "episodes=4", "--set", "batch_size=4"]
+    assert ladder_base.main(["--out", str(tmp_path / "a"), *tiny]) == 0
+    rung = tmp_path / "a"
+    assert ladder._bases([f"a={rung}"]) == {"a": str(rung)}
+    recorded = json.loads((rung / "recipe.json").read_text())
+    assert recorded["recipe"]["steps"] == 6 and recorded["cost"]["frames"] > 0
+    # a run folder found again is continued, not restarted: a finished one hands back its weights
+    (tmp_path / "b.run").symlink_to(tmp_path / "a.run")
+    assert ladder_base.main(["--out", str(tmp_path / "b"), *tiny]) == 0
+    assert weight_hash(open_checkpoint(rung / "weights")) == weight_hash(open_checkpoint(tmp_path / "b" / "weights"))
