@@ -182,7 +182,10 @@ def plot_gain(rows: list[dict], path: Path) -> Path:
     for ax, mode in zip(axes[0], modes):
         for skill in sorted({r["skill"] for r in rows if r["mode"] == mode}):
             mine = sorted((r for r in rows if r["mode"] == mode and r["skill"] == skill), key=lambda r: r["strength"])
-            ax.plot([100 * r["strength"] for r in mine], [100 * r["gain"] for r in mine], marker="o", linewidth=2, label=skill)
+            line, = ax.plot([100 * r["strength"] for r in mine], [100 * r["gain"] for r in mine], marker="o", linewidth=2, label=skill)
+            for r in mine:  # a gain is read with its paired z, never alone
+                ax.annotate(f"{r['base']}, z {r['z_vs_finetune']:+.1f}", (100 * r["strength"], 100 * r["gain"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())
         ax.axhline(0, color="grey", linewidth=1)
         ax.set_title(f"{mode}-FT: best merge's OOD minus the finetune's")
         ax.set_xlabel("base generalist success (%)")
