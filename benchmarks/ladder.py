@@ -94,6 +94,14 @@ def _modality(alpha) -> str:
     return "language" if float(parts.get("vision", 1)) == float(parts.get("action", 1)) == 1 else "per-modality"
 
 
+def _finished(saved: dict) -> bool:
+    """Whether a cell's testbed.json scores every alpha its run was asked for (it is rewritten
+    after each one, so a running or stopped cell holds only the first few)."""
+    asked = saved.get("args", {}).get("alphas")
+    done = {json.dumps(r["alpha"]) for r in saved["results"]}
+    return asked is None or len(done) >= len(asked)
+
+
 def summarise_cell_group(dirs: list[Path]) -> dict | None:
     """The seeds of one (base, mode, skill) pooled as testbed.py pools them, reduced to the ladder's row."""
     from benchmarks import testbed
@@ -103,9 +111,13 @@ def summarise_cell_group(dirs: list[Path]) -> dict | None:
     results = []
     for d in dirs:
         try:
-            results += json.loads((d / "testbed.json").read_text())["results"]
+            saved = json.loads((d / "testbed.json").read_text())
         except (OSError, ValueError):
             continue
+        if not _finished(saved):
+            print(f"left out {d}: a cell still running or stopped (not every alpha scored)", file=sys.stderr)
+            continue
+        results += saved["results"]
     if not results:
         return None
     alphas = []

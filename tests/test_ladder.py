@@ -62,3 +62,15 @@ def test_ladder_base_writes_a_rung_the_ladder_reads_and_resumes_its_run(tmp_path
     (tmp_path / "b.run").symlink_to(tmp_path / "a.run")
     assert ladder_base.main(["--out", str(tmp_path / "b"), *tiny]) == 0
     assert weight_hash(open_checkpoint(rung / "weights")) == weight_hash(open_checkpoint(tmp_path / "b" / "weights"))
+
+
+def test_report_leaves_out_a_cell_that_has_not_scored_every_alpha(tmp_path, capsys):
+    _cell(tmp_path / "b" / "task" / "plates" / "seed0", 0, "0111")
+    running = tmp_path / "b" / "task" / "plates" / "seed1"
+    running.mkdir(parents=True)  # rewritten after each alpha: so far only the base is scored
+    (running / "testbed.json").write_text(json.dumps({"args": {"alphas": [0.0, 0.5, 1.0]}, "results": [_row(1, 0.0, "0000", "0000", 8)]}))
+    (tmp_path / "b" / "strength.json").write_text(json.dumps({"put-in-box": {"generalist": 40.0}}))
+    assert ladder.main(["report", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "ladder.json").read_text())
+    assert row["seeds"] == [0] and row["gain"] == 0.5
+    assert "left out" in capsys.readouterr().err
