@@ -21,6 +21,23 @@ from pathlib import Path
 from benchmarks.base_args import add_base_args, base_data_recipe, resolve_base, run_cleanly
 
 
+def continue_recipe(recipe, setting: str | None, roll_in: float):
+    """The base's data recipe with the continuation's setting for the demos and the rollouts both.
+
+    The shipped recipe names its own rollout setting (`dagger_setting`: pretrain-clutter), so a
+    `--setting` that replaced only the demos' left the rollouts there; the ladder's first `recept`
+    rung was made that way."""
+    from retain.sim.settings import get_setting
+
+    if setting:
+        from benchmarks import testbed_probes
+
+        testbed_probes.register()
+        name = get_setting(setting).name
+        recipe = dataclasses.replace(recipe, setting=name, dagger_setting=name)
+    return dataclasses.replace(recipe, dagger_roll_in=roll_in)  # validates it
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=3000, help="policy episodes whose states the expert relabels")
@@ -43,16 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from retain import sim
     from retain.pretrain import PretrainRecipe, collect_frames, dagger_stage
-    from retain.sim.settings import get_setting
 
     base_dir, adapter, config = resolve_base(args)
-    recipe = PretrainRecipe.from_dict(base_data_recipe(args, config))
-    if args.setting:
-        from benchmarks import testbed_probes
-
-        testbed_probes.register()
-        recipe = dataclasses.replace(recipe, setting=get_setting(args.setting).name)
-    recipe = dataclasses.replace(recipe, dagger_roll_in=args.roll_in)  # validates it
+    recipe = continue_recipe(PretrainRecipe.from_dict(base_data_recipe(args, config)), args.setting, args.roll_in)
     t0 = time.perf_counter()
     demos = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
                            config.get("image_size"))

@@ -41,3 +41,16 @@ def test_roll_in_share_is_validated():
 def test_an_unknown_dagger_setting_fails_before_any_training():
     with pytest.raises(RegistryError, match="unknown setting 'clutter'"):
         PretrainRecipe.preset("tiny", dagger_setting="clutter")
+
+
+def test_a_continuation_setting_moves_the_rollouts_too():
+    from benchmarks.dagger_continue import continue_recipe
+
+    shipped = PretrainRecipe.preset("default")  # rolls out in pretrain-clutter
+    assert shipped.dagger_setting == "pretrain-clutter"
+    moved = continue_recipe(shipped, "pretrain-receptacles", 0.0)
+    assert (moved.setting, moved.dagger_setting, moved.dagger_roll_in) == ("pretrain-receptacles", "pretrain-receptacles", 0.0)
+    kept = continue_recipe(shipped, None, 0.3)
+    assert (kept.setting, kept.dagger_setting, kept.dagger_roll_in) == (shipped.setting, "pretrain-clutter", 0.3)
+    with pytest.raises(RegistryError, match="setting"):
+        continue_recipe(shipped, "no-such-setting", 0.0)
