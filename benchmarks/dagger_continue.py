@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="new folder: weights/ and policy_config.json")
     ap.add_argument("--setting", default=None,
-                    help="draw the demos and rollouts from this setting instead of the base's (e.g. pretrain-clutter, or the probes' pretrain-receptacles)")
+                    help="draw the demos and rollouts from this setting instead of the base's (e.g. pretrain-clutter or pretrain-receptacles)")
     add_base_args(ap)
     args = ap.parse_args(argv)
     out = Path(args.out)

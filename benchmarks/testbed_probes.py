@@ -177,10 +177,6 @@ def register() -> None:
         dataclasses.replace(ID, name="ood:viewpoint-in", camera_shift=pre.camera_shift, camera_zoom=pre.camera_zoom,
                             camera_rot=pre.camera_rot, camera_shear=pre.camera_shear),
         dataclasses.replace(ID, name="ood:language-in", phrasing="train"),
-        # pretrain-clutter without the skills' things (the clutter continuations' setting in the
-        # figures in docs/testbed.md), for python -m benchmarks.dagger_continue --setting
-        dataclasses.replace(pre, name="pretrain-receptacles", description="pretraining with 1-3 extra receptacles in every scene (no skill things)",
-                            fixture_distractors=(1, 3)),
     ]:
         register_setting(s, replace=True)
 

@@ -85,6 +85,10 @@ _SETTINGS: dict[str, Setting] = {
         # seen a rack only has to learn its word, as the crate probes' base had seen the box)
         Setting("pretrain-clutter", "pretraining among 1-3 extra receptacles and the skills' things, unnamed",
                 **dict(_BROAD, fixture_distractors=(1, 3), skill_things=True)),
+        # pretrain-clutter without the skills' things: continuing the shipped base's DAgger stage
+        # here taught an earlier base to pick a receptacle among several (docs/testbed.md)
+        Setting("pretrain-receptacles", "pretraining with 1-3 extra receptacles in every scene (no skill things)",
+                **dict(_BROAD, fixture_distractors=(1, 3))),
         Setting("generalist", "the generalist suite: pretraining tasks under the same broad variation", **_BROAD),
     ]
 }
