@@ -49,6 +49,20 @@ def resolve_base(args: argparse.Namespace) -> tuple[Path, Any, dict]:
     return Path(args.base), get_policy("builtin-vla"), config
 
 
+def known_recipe(args: argparse.Namespace) -> dict | None:
+    """The pretraining recipe that made the base, where it is recorded: the shipped base's, or the
+    `recipe` of a recipe.json beside a --base weights folder (what ladder_base.py and
+    dagger_continue.py write). None when nothing records it."""
+    from retain.pretrain import shipped_base
+
+    if args.base == "shipped":
+        return shipped_base().recipe.to_dict()
+    try:
+        return json.loads((Path(args.base).parent / "recipe.json").read_text())["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_cleanly(main: Callable[[], int]) -> int:
     """Run a benchmark's main; a RegistryError (bad input) becomes one line on stderr and its exit status."""
     from registry.errors import RegistryError

@@ -4,6 +4,9 @@
 this continues a finished base instead (the shipped one by default): it regenerates the base's
 pretraining demos from its recipe, rolls the base out on the pretraining tasks, has the expert
 relabel every visited state (retain/dagger.py), and trains on demos plus relabelled states.
+It is `retain.pretrain.continue_stage`, the stage a recipe's `continuations` run, so where the
+base's recipe is recorded (the shipped base, or a recipe.json beside --base) the output's
+recipe.json holds the whole recipe, continuation included, that `retain pretrain` makes it with.
 
     python -m benchmarks.dagger_continue --out /tmp/dagbase          # about 5 minutes on 2 idle cores
     python -m benchmarks.testbed --base /tmp/dagbase/weights --base-config /tmp/dagbase/policy_config.json ...
@@ -11,31 +14,13 @@ relabel every visited state (retain/dagger.py), and trains on demos plus relabel
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.base_args import add_base_args, base_data_recipe, resolve_base, run_cleanly
-
-
-def continue_recipe(recipe, setting: str | None, roll_in: float):
-    """The base's data recipe with the continuation's setting for the demos and the rollouts both.
-
-    The shipped recipe names its own rollout setting (`dagger_setting`: pretrain-clutter), so a
-    `--setting` that replaced only the demos' left the rollouts there; the ladder's first `recept`
-    rung was made that way."""
-    from retain.sim.settings import get_setting
-
-    if setting:
-        from benchmarks import testbed_probes
-
-        testbed_probes.register()
-        name = get_setting(setting).name
-        recipe = dataclasses.replace(recipe, setting=name, dagger_setting=name)
-    return dataclasses.replace(recipe, dagger_roll_in=roll_in)  # validates it
+from benchmarks.base_args import add_base_args, base_data_recipe, known_recipe, resolve_base, run_cleanly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,27 +43,30 @@ def main(argv: list[str] | None = None) -> int:
 
         raise already_exists(f"--out {out} already exists; choose a new folder")
 
-    from retain import sim
-    from retain.pretrain import PretrainRecipe, collect_frames, dagger_stage
+    from retain.pretrain import Continuation, PretrainRecipe, continue_stage
 
+    cont = Continuation(args.setting or "", args.episodes, args.steps, args.lr, args.share, args.roll_in, args.threads)
     base_dir, adapter, config = resolve_base(args)
-    recipe = continue_recipe(PretrainRecipe.from_dict(base_data_recipe(args, config)), args.setting, args.roll_in)
-    t0 = time.perf_counter()
-    demos = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
-                           config.get("image_size"))
-    collect_s = time.perf_counter() - t0
+    made_by = known_recipe(args)  # the whole recipe of the base, when it is recorded
+    recipe = PretrainRecipe.from_dict(made_by or base_data_recipe(args, config))
     model = adapter.load(base_dir, config)
-    visited, relabel_s, rep = dagger_stage(model, adapter, demos, recipe, args.episodes, args.steps, args.lr, args.share, args.threads)
-    collect_s += relabel_s
+    t0 = time.perf_counter()
+    visited, relabel_s, rep = continue_stage(model, adapter, recipe, cont)
+    collect_s = time.perf_counter() - t0 - rep.seconds
+    cost = {"collect_s": round(collect_s, 1), "train_s": round(rep.seconds, 1), "final_loss": rep.final_loss,
+            "relabelled_frames": len(visited)}
+    record = {"command": "python -m benchmarks.dagger_continue " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "continues": str(args.base), "cost": cost}
+    if made_by is not None:  # `retain pretrain` with this recipe makes the same base from scratch
+        record["recipe"] = PretrainRecipe.from_dict({**made_by, "continuations": [*made_by.get("continuations", ()), cont]}).to_dict()
     partial = out.with_name(f".{out.name}.partial")  # renamed into place whole, so a kill leaves no --out
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     adapter.save(model, partial / "weights")
     (partial / "policy_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    (partial / "recipe.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     partial.rename(out)
-    summary = {"base": args.base, "setting": recipe.setting, "demo_frames": len(demos), "relabelled_frames": len(visited), "collect_s": round(collect_s, 1),
-               "train_s": round(rep.seconds, 1), "final_loss": rep.final_loss, "out": str(out)}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({**cost, "setting": cont.setting or recipe.setting, "out": str(out)}, indent=2))
     print(f"\nwrote {out}/weights: {len(visited)} relabelled frames, {args.steps} steps, {collect_s + rep.seconds:.0f} s")
     return 0
 

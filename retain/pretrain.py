@@ -52,6 +52,47 @@ PRESETS["minilm"] = {**PRESETS["default"], "policy_config": {**PRESETS["default"
                                                               "language_backbone": "minilm", "max_words": 24}}
 
 
+@dataclasses.dataclass(frozen=True)
+class Continuation:
+    """One more DAgger stage after pretraining's own, in a setting of its own: how a finished base is
+    continued (`benchmarks/dagger_continue.py`), written into the recipe so `retain pretrain`
+    makes the continued base from scratch. Its demos are the recipe's episodes collected again in
+    `setting`; its rollouts start from the weights the stage before left."""
+
+    setting: str = ""  # demos and rollouts ("": the recipe's own `setting` and `dagger_setting`)
+    episodes: int = 3000  # policy rollouts the expert relabels
+    steps: int = 1000
+    lr: float = 3e-4
+    share: float = 0.5  # of each batch from the relabelled states
+    roll_in: float = 0.0  # the expert drives each rollout's first U[0, this) of its steps
+    threads: int = 0  # torch threads for this stage (0: the recipe's); part of what sets its bytes
+
+    def __post_init__(self) -> None:
+        if min(self.episodes, self.steps) < 1 or self.threads < 0:
+            raise invalid(f"a continuation needs at least 1 episode and 1 step and threads >= 0, got {self}")
+        if not 0.0 < self.share < 1.0 or self.lr <= 0 or not 0.0 <= self.roll_in < 1.0:
+            raise invalid(f"a continuation's share must be in (0, 1), lr positive and roll_in in [0, 1), got {self}")
+        if self.setting:
+            from retain.sim.settings import get_setting
+
+            get_setting(self.setting)
+
+    @classmethod
+    def from_value(cls, value: "Continuation | dict[str, Any]") -> "Continuation":
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(**value)
+        except TypeError as e:
+            raise invalid(f"a continuation is a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}; got {value!r} ({e})")
+
+    def stage_recipe(self, recipe: "PretrainRecipe") -> "PretrainRecipe":
+        """The recipe its DAgger stage reads (settings, roll-in, threads; seeds and batch are the recipe's)."""
+        moved = {"setting": self.setting, "dagger_setting": self.setting} if self.setting else {}
+        return dataclasses.replace(recipe, **moved, dagger_roll_in=self.roll_in, threads=self.threads or recipe.threads,
+                                   continuations=())
+
+
 @dataclasses.dataclass
 class PretrainRecipe:
     """Everything that determines a pretrained base's bytes."""
@@ -81,8 +122,11 @@ class PretrainRecipe:
     bf16: bool = False  # bf16 autocast of the forward pass (cuda only)
     recipe_version: int = RECIPE_VERSION
     compile: bool = False  # torch.compile of the forward (it can change float rounding); recorded only when on
+    # more DAgger stages after the first, each in its own setting; recorded only when there are some
+    continuations: tuple[Continuation, ...] = ()
 
     def __post_init__(self) -> None:
+        self.continuations = tuple(Continuation.from_value(c) for c in self.continuations)
         if self.episodes < 1:
             raise invalid(f"--episodes must be at least 1, got {self.episodes}")
         if self.steps < 1:
@@ -127,9 +171,15 @@ class PretrainRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if not self.compile:  # recipes made before the option keep their bytes
-            del d["compile"]
+        d["continuations"] = [dataclasses.asdict(c) for c in self.continuations]
+        for key in ("compile", "continuations"):  # recipes made before the option keep their bytes
+            if not d[key]:
+                del d[key]
         return d
+
+    def stages(self) -> list[str]:
+        """The training stages in order: cloning, the DAgger stage, then each continuation."""
+        return ["bc"] + ["dagger"] * bool(self.dagger_episodes) + [f"continue{i}" for i in range(1, len(self.continuations) + 1)]
 
 
 @dataclasses.dataclass
@@ -190,7 +240,7 @@ def resume_pretrain(run_dir: Path, dest: Path | None = None, progress: bool = Fa
     actual = _device_for(run.recipe, device)
     if progress:
         at = run.checkpoint()
-        where = f"step {at[0].step} of its {'DAgger' if at[1] == 'dagger' else 'cloning'} stage" if at else "its start"
+        where = f"step {at[0].step} of its { {'bc': 'cloning', 'dagger': 'DAgger'}.get(at[1], at[1])} stage" if at else "its start"
         print(f"resuming the run in {run_dir} from {where} (demos are collected again from the recipe's seed)", file=sys.stderr)
     return _pretrain(run.recipe, Path(dest) if dest is not None else None, progress, actual, run)
 
@@ -205,49 +255,92 @@ def _device_for(recipe: PretrainRecipe, device: str | None) -> str:
 
 
 def _pretrain(recipe: PretrainRecipe, dest: Path | None, progress: bool, device: str, run) -> PretrainResult:
-    from retain import sim
     from retain.policies import get_policy
-    from retain.train import deterministic_torch, train_bc
+    from retain.train import deterministic_torch
 
     adapter = get_policy(recipe.policy)
     if run is not None and run.finished():
         return run.result(dest)
-    t0 = time.perf_counter()
-    data = collect_frames(list(sim.PRETRAIN_TASKS), recipe.setting, recipe.episodes, recipe.seed, recipe.noise,
-                          recipe.policy_config.get("image_size"))
-    collect_s = time.perf_counter() - t0
-    if len(data) == 0:
-        raise invalid("the experts produced no successful pretraining episode; check the simulator")
+    stages = recipe.stages()
     resume = run.checkpoint() if run is not None else None  # (state, stage) or None
-    first = run.first_stage() if run is not None else None
-    if first is not None:  # the cloning stage finished before the interruption
-        model, report = adapter.load(first[0], recipe.policy_config), first[1]
-        freeze_pretrained_text(model)
+    done = run.last_stage() if run is not None else None
+    if done is not None:  # the stages up to this one finished before the interruption
+        name, weights, record = done
+        model = adapter.load(weights, recipe.policy_config)
+        report, frames, collect_s = TrainReport(**record["report"]), record["frames"], record["collect_seconds"]
+        todo = stages[stages.index(name) + 1:]
     else:
         with deterministic_torch(recipe.threads):
             model = adapter.build(recipe.policy_config, seed=recipe.seed)
-        freeze_pretrained_text(model)
-        report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed,
-                          threads=recipe.threads, progress=progress, targets=True, device=device, bf16=recipe.bf16, compile=recipe.compile,
-                          resume=resume[0] if resume and resume[1] == "bc" else None,
-                          checkpoint=run.hook("bc") if run is not None else None)
-        if run is not None and recipe.dagger_episodes:
-            run.save_first_stage(model, adapter, report)
-    frames = len(data)
-    if recipe.dagger_episodes:
-        visited, relabel_s, second = dagger_stage(model, adapter, data, recipe, recipe.dagger_episodes, recipe.dagger_steps,
-                                                  recipe.dagger_lr, recipe.dagger_share, recipe.threads, progress, device=device,
-                                                  resume=resume[0] if resume and resume[1] == "dagger" else None,
-                                                  checkpoint=run.hook("dagger") if run is not None else None)
-        collect_s += relabel_s
-        report = TrainReport(report.steps + second.steps, report.seconds + second.seconds, report.first_loss,
-                             second.final_loss, report.losses + second.losses)
-        frames += len(visited)
-    result = PretrainResult(Path(dest) if dest is not None else Path(), recipe, report, frames, collect_s)
+        report, frames, collect_s, todo = None, 0, 0.0, stages
+    freeze_pretrained_text(model)
+    demos = _Demos(recipe)
+    for stage in todo:
+        at = dict(resume=resume[0] if resume and resume[1] == stage else None,
+                  checkpoint=run.hook(stage) if run is not None else None)
+        part, added, seconds = _run_stage(stage, model, adapter, recipe, demos, progress, device, **at)
+        report = part if report is None else TrainReport(report.steps + part.steps, report.seconds + part.seconds,
+                                                         report.first_loss, part.final_loss, report.losses + part.losses)
+        frames, collect_s = frames + added, collect_s + seconds
+        if run is not None and stage != stages[-1]:
+            run.save_stage(stage, model, adapter, {"report": dataclasses.asdict(report), "frames": frames,
+                                                   "collect_seconds": collect_s})
+    result = PretrainResult(Path(dest) if dest is not None else Path(), recipe, report, frames, collect_s + demos.seconds)
     if run is not None:
         return run.finish(model, adapter, result, dest)
     adapter.save(model, dest)
     return result
+
+
+class _Demos:
+    """The recipe's expert demos per setting, collected when a stage first needs them."""
+
+    def __init__(self, recipe: PretrainRecipe):
+        self.recipe, self.seconds, self._by_setting = recipe, 0.0, {}
+
+    def __call__(self, setting: str) -> DemoFrames:
+        from retain import sim
+
+        if setting not in self._by_setting:
+            r, t0 = self.recipe, time.perf_counter()
+            frames = collect_frames(list(sim.PRETRAIN_TASKS), setting, r.episodes, r.seed, r.noise, r.policy_config.get("image_size"))
+            if len(frames) == 0:
+                raise invalid(f"the experts produced no successful pretraining episode in {setting}; check the simulator")
+            self._by_setting[setting] = frames
+            self.seconds += time.perf_counter() - t0
+        return self._by_setting[setting]
+
+
+def _run_stage(stage: str, model, adapter, recipe: PretrainRecipe, demos: _Demos, progress: bool, device: str,
+               **at) -> tuple[TrainReport, int, float]:
+    """Train `model` through one stage in place: (its report, the frames it added, seconds spent relabelling)."""
+    from retain.train import train_bc
+
+    if stage == "bc":
+        data = demos(recipe.setting)
+        report = train_bc(model, adapter, data, recipe.steps, recipe.lr, recipe.batch_size, recipe.seed, threads=recipe.threads,
+                          progress=progress, targets=True, device=device, bf16=recipe.bf16, compile=recipe.compile, **at)
+        return report, len(data), 0.0
+    if stage == "dagger":
+        visited, relabel_s, report = dagger_stage(model, adapter, demos(recipe.setting), recipe, recipe.dagger_episodes,
+                                                  recipe.dagger_steps, recipe.dagger_lr, recipe.dagger_share, recipe.threads,
+                                                  progress, device=device, **at)
+        return report, len(visited), relabel_s
+    cont = recipe.continuations[int(stage.removeprefix("continue")) - 1]
+    visited, relabel_s, report = continue_stage(model, adapter, recipe, cont, demos, progress, device=device, **at)
+    new_demos = len(demos(cont.setting)) if cont.setting and cont.setting != recipe.setting else 0
+    return report, new_demos + len(visited), relabel_s
+
+
+def continue_stage(model, adapter, recipe: PretrainRecipe, cont: Continuation, demos=None, progress: bool = False, *,
+                   device: str = "cpu", resume=None, checkpoint=None) -> tuple[Any, float, TrainReport]:
+    """One continuation of `recipe`'s base on `model`, in place: its DAgger stage in its own setting.
+    `demos(setting)` gives the recipe's demos in a setting (None: collected here). Returns as
+    `dagger_stage` does."""
+    stage = cont.stage_recipe(recipe)
+    data = (demos or _Demos(recipe))(stage.setting)
+    return dagger_stage(model, adapter, data, stage, cont.episodes, cont.steps, cont.lr, cont.share, stage.threads, progress,
+                        device=device, resume=resume, checkpoint=checkpoint)
 
 
 def freeze_pretrained_text(model) -> None:

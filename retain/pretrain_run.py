@@ -3,11 +3,13 @@
     run.json              what the run is: its recipe, checkpoint interval, code and runtime at the start
     checkpoint.json       names the current checkpoint (retain/train_state.py writes both atomically)
     ckpt-<stage>-<step>/  the checkpoint: weights, optimizer and generator state, step, loss log
-    stage1/ stage1.json   the cloning stage's weights and report, once it is done (a DAgger stage follows)
+    stage-<stage>/ .json  a finished stage's weights and the run's report so far, for each stage
+                          another follows (cloning, the DAgger stage, each continuation)
     final/ result.json    the finished weights and report; `version` in run.json once committed
 
 The demos are not stored: collecting them again from the recipe's seed gives the same frames (as
-does rolling out the stage-1 weights again for a DAgger stage), in a minute against hours of training.
+does rolling out a finished stage's weights again for the DAgger stage after it), in a minute
+against hours of training.
 
 Example:
     >>> pretrain(recipe, dest, run_dir=Path("runs/big"))       # killed at some point ...
@@ -28,7 +30,7 @@ from retain.train_state import Schedule, TrainState, clear_partials, read_checkp
 
 RUN_FILE = "run.json"
 KIND = "retain pretrain run"
-FORMAT = 1
+FORMAT = 2  # 2: a folder per finished stage (1 kept the cloning stage's only)
 
 
 def _check_interval(minutes: float, steps: Optional[int]) -> None:
@@ -120,17 +122,19 @@ class PretrainRun:
     def hook(self, stage: str) -> "_Hook":
         return _Hook(self, stage, Schedule(self.minutes, self.steps))
 
-    # the cloning stage, kept whole when a DAgger stage follows
-    def first_stage(self) -> Optional[tuple[Path, TrainReport]]:
-        if not (self.path / "stage1").is_dir():
-            return None
-        return self.path / "stage1", TrainReport(**json.loads((self.path / "stage1.json").read_text()))
+    # each finished stage that another follows, kept whole so a resume starts after it
+    def last_stage(self) -> Optional[tuple[str, Path, dict[str, Any]]]:
+        """(stage, its weights, the run's report so far) of the latest finished stage, or None."""
+        for stage in reversed(self.recipe.stages()[:-1]):
+            if (self.path / f"stage-{stage}").is_dir():
+                return stage, self.path / f"stage-{stage}", json.loads((self.path / f"stage-{stage}.json").read_text())
+        return None
 
-    def save_first_stage(self, model, adapter, report: TrainReport) -> None:
-        write_json_atomic(self.path / "stage1.json", dataclasses.asdict(report))  # before the folder: its presence means done
-        if (self.path / "stage1").exists():
-            shutil.rmtree(self.path / "stage1")
-        adapter.save(model, self.path / "stage1")
+    def save_stage(self, stage: str, model, adapter, record: dict[str, Any]) -> None:
+        write_json_atomic(self.path / f"stage-{stage}.json", record)  # before the folder: its presence means done
+        if (self.path / f"stage-{stage}").exists():
+            shutil.rmtree(self.path / f"stage-{stage}")
+        adapter.save(model, self.path / f"stage-{stage}")
 
     # the end
     def finished(self) -> bool:

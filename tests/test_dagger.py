@@ -44,13 +44,13 @@ def test_an_unknown_dagger_setting_fails_before_any_training():
 
 
 def test_a_continuation_setting_moves_the_rollouts_too():
-    from benchmarks.dagger_continue import continue_recipe
+    from retain.pretrain import Continuation
 
     shipped = PretrainRecipe.preset("default")  # rolls out in pretrain-clutter
     assert shipped.dagger_setting == "pretrain-clutter"
-    moved = continue_recipe(shipped, "pretrain-receptacles", 0.0)
-    assert (moved.setting, moved.dagger_setting, moved.dagger_roll_in) == ("pretrain-receptacles", "pretrain-receptacles", 0.0)
-    kept = continue_recipe(shipped, None, 0.3)
-    assert (kept.setting, kept.dagger_setting, kept.dagger_roll_in) == (shipped.setting, "pretrain-clutter", 0.3)
+    moved = Continuation("pretrain-receptacles", threads=1).stage_recipe(shipped)
+    assert (moved.setting, moved.dagger_setting, moved.dagger_roll_in, moved.threads) == ("pretrain-receptacles", "pretrain-receptacles", 0.0, 1)
+    kept = Continuation(roll_in=0.3).stage_recipe(shipped)
+    assert (kept.setting, kept.dagger_setting, kept.dagger_roll_in, kept.threads) == (shipped.setting, "pretrain-clutter", 0.3, 2)
     with pytest.raises(RegistryError, match="setting"):
-        continue_recipe(shipped, "no-such-setting", 0.0)
+        Continuation("no-such-setting")

@@ -58,6 +58,55 @@ def test_a_run_resumed_from_any_of_its_checkpoints_ends_bit_for_bit_as_an_uninte
         assert res.report.losses == plain.report.losses and res.report.final_loss == plain.report.final_loss
 
 
+def test_a_continued_recipe_makes_what_dagger_continue_makes_and_resumes_in_every_stage(tmp_path, monkeypatch):
+    from benchmarks.dagger_continue import main as dagger_continue
+
+    base = PretrainRecipe.preset("tiny", seed=3, dagger_episodes=4, dagger_steps=6)
+    (tmp_path / "base").mkdir()
+    first = pretrain(base, tmp_path / "base" / "weights")
+    (tmp_path / "base" / "policy_config.json").write_text(json.dumps(base.policy_config))
+    (tmp_path / "base" / "recipe.json").write_text(json.dumps({"recipe": base.to_dict()}))
+    assert dagger_continue(["--base", str(first.weights_dir), "--base-config", str(tmp_path / "base" / "policy_config.json"),
+                            "--setting", "pretrain-receptacles", "--episodes", "4", "--steps", "7", "--threads", "1",
+                            "--out", str(tmp_path / "continued")]) == 0
+    recorded = json.loads((tmp_path / "continued" / "recipe.json").read_text())["recipe"]
+    recipe = PretrainRecipe.from_dict(recorded)
+    assert recipe.stages() == ["bc", "dagger", "continue1"] and recipe.continuations[0].setting == "pretrain-receptacles"
+    plain = pretrain(recipe, tmp_path / "plain")
+    assert _hash(plain.weights_dir) == _hash(tmp_path / "continued" / "weights")  # the recipe makes the continued base
+
+    snapshots: list[Path] = []
+    write = pretrain_run.write_checkpoint
+
+    def write_and_copy(run_dir, state, notes=None):
+        out = write(run_dir, state, notes)
+        snapshots.append(tmp_path / f"at-{len(snapshots)}")
+        shutil.copytree(run_dir, snapshots[-1])
+        return out
+
+    monkeypatch.setattr(pretrain_run, "write_checkpoint", write_and_copy)
+    pretrain(recipe, tmp_path / "full", run_dir=tmp_path / "run", checkpoint_steps=5)
+    monkeypatch.setattr(pretrain_run, "write_checkpoint", write)
+    stages = [json.loads((s / "checkpoint.json").read_text())["notes"]["stage"] for s in snapshots]
+    assert stages == ["bc"] * 3 + ["dagger", "continue1"]
+    for snap in snapshots:
+        res = resume_pretrain(snap, tmp_path / f"{snap.name}-out")
+        assert _hash(res.weights_dir) == _hash(plain.weights_dir), snap
+        assert (res.report.losses, res.frames) == (plain.report.losses, plain.frames)
+
+
+def test_a_bad_continuation_is_refused_by_name():
+    from registry.errors import RegistryError
+
+    assert "continuations" not in PretrainRecipe.preset("default").to_dict()  # earlier recipes keep their bytes
+    with pytest.raises(RegistryError, match="unknown setting|nowhere"):
+        PretrainRecipe.preset("tiny", continuations=[{"setting": "nowhere"}])
+    with pytest.raises(RegistryError, match="a continuation is a mapping of setting, episodes, steps"):
+        PretrainRecipe.preset("tiny", continuations=[{"stepz": 3}])
+    with pytest.raises(RegistryError, match="share must be in"):
+        PretrainRecipe.preset("tiny", continuations=[{"share": 1.5}])
+
+
 def _cli(home: Path, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "--home", str(home), *args], env=env,
