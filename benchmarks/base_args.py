@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 
 def add_base_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--base", default="shipped", help="'shipped' or a safetensors folder (with --base-config JSON)")
+    ap.add_argument("--base", default="shipped",
+                    help="'shipped' (the default shipped base), 'shipped:NAME' (an earlier one, e.g. shipped:clutter), "
+                         "or a safetensors folder (with --base-config JSON)")
     ap.add_argument("--base-config", default=None, help="JSON file with the base's policy_config (for --base PATH)")
 
 
@@ -25,14 +27,21 @@ def add_finetune_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=recipe.threads, help="torch threads (1 is fastest on a shared machine)")
 
 
+def shipped_name(base: str) -> str | None:
+    """The shipped base a --base value names ('shipped': "default", 'shipped:NAME': NAME), else None."""
+    if base == "shipped":
+        return "default"
+    return base.removeprefix("shipped:") if base.startswith("shipped:") else None
+
+
 def resolve_base(args: argparse.Namespace) -> tuple[Path, Any, dict]:
     """(weights folder, policy adapter, policy_config) named by the parsed options."""
     from registry.errors import invalid, not_found
     from retain.policies import get_policy
     from retain.pretrain import shipped_base
 
-    if args.base == "shipped":
-        sb = shipped_base()
+    if shipped_name(args.base):
+        sb = shipped_base(shipped_name(args.base))
         return Path(sb.weights_dir), get_policy(sb.config["policy"]), sb.config["policy_config"]
     if not Path(args.base).exists():
         raise not_found(f"--base {args.base} does not exist; give a builtin-vla safetensors folder or 'shipped'")
@@ -55,8 +64,8 @@ def known_recipe(args: argparse.Namespace) -> dict | None:
     dagger_continue.py write). None when nothing records it."""
     from retain.pretrain import shipped_base
 
-    if args.base == "shipped":
-        return shipped_base().recipe.to_dict()
+    if shipped_name(args.base):
+        return shipped_base(shipped_name(args.base)).recipe.to_dict()
     try:
         return json.loads((Path(args.base).parent / "recipe.json").read_text())["recipe"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -76,9 +85,9 @@ def run_cleanly(main: Callable[[], int]) -> int:
 
 def base_data_recipe(args: argparse.Namespace, policy_config: dict) -> dict:
     """The pretraining recipe co-finetuning regenerates data from: the shipped base's own, or for a
-    --base PATH (which records none) the default preset's data settings at that base's image size."""
+    --base PATH (which records none) the clutter preset's data settings (the default's, less its continuations) at that base's image size."""
     from retain.pretrain import PretrainRecipe, shipped_base
 
-    if args.base == "shipped":
-        return shipped_base().recipe.to_dict()
-    return {**PretrainRecipe.preset("default").to_dict(), "policy_config": policy_config}
+    if shipped_name(args.base):
+        return shipped_base(shipped_name(args.base)).recipe.to_dict()
+    return {**PretrainRecipe.preset("clutter").to_dict(), "policy_config": policy_config}

@@ -80,7 +80,7 @@ def cmd_train(args) -> int:
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tiny = args.tiny
     overrides = {**MINILM, **({} if args.default_width or tiny else LARGE)}
-    preset = "tiny" if tiny else "default"
+    preset = "tiny" if tiny else "clutter"  # its own two stages; the default adds continuations it does not run
     adapter = get_policy("builtin-vla")
     recipe = PretrainRecipe.preset(preset, episodes=args.episodes, batch_size=args.batch, threads=args.threads,
                                    dagger_episodes=args.dagger_episodes or (16 if tiny else None),

@@ -2,11 +2,12 @@
 several bases, one table and one plot of the gain against each base's generalist success.
 
     # every cell of the protocol (resumable: a cell whose testbed.json holds every alpha is skipped)
-    nice python -m benchmarks.ladder run --base shipped=shipped --base minilm=/work/runs/minilm-cpu \\
+    nice python -m benchmarks.ladder run --base clutter=shipped:clutter --base r4k=/work/runs/r4k \\
         --base gpu=/work/runs/minilm-gpu --out /work/runs/ladder
     python -m benchmarks.ladder report --out /work/runs/ladder       # ladder.json, ladder.md, ladder.png
 
-A base is NAME=shipped or NAME=DIR, DIR holding weights/ and policy_config.json (what
+A base is NAME=shipped (the default shipped base), NAME=shipped:EARLIER (one kept by name) or
+NAME=DIR, DIR holding weights/ and policy_config.json (what
 `device_pretrain.py complete` writes). One cell is one (base, finetune mode, skill, seed): a
 `testbed_probes.py` process (it knows the shipped skills and the probes) with the protocol's
 alphas and families; the base's strength is `base_skills.py`'s generalist success (220 episodes,
@@ -22,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.base_args import shipped_name
+
 
 SKILLS = ["plates", "whiteboard", "box-back", "place-crate-5"]
 FAMILIES = ["ood:position", "ood:object", "ood:background", "ood:distractor", "ood:viewpoint", "ood:language", "ood:paraphrase"]
@@ -36,15 +39,15 @@ def _bases(specs: list[str]) -> dict[str, str]:
     for spec in specs:
         name, eq, where = spec.partition("=")
         if not eq or not name or not where:
-            raise SystemExit(f"Error: --base {spec!r} must be NAME=shipped or NAME=DIR")
-        if where != "shipped" and not (Path(where) / "weights").is_dir():
+            raise SystemExit(f"Error: --base {spec!r} must be NAME=shipped, NAME=shipped:EARLIER or NAME=DIR")
+        if not shipped_name(where) and not (Path(where) / "weights").is_dir():
             raise SystemExit(f"Error: --base {spec}: {where}/weights does not exist; give a folder with weights/ and policy_config.json")
         out[name] = where
     return out
 
 
 def _base_args(where: str) -> list[str]:
-    return ["--base", "shipped"] if where == "shipped" else ["--base", f"{where}/weights", "--base-config", f"{where}/policy_config.json"]
+    return ["--base", where] if shipped_name(where) else ["--base", f"{where}/weights", "--base-config", f"{where}/policy_config.json"]
 
 
 def _complete(path: Path, alphas: list[str]) -> bool:
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run every missing cell of the protocol, then report")
-    r.add_argument("--base", action="append", required=True, help="NAME=shipped or NAME=DIR (repeat; at least three for a ladder)")
+    r.add_argument("--base", action="append", required=True, help="NAME=shipped, NAME=shipped:EARLIER or NAME=DIR (repeat; at least three for a ladder)")
     r.add_argument("--skills", nargs="+", default=SKILLS)
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["task", "co"])

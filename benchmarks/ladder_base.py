@@ -2,7 +2,7 @@
 folder layout `benchmarks/ladder.py --base NAME=DIR` reads (weights/, policy_config.json, and
 recipe.json with the recipe and its cost).
 
-    python -m benchmarks.ladder_base --out /work/runs/weak --preset default --set steps=2000 \
+    python -m benchmarks.ladder_base --out /work/runs/weak --preset clutter --set steps=2000 \
         --set dagger_steps=500 --set dagger_episodes=1000 --set threads=1
     # after a stop or a kill, the same command continues from the last checkpoint (--run-dir
     # defaults to OUT.run) and ends with the bytes of an uninterrupted run on the CPU

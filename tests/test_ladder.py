@@ -74,3 +74,15 @@ def test_report_leaves_out_a_cell_that_has_not_scored_every_alpha(tmp_path, caps
     (row,) = json.loads((tmp_path / "ladder.json").read_text())
     assert row["seeds"] == [0] and row["gain"] == 0.5
     assert "left out" in capsys.readouterr().err
+
+
+def test_a_shipped_base_is_named_by_shipped_or_shipped_colon_name():
+    import argparse
+
+    from benchmarks.base_args import resolve_base, shipped_name
+    from retain.pretrain import shipped_base
+
+    assert [shipped_name(b) for b in ("shipped", "shipped:clutter", "/runs/r4k")] == ["default", "clutter", None]
+    assert ladder._base_args("shipped:clutter") == ["--base", "shipped:clutter"]
+    weights, _, config = resolve_base(argparse.Namespace(base="shipped:clutter", base_config=None))
+    assert weights == shipped_base("clutter").weights_dir and config == shipped_base("clutter").config["policy_config"]

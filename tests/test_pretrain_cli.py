@@ -47,14 +47,29 @@ def test_a_dagger_stage_trains_on_the_policys_own_states_and_replays_to_the_same
     assert a.frames > plain.frames and a.report.steps == recipe.steps + 4
 
 
-def test_shipped_base_matches_its_recorded_hash():
-    manifest = json.loads(SHIPPED_MANIFEST.read_text())
-    base = shipped_base()  # raises if the bytes differ from the recorded hash
-    assert base.weight_hash == manifest["weight_hash"] == _hash(base.weights_dir)
-    assert base.recipe == PretrainRecipe.preset("default")  # `retain pretrain` defaults replay it
+def test_every_shipped_base_matches_its_recorded_hash_and_its_preset():
     from retain.policies import get_policy
+    from retain.pretrain import shipped_names
 
-    get_policy(base.config["policy"]).load(base.weights_dir, base.config["policy_config"])
+    assert shipped_names() == ["default", "clutter"]  # the default, and the one it replaced, by name
+    for name in shipped_names():
+        base = shipped_base(name)  # raises if the bytes differ from the recorded hash
+        manifest = json.loads((SHIPPED_MANIFEST if name == "default" else SHIPPED_MANIFEST.with_name(f"base-{name}.json")).read_text())
+        assert base.weight_hash == manifest["weight_hash"] == _hash(base.weights_dir)
+        assert base.recipe == PretrainRecipe.preset(name)  # `retain pretrain --config NAME` replays it
+        get_policy(base.config["policy"]).load(base.weights_dir, base.config["policy_config"])
+    assert shipped_base("default").weight_hash != shipped_base("clutter").weight_hash
+
+
+def test_an_earlier_shipped_base_commits_by_name_and_an_unknown_name_is_one_line(run):
+    from retain.pretrain import shipped_names
+
+    res = run("pretrain", "--shipped", "clutter", "--ref", "old", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["weight_hash"] == shipped_base("clutter").weight_hash
+    res = run("pretrain", "--shipped", "nope")
+    assert res.exit_code == 4 and res.output.strip().splitlines() == [
+        f"Error: no shipped base is called 'nope'; the package ships {', '.join(shipped_names())}"]
 
 
 @pytest.fixture

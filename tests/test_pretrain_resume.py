@@ -98,7 +98,7 @@ def test_a_continued_recipe_makes_what_dagger_continue_makes_and_resumes_in_ever
 def test_a_bad_continuation_is_refused_by_name():
     from registry.errors import RegistryError
 
-    assert "continuations" not in PretrainRecipe.preset("default").to_dict()  # earlier recipes keep their bytes
+    assert "continuations" not in PretrainRecipe.preset("clutter").to_dict()  # earlier recipes keep their bytes
     with pytest.raises(RegistryError, match="unknown setting|nowhere"):
         PretrainRecipe.preset("tiny", continuations=[{"setting": "nowhere"}])
     with pytest.raises(RegistryError, match="a continuation is a mapping of setting, episodes, steps"):

@@ -23,7 +23,7 @@ def device_option(f):
 
 
 @click.command("pretrain")
-@click.option("--config", "config_name", default=None, help="Preset: tiny (seconds), default (the shipped base) or minilm (the default with a pretrained text encoder; needs the minilm extra).  [default: default]")
+@click.option("--config", "config_name", default=None, help="Preset: tiny (seconds), default (the shipped base), clutter (the base shipped before it, without its receptacle stages) or minilm (clutter with a pretrained text encoder; needs the minilm extra).  [default: default]")
 @click.option("--episodes", type=int, default=None, help="Generalist expert episodes to collect (default: the preset's).")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the preset's).")
 @click.option("--seed", type=int, default=None, help="Seeds collection, initialisation and batch order.  [default: 0]")
@@ -45,20 +45,22 @@ def device_option(f):
 @click.option("--checkpoint-steps", type=int, default=None, help="With --run-dir/--resume: checkpoint every N steps instead of by time.")
 @click.option("--ref", default="main", show_default=True, help="Ref the new base version goes on.")
 @click.option("-m", "--message", default=None, help="Message recorded with the version.")
-@click.option("--shipped", is_flag=True, help="Commit the shipped default base (hash-checked) instead of training it again.")
+@click.option("--shipped", "shipped", is_flag=False, flag_value="default", default=None, metavar="[NAME]",
+              help="Commit a shipped base (hash-checked) instead of training it again: the default one, or an earlier default by name (clutter).")
 @click.option("--force", is_flag=True, help="Move a ref that heads a learned chain, or add a root whose weights another root holds.")
 @json_option
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | None, steps: int | None, seed: int | None,
                  dagger_episodes: int | None, dagger_steps: int | None, dagger_roll_in: float | None, setting: str | None,
                  dagger_setting: str | None, device: str | None, bf16: bool | None, compile_: bool | None, run_dir: Path | None, resume_dir: Path | None,
-                 checkpoint_minutes: float | None, checkpoint_steps: int | None, ref: str, message: str | None, shipped: bool,
+                 checkpoint_minutes: float | None, checkpoint_steps: int | None, ref: str, message: str | None, shipped: str | None,
                  force: bool, as_json: bool) -> None:
     """Collect generalist demos from the scripted experts, train the built-in VLA on them, and
     commit it as a base version (how=pretrain) with its recipe.
 
     The default recipe reproduces the shipped base bit for bit on a machine like the one it was
-    made on (21 min on 2 idle cores: 6,000 cloning steps, then a 1,500-step DAgger stage).
+    made on (about 40 min on 2 idle cores: 6,000 cloning steps, a 1,500-step DAgger stage in
+    clutter, then 1,000 and 3,000 DAgger steps among extra receptacles).
     A long run checkpoints into --run-dir every 10 minutes; `--resume DIR` continues it from the
     last checkpoint to the same bytes (on the CPU) and commits it.
 
@@ -67,9 +69,9 @@ def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | No
     options = {"config": config_name, "episodes": episodes, "steps": steps, "seed": seed, "dagger_episodes": dagger_episodes,
                "dagger_steps": dagger_steps, "dagger_roll_in": dagger_roll_in, "setting": setting, "dagger_setting": dagger_setting,
                "bf16": bf16, "compile": compile_}
-    if shipped:
+    if shipped is not None:
         changed = {**options, "config": None if config_name == "default" else config_name, "seed": seed or None}
-        _commit_shipped_base(ctx, ref, message, force, as_json, changed=[*changed.values(), device, run_dir, resume_dir])
+        _commit_shipped_base(ctx, shipped, ref, message, force, as_json, changed=[*changed.values(), device, run_dir, resume_dir])
         return
     from retain.pretrain import PretrainRecipe, pretrain, resume_pretrain, version_config
     from retain.provenance import code_version, runtime
@@ -113,22 +115,22 @@ def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | No
                                   f"({o['collect_seconds']}s collecting, {o['train_seconds']}s training), {o['weight_hash']}"))
 
 
-def _commit_shipped_base(ctx: click.Context, ref: str, message: str | None, force: bool, as_json: bool, changed: list) -> None:
+def _commit_shipped_base(ctx: click.Context, name: str, ref: str, message: str | None, force: bool, as_json: bool, changed: list) -> None:
     from registry.cli_support import base_move_text
     from retain.pretrain import shipped_base
 
     if any(c is not None for c in changed):
         raise invalid("--shipped takes the recorded recipe as it is; drop --config/--episodes/--steps/--seed/--setting/--dagger-*/"
                       "--device/--bf16/--compile/--run-dir/--resume, or drop --shipped to train")
-    base = shipped_base()  # checked against the hash recorded beside it
+    base = shipped_base(name)  # checked against the hash recorded beside it
     with registry_from_ctx(ctx) as reg:
         before = reg.head(ref)
         version = reg.import_base(base.weights_dir, ref=ref, how="pretrain", config=base.config,
                                   recipe={"source": "retain pretrain (shipped)", **base.recipe.to_dict()},
-                                  message=message or "the shipped default base", force=force)
+                                  message=message or f"the shipped {name} base", force=force)
     committed = before is None or before.name != version.name
     out = {"version": version.name, "weight_hash": version.weight_hash, "ref": ref, "committed": committed}
-    emit(out, as_json, lambda o: f"{o['version']}: the shipped default base ({o['weight_hash']}); {base_move_text(ref, before, version)}")
+    emit(out, as_json, lambda o: f"{o['version']}: the shipped {name} base ({o['weight_hash']}); {base_move_text(ref, before, version)}")
 
 
 @click.command("eval")
