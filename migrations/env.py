@@ -26,6 +26,11 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things in place; batch mode copies the table instead.
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            # Alembic takes SQLite for non-transactional DDL and commits after every revision;
+            # a second process queued on BEGIN IMMEDIATE then slips in between, reads a stale
+            # revision and re-runs the next one ("duplicate column name"). SQLite's DDL is
+            # transactional, so run the whole upgrade as one transaction, as on PostgreSQL.
+            transactional_ddl=True,
         )
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":

@@ -8,6 +8,8 @@ locked with SELECT ... FOR UPDATE inside the commit transaction (see refs.py).
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -44,14 +46,28 @@ def _sqlite_transactions(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
-        # WAL lets readers run beside a writer; the setting sticks to the file after the first time.
-        cur.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cur)
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
         immediate = conn.get_execution_options().get("registry_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _use_wal(cur) -> None:
+    # WAL lets readers run beside a writer; the setting sticks to the file after the first time.
+    # Switching needs a lock that SQLite does not wait for (the busy timeout does not apply), so
+    # a process opening a new file while another writes to it retries instead of failing.
+    deadline = time.monotonic() + SQLITE_BUSY_S
+    while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return  # done, or a database (in memory) that cannot use WAL and says so
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

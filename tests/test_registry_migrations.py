@@ -165,3 +165,36 @@ def test_version_counter_starts_after_the_highest_number_and_is_dropped_again(db
     db.downgrade(engine, "0004")
     assert "counters" not in inspect(engine).get_table_names()
     engine.dispose()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_upgrade_that_fails_midway_leaves_the_schema_where_it_was(db_url):
+    """One upgrade is one transaction: a failure after 0002 ran keeps the database at 0001, so a
+    process waiting to migrate never sees a half-done upgrade (it would re-run 0002 and fail)."""
+    from sqlalchemy import event
+
+    engine = db.make_engine(db_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _fill_at_first_revision(conn)
+
+    def _fail_on_reaching_0003(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE alembic_version") and "'0003'" in statement + str(parameters):
+            raise _Interrupted()
+
+    event.listen(engine, "before_cursor_execute", _fail_on_reaching_0003)
+    with pytest.raises(_Interrupted):
+        db.upgrade(engine, "0004")
+    event.remove(engine, "before_cursor_execute", _fail_on_reaching_0003)
+    engine.dispose()
+
+    assert db.current_revision(engine) == "0001"
+    assert "ci_low" not in {c["name"] for c in inspect(engine).get_columns("scores")}
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.SCHEMA_HEAD
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM scores")).scalar() == 2
+    engine.dispose()
