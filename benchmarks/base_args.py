@@ -86,7 +86,8 @@ def run_cleanly(main: Callable[[], int]) -> int:
 def base_data_recipe(args: argparse.Namespace, policy_config: dict) -> dict:
     """The pretraining recipe co-finetuning regenerates data from: the shipped base's own, or for a
     --base PATH (which records none) the clutter preset's data settings (the default's, less its continuations) at that base's image size."""
-    from retain.pretrain import PretrainRecipe, shipped_base
+    from retain.pretrain_recipe import PretrainRecipe
+    from retain.pretrain import shipped_base
 
     if shipped_name(args.base):
         return shipped_base(shipped_name(args.base)).recipe.to_dict()

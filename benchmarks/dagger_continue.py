@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
         raise already_exists(f"--out {out} already exists; choose a new folder")
 
-    from retain.pretrain import Continuation, PretrainRecipe, continue_stage
+    from retain.pretrain_recipe import Continuation, PretrainRecipe
+    from retain.pretrain import continue_stage
 
     cont = Continuation(args.setting or "", args.episodes, args.steps, args.lr, args.share, args.roll_in, args.threads)
     base_dir, adapter, config = resolve_base(args)

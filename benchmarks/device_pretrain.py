@@ -69,7 +69,8 @@ def cmd_train(args) -> int:
 
     from retain import sim
     from retain.policies import get_policy
-    from retain.pretrain import PretrainRecipe, collect_frames, dagger_relabel, freeze_pretrained_text
+    from retain.pretrain_recipe import PretrainRecipe
+    from retain.pretrain import collect_frames, dagger_relabel, freeze_pretrained_text
     from retain.train import TrainReport, deterministic_torch, train_bc
 
     t0 = time.perf_counter()

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from registry.errors import already_exists
-    from retain.pretrain import PretrainRecipe, pretrain, resume_pretrain
+    from retain.pretrain_recipe import PretrainRecipe
+    from retain.pretrain import pretrain, resume_pretrain
 
     out = Path(args.out)
     if out.exists():

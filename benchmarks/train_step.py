@@ -37,7 +37,8 @@ LARGE = {"vision_channels": 96, "d_model": 256, "d_action": 192, "n_heads": 8, "
 
 
 def _configs(names: list[str]) -> dict[str, dict]:
-    from retain.pretrain import PRESETS, shipped_base
+    from retain.pretrain_recipe import PRESETS
+    from retain.pretrain import shipped_base
 
     shipped = shipped_base().config["policy_config"]
     flags = dict(PRESETS["default"]["policy_config"])

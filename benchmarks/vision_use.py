@@ -26,7 +26,7 @@ def measure(model, adapter, frames, chunk: int, batch: int = 256) -> dict[str, f
     """Image-use figures of `model` on `frames` (DemoFrames), in batches of `batch` frames."""
     import torch
 
-    from retain.train import chunk_targets
+    from retain.frames import chunk_targets
 
     idx_all, pad_all = chunk_targets(frames.episode_index, chunk)
     err = err_shuf = change = size = kept = 0.0

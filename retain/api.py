@@ -34,7 +34,8 @@ from registry.continual import (
 )
 from retain.learn import LearnResult, learn
 from retain.learn_options import LearnOptions
-from retain.pretrain import PretrainRecipe, PretrainResult, pretrain, resume_pretrain
+from retain.pretrain_recipe import PretrainRecipe, PretrainResult
+from retain.pretrain import pretrain, resume_pretrain
 from retain.replay import ReplayResult, replay
 
 

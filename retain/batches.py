@@ -38,7 +38,7 @@ def _tensor(a: np.ndarray, device: str):
 
 
 class Sampler:
-    """One data source (DemoFrames, the simulator's DemoData, or retain.train.ChunkFrames) ready
+    """One data source (DemoFrames, the simulator's DemoData, or retain.frames.ChunkFrames) ready
     to batch on `device`; `batch(idx)` is the loss's batch of those frames (keys of adapter.py).
 
     On the CPU it gathers with numpy, as a single thread: torch's indexing would start a team of
@@ -46,7 +46,7 @@ class Sampler:
     the arrays live there as tensors and the GPU gathers."""
 
     def __init__(self, data: Any, chunk: int, targets: bool = False, device: str = "cpu", encode: Optional[Encode] = None):
-        from retain.train import ChunkFrames, chunk_targets, frames_from
+        from retain.frames import ChunkFrames, chunk_targets, frames_from
 
         if isinstance(data, ChunkFrames):
             if len(data) == 0:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from retain.policies.adapter import PolicyAdapter
-from retain.train import ChunkFrames
+from retain.frames import ChunkFrames
 
 _BATCH = 500  # episodes rolled out together: one forward pass per replanning step for all of them
 

@@ -153,11 +153,11 @@ def finetune(
     """Finetune the checkpoint `parent` (a version with `config`) on `demos`; write it to `dest`.
 
     Args:
-        demos: demo frames (retain.train.DemoFrames or the simulator's DemoData).
+        demos: demo frames (retain.frames.DemoFrames or the simulator's DemoData).
         pretrain_frames: co-ft's pretraining frames (required when recipe.mode is co-ft with mix > 0).
         rehearsal_frames: earlier skills' demo frames (required when recipe.rehearse > 0).
     """
-    from retain.train import frames_from
+    from retain.frames import frames_from
 
     frames = frames_from(demos)
     if len(frames) == 0:
@@ -214,7 +214,7 @@ def _save_frames(frames, path: Path) -> None:
 
 
 def _load_frames(path: Path):
-    from retain.train import DemoFrames
+    from retain.frames import DemoFrames
 
     with np.load(path, allow_pickle=False) as z:
         return DemoFrames(z["images"], z["state"], z["action"], z["episode_index"], z["task_index"], [str(t) for t in z["tasks"]])

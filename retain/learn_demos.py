@@ -22,7 +22,7 @@ REFERENCE_ABOVE = 1 << 30  # bytes; auto records a user's dataset larger than th
 @dataclasses.dataclass
 class Demos:
     folder: Path  # a local LeRobot-format folder (stored in the registry as is)
-    frames: Any  # retain.train.DemoFrames
+    frames: Any  # retain.frames.DemoFrames
     source: str
     episodes: int
 
@@ -37,7 +37,7 @@ def load_demos(task: str, demos: Optional[str], work: Path, *, episodes: int = 5
     checks everything but leaves the pixels, camera video included, undecoded.
     """
     from retain.data.lerobot import read_dataset
-    from retain.train import frames_from
+    from retain.frames import frames_from
 
     if demos is None:
         check_builtin(task)

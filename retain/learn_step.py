@@ -116,7 +116,7 @@ def rehearsal_sets(registry, parent: Version, skill: str) -> list[dict[str, Any]
 def stored_demo_frames(registry, demo_set_id: int, dest: Path, parent: Version):
     """A stored demo set's frames, refused with one line if they do not fit `parent`'s policy."""
     from retain.data.lerobot import read_dataset
-    from retain.train import frames_from
+    from retain.frames import frames_from
 
     expect = expected_shapes(*policy_of(parent.config)) if (parent.config or {}).get("policy") else {}
     return frames_from(read_dataset(registry.fetch_demo_set(demo_set_id, dest), **expect))
@@ -124,7 +124,7 @@ def stored_demo_frames(registry, demo_set_id: int, dest: Path, parent: Version):
 
 def rehearsal_frames(registry, parent: Version, sets: list[dict[str, Any]], work: Path):
     """The frames of `sets` as one DemoFrames."""
-    from retain.train import concat_frames
+    from retain.frames import concat_frames
 
     if not sets:
         raise invalid(f"--rehearse mixes in the demos of skills learned before, but no skill with stored demos was learned "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from registry.errors import already_exists, corrupt, invalid, invalid_state, not_found
-from retain.pretrain import RECIPE_VERSION, PretrainRecipe, PretrainResult
+from retain.pretrain_recipe import RECIPE_VERSION, PretrainRecipe, PretrainResult
 from retain.train import TrainReport
 from retain.train_state import Schedule, TrainState, clear_partials, read_checkpoint, write_checkpoint, write_json_atomic
 

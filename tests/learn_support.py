@@ -23,7 +23,7 @@ def save_tiny_model(dest: Path, seed: int = 0) -> Path:
 
 def synthetic_frames(episodes: int = 8, length: int = 12, seed: int = 0, instruction: str = "put the plate in the rack"):
     """Demo frames whose action is a fixed function of the state: something a policy can learn."""
-    from retain.train import DemoFrames
+    from retain.frames import DemoFrames
 
     rng = np.random.default_rng(seed)
     n = episodes * length

@@ -133,7 +133,8 @@ def _demo_variant(path: Path, column: str, change) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from retain.data.lerobot import Episode, write_dataset
+    from retain.data.lerobot import write_dataset
+    from retain.data.lerobot_layout import Episode
 
     write_dataset(path, [Episode(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 5), np.float32),
                                  np.zeros((4, 4), np.float32), "wipe it")], 10)

@@ -16,7 +16,8 @@ from retain.device import check_bf16, device_kind, resolve_device
 from retain.policies import get_policy
 from retain.policies.builtin_vla import TOKEN_IDS, TOKEN_MASK
 from retain.provenance import runtime, runtime_changes
-from retain.train import ChunkFrames, train_bc
+from retain.frames import ChunkFrames
+from retain.train import train_bc
 from test_train_bc import TINY, synthetic_frames
 
 ADAPTER = get_policy("builtin-vla")

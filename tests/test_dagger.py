@@ -7,7 +7,7 @@ import pytest
 from registry.errors import RegistryError
 from retain.dagger import relabelled_frames
 from retain.policies import get_policy
-from retain.pretrain import PretrainRecipe
+from retain.pretrain_recipe import PretrainRecipe
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_an_unknown_dagger_setting_fails_before_any_training():
 
 
 def test_a_continuation_setting_moves_the_rollouts_too():
-    from retain.pretrain import Continuation
+    from retain.pretrain_recipe import Continuation
 
     shipped = PretrainRecipe.preset("default")  # rolls out in pretrain-clutter
     assert shipped.dagger_setting == "pretrain-clutter"

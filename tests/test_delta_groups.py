@@ -10,7 +10,7 @@ from benchmarks.delta_groups import default_groups, hybrid, main, parse_groups  
 
 from registry.errors import RegistryError  # noqa: E402
 from retain.policies import get_policy  # noqa: E402
-from retain.pretrain import PretrainRecipe  # noqa: E402
+from retain.pretrain_recipe import PretrainRecipe  # noqa: E402
 
 
 def _state(seed):

@@ -43,7 +43,7 @@ def test_learn_prints_the_choice_and_scores_and_json_round_trips(home):
 
 
 def _episode(t=4, image=32, state=5, action=4):
-    from retain.data.lerobot import Episode
+    from retain.data.lerobot_layout import Episode
 
     return Episode(np.zeros((t, image, image, 3), np.uint8), np.zeros((t, state), np.float32), np.zeros((t, action), np.float32), "wipe it")
 

@@ -11,7 +11,8 @@ from retain.policies.adapter import IMAGE, INSTRUCTION, STATE, TARGET
 from retain.pretrain import collect_frames
 from retain.sim.demos import collect_episodes
 from retain.batches import Sampler as _Sampler
-from retain.train import concat_frames, train_bc
+from retain.frames import concat_frames
+from retain.train import train_bc
 
 TINY = {"d_model": 32, "d_action": 32, "n_heads": 2, "language_layers": 1, "action_layers": 1,
         "vision_channels": 16, "vocab_size": 256, "chunk": 4, "execute": 2}

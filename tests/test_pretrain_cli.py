@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from cli import cli as root
 from registry.checkpoint import open_checkpoint, weight_hash
 from retain import sim
-from retain.pretrain import SHIPPED_MANIFEST, PretrainRecipe, collect_frames, pretrain, shipped_base
+from retain.pretrain_recipe import PretrainRecipe
+from retain.pretrain import SHIPPED_MANIFEST, collect_frames, pretrain, shipped_base
 
 
 def _hash(path) -> str:

@@ -6,7 +6,8 @@ import pytest
 
 def test_pretrain_refuses_a_destination_it_could_not_write_before_training(tmp_path):
     from registry.errors import RegistryError
-    from retain.pretrain import PretrainRecipe, pretrain
+    from retain.pretrain_recipe import PretrainRecipe
+    from retain.pretrain import pretrain
 
     recipe = PretrainRecipe.preset("tiny")
     with pytest.raises(RegistryError, match="does not exist; create it first"):

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 import retain.pretrain_run as pretrain_run
 from cli import cli as root
 from registry.checkpoint import open_checkpoint, weight_hash
-from retain.pretrain import PretrainRecipe, pretrain, resume_pretrain
+from retain.pretrain_recipe import PretrainRecipe
+from retain.pretrain import pretrain, resume_pretrain
 from retain.train_state import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,8 @@ import pytest
 from registry.checkpoint import open_checkpoint, weight_hash
 from registry.errors import RegistryError
 from retain.policies import get_policy
-from retain.train import DemoFrames, chunk_targets, concat_frames, lr_at, train_bc
+from retain.frames import DemoFrames, chunk_targets, concat_frames
+from retain.train import lr_at, train_bc
 
 TINY = {"d_model": 32, "d_action": 32, "n_heads": 2, "language_layers": 1, "action_layers": 1,
         "vision_channels": 16, "vocab_size": 256, "chunk": 4, "execute": 2}

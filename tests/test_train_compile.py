@@ -10,7 +10,7 @@ from registry.errors import RegistryError
 from retain.finetune import FinetuneRecipe
 from retain.learn_options import LearnOptions
 from retain.policies import get_policy
-from retain.pretrain import PretrainRecipe
+from retain.pretrain_recipe import PretrainRecipe
 from retain.train import train_bc
 from test_train_bc import TINY, synthetic_frames
 

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 from benchmarks.vision_use import measure  # noqa: E402
 
 from retain.policies import get_policy  # noqa: E402
-from retain.pretrain import PretrainRecipe, collect_frames  # noqa: E402
+from retain.pretrain_recipe import PretrainRecipe  # noqa: E402
+from retain.pretrain import collect_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")

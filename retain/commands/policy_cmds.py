@@ -73,7 +73,8 @@ def pretrain_cmd(ctx: click.Context, config_name: str | None, episodes: int | No
         changed = {**options, "config": None if config_name == "default" else config_name, "seed": seed or None}
         _commit_shipped_base(ctx, shipped, ref, message, force, as_json, changed=[*changed.values(), device, run_dir, resume_dir])
         return
-    from retain.pretrain import PretrainRecipe, pretrain, resume_pretrain, version_config
+    from retain.pretrain_recipe import PretrainRecipe
+    from retain.pretrain import pretrain, resume_pretrain, version_config
     from retain.provenance import code_version, runtime
 
     if run_dir is not None and resume_dir is not None:

@@ -29,7 +29,6 @@ temporary sibling folder renamed into place at the end, so a failure leaves noth
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -45,56 +44,8 @@ import pyarrow.parquet as pq
 
 from registry.errors import already_exists, corrupt, invalid, not_found
 from registry.files import open_in
-
-CODEBASE_VERSION = "v3.0"
-IMAGE_STORAGE = "uint8-hwc-lists"
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-VIDEO_FILE_MB = 200   # LeRobot's default size at which a camera stream moves on to the next file
-TOLERANCE_S = 1e-4    # LeRobot's default: how far a decoded frame may lie from the row's timestamp
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-STATE_KEY, ACTION_KEY, IMAGE_PREFIX = "observation.state", "action", "observation.images."
-
-
-@dataclasses.dataclass
-class Episode:
-    """One demonstration to write: T frames, one instruction."""
-
-    images: np.ndarray   # (T, H, W, 3) uint8
-    state: np.ndarray    # (T, S) float32
-    action: np.ndarray   # (T, A) float32
-    instruction: str
-    target: "np.ndarray | None" = None  # (T, 4) simulator-only privileged positions; never written
-
-
-@dataclasses.dataclass
-class DemoData:
-    """A dataset read back: frame arrays aligned on the first axis (N frames)."""
-
-    images: np.ndarray         # (N, H, W, 3) uint8, from `camera`
-    state: np.ndarray          # (N, S) float32
-    action: np.ndarray         # (N, A) float32
-    episode_index: np.ndarray  # (N,) int64
-    frame_index: np.ndarray    # (N,) int64
-    task_index: np.ndarray     # (N,) int64
-    timestamp: np.ndarray      # (N,) float32
-    tasks: list[str]           # instruction text of each task_index
-    fps: float
-    camera: str
-    info: dict[str, Any]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.state.shape[0])
-
-    @property
-    def num_episodes(self) -> int:
-        return int(np.unique(self.episode_index).size)
-
-    def instructions(self) -> list[str]:
-        """The instruction of every frame."""
-        return [self.tasks[i] for i in self.task_index]
-
+from retain.data.lerobot_layout import (ACTION_KEY, CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, IMAGE_PREFIX, IMAGE_STORAGE,
+                                        STATE_KEY, TOLERANCE_S, VIDEO_FILE_MB, VIDEO_PATH, DemoData, Episode, read_parquet)
 
 # -- writing ---------------------------------------------------------------------------------------
 def write_dataset(path: "str | os.PathLike", episodes: Sequence[Episode], fps: float, *, camera: str = "top",
@@ -343,7 +294,7 @@ def _read_frames(fs, root: str, shown: str, wanted: list[str]) -> pa.Table:
         raise invalid(f"{shown} has no data/**/*.parquet files; write the frames under data/")
     parts = []
     for f in files:
-        t = _read_parquet(fs, f, shown)
+        t = read_parquet(fs, f, shown)
         missing = [c for c in wanted if c not in t.column_names and c != "timestamp"]
         if missing:
             raise invalid(f"{shown}: {f.rsplit('/', 1)[-1]} lacks column(s) {', '.join(missing)}")
@@ -364,23 +315,11 @@ def _select_episodes(table: pa.Table, wanted: Sequence[int], path) -> pa.Table:
     return table.filter(pa.array(np.isin(ep, want)))
 
 
-def _read_parquet(fs, f: str, shown: str) -> pa.Table:
-    try:
-        with open_in(fs, f, "dataset file") as fh:
-            # No Arrow thread at all: read_table (even with use_threads=False) and a Python file
-            # object start C++ pool threads that are still alive when the process exits, and an
-            # exit racing them ended in std::terminate (exit 134, "terminate called without an
-            # active exception") after a clean error line, about 1 run in 50.
-            return pq.ParquetFile(pa.BufferReader(fh.read())).read(use_threads=False)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise corrupt(f"{shown}: cannot read {f.rsplit('/', 1)[-1]} as parquet ({e})") from None
-
-
 def _read_tasks(fs, root: str, shown: str) -> list[str]:
     p = f"{root.rstrip('/')}/meta/tasks.parquet"
     if not fs.exists(p):
         raise invalid(f"{shown} has no meta/tasks.parquet; it maps task_index to instruction text")
-    t = _read_parquet(fs, p, shown)
+    t = read_parquet(fs, p, shown)
     # LeRobot writes the task text as the (pandas) index; we write it as a column.
     text_col = next((c for c in ("task", "__index_level_0__") if c in t.column_names), None)
     if text_col is None or "task_index" not in t.column_names:

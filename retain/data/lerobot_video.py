@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from registry.errors import corrupt, invalid, not_found
 from registry.files import open_in
-from retain.data.lerobot import VIDEO_PATH, Episode, _read_parquet
+from retain.data.lerobot_layout import VIDEO_PATH, Episode, read_parquet
 
 COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
@@ -142,7 +142,7 @@ def _episode_files(fs, root: str, shown: str, key: str) -> dict[int, tuple[int, 
     cols = ["episode_index"] + [f"videos/{key}/{c}" for c in COLUMNS]
     out: dict[int, tuple[int, int, float, float]] = {}
     for f in files:
-        t = _read_parquet(fs, f, shown)
+        t = read_parquet(fs, f, shown)
         if f"videos/{key}/chunk_index" not in t.column_names or f"videos/{key}/file_index" not in t.column_names:
             raise invalid(f"{shown}: feature {key!r} is declared as video but meta/episodes names no file for it "
                           f"(no videos/{key}/chunk_index and file_index columns); add them or declare it as an image")

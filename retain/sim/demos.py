@@ -6,7 +6,7 @@ import numpy as np
 from typing import Sequence
 
 from registry.errors import invalid, invalid_state
-from retain.data.lerobot import Episode
+from retain.data.lerobot_layout import Episode
 from retain.sim.batch import TabletopBatch
 from retain.sim.world import WorldConfig, instructed_targets
 
