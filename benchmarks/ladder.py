@@ -137,9 +137,13 @@ def summarise_cell_group(dirs: list[Path]) -> dict | None:
     z = testbed.paired(results, skill, best, alphas, families)
     base, ft, merge = summary[str(alphas[0])], summary[str(alphas[-1])], summary[str(best)]
     para = "ood:paraphrase" in settings
+    seeds = sorted({r["seed"] for r in results})
+    # pooled rows hide a seed whose finetune failed (and whose merges then "gain"): show each seed's
+    by_seed = {s: testbed.summarise([r for r in results if r["seed"] == s], [skill], alphas, settings)[skill][str(alphas[-1])]["id"]
+               for s in seeds}
     return {
-        "seeds": sorted({r["seed"] for r in results}),
-        "finetune_id": ft["id"], "finetune_ood": ft["ood"], "best_merge": testbed._label(best), "modality": _modality(best),
+        "seeds": seeds,
+        "finetune_id": ft["id"], "finetune_id_by_seed": by_seed, "finetune_ood": ft["ood"], "best_merge": testbed._label(best), "modality": _modality(best),
         "merge_id": merge["id"], "merge_ood": merge["ood"], "gain": merge["ood"] - ft["ood"],
         "z_vs_finetune": z.get(f"vs_alpha_{alphas[-1]:g}", {}).get("z"),
         "kept": merge[GENERALIST] / base[GENERALIST] if base[GENERALIST] else float("nan"),
@@ -171,7 +175,7 @@ def cmd_report(args) -> int:
             "| paraphrase FT / merge |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head] + [
         f"| {r['base']} | {100 * r['strength']:.1f} | {r['mode']} | {r['skill']} | {','.join(map(str, r['seeds']))} "
-        f"| {100 * r['finetune_id']:.1f} | {100 * r['finetune_ood']:.1f} | {r['best_merge']} | {100 * r['merge_ood']:.1f} "
+        f"| {_ft_id(r)} | {100 * r['finetune_ood']:.1f} | {r['best_merge']} | {100 * r['merge_ood']:.1f} "
         f"| {100 * r['gain']:+.1f} | {r['z_vs_finetune']} | {100 * r['kept']:.0f}% | "
         + (f"{100 * r['paraphrase_finetune']:.1f} / {100 * r['paraphrase_merge']:.1f} |" if r["paraphrase_finetune"] is not None else "- |")
         for r in rows]
@@ -184,6 +188,13 @@ def cmd_report(args) -> int:
         print(f"no plot: {e}")
     print(f"wrote {out / 'ladder.md'}, {out / 'ladder.json'} and {out / 'ladder.png'}")
     return 0
+
+
+def _ft_id(row: dict) -> str:
+    """The pooled finetune ID, with each seed's in brackets when there are several."""
+    pooled = f"{100 * row['finetune_id']:.1f}"
+    per = row["finetune_id_by_seed"]
+    return pooled if len(per) < 2 else f"{pooled} ({' / '.join(f'{100 * v:.0f}' for v in per.values())})"
 
 
 def plot_gain(rows: list[dict], path: Path) -> Path:

@@ -39,6 +39,20 @@ def test_report_reads_the_gain_of_the_best_merge(tmp_path, capsys):
     assert "| b | 40.0 | task | plates | 0,1 |" in capsys.readouterr().out
 
 
+def test_report_shows_each_seeds_finetune_id_beside_the_pooled_one(tmp_path, capsys):
+    _cell(tmp_path / "b" / "task" / "plates" / "seed0", 0, "0111")
+    _cell(tmp_path / "b" / "task" / "plates" / "seed1", 1, "0111")
+    failed = tmp_path / "b" / "task" / "plates" / "seed1" / "testbed.json"
+    saved = json.loads(failed.read_text())
+    saved["results"][-1]["id"] = [1, 4]  # seed 1's finetune learned little of the skill
+    failed.write_text(json.dumps(saved))
+    (tmp_path / "b" / "strength.json").write_text(json.dumps({"put-in-box": {"generalist": 40.0}}))
+    assert ladder.main(["report", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "ladder.json").read_text())
+    assert row["finetune_id"] == 5 / 8 and row["finetune_id_by_seed"] == {"0": 1.0, "1": 0.25}
+    assert "| 0,1 | 62.5 (100 / 25) |" in capsys.readouterr().out
+
+
 def test_a_base_without_weights_is_refused(tmp_path):
     try:
         ladder.main(["run", "--base", f"x={tmp_path}", "--out", str(tmp_path / "o")])
