@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from registry import db
 from registry.api import Registry
@@ -174,8 +174,6 @@ class _Interrupted(Exception):
 def test_an_upgrade_that_fails_midway_leaves_the_schema_where_it_was(db_url):
     """One upgrade is one transaction: a failure after 0002 ran keeps the database at 0001, so a
     process waiting to migrate never sees a half-done upgrade (it would re-run 0002 and fail)."""
-    from sqlalchemy import event
-
     engine = db.make_engine(db_url)
     db.upgrade(engine, "0001")
     with engine.begin() as conn:
