@@ -93,6 +93,29 @@ def test_frozen_encoder_is_cached_and_the_cache_follows_its_weights():
     assert not torch.allclose(before, after)  # not served from the stale cache
 
 
+def test_rollouts_encode_each_instruction_once_even_with_a_trainable_encoder():
+    adapter = get_policy("builtin-vla")
+    model = adapter.build(SMALL, seed=0).eval()
+    assert all(p.requires_grad for p in model.language.text.parameters())  # as after learn's finetune
+    calls = []
+    model.language.text.register_forward_hook(lambda *_: calls.append(1))
+    rng = np.random.default_rng(0)
+    obs = {"image": rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8),
+           "state": rng.standard_normal((3, 5)).astype(np.float32)}
+    instructions = ["put the red cube in the box"] * 2 + ["press the blue button"]
+    first = adapter.act_chunk(model, obs, instructions)
+    second = adapter.act_chunk(model, obs, instructions)
+    assert len(calls) == 1 and len(model.language._cache) == 2
+    np.testing.assert_array_equal(first, second)
+    with torch.no_grad():
+        model.language.text.embeddings.word_embeddings.weight.mul_(0.5)  # a merge writes in place
+    third = adapter.act_chunk(model, obs, instructions)
+    assert len(calls) == 2 and not np.array_equal(first, third)
+    loss, _ = adapter.loss(model, _batch())  # training with the encoder trainable bypasses the cache
+    loss.backward()
+    assert model.language.text.embeddings.word_embeddings.weight.grad is not None
+
+
 def test_unfrozen_encoder_trains_and_matches_the_cached_path():
     adapter = get_policy("builtin-vla")
     model = adapter.build(SMALL, seed=0).eval()

@@ -338,16 +338,20 @@ class LanguageBackbone(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """(B, L, D) the pretrained encoder's projected outputs, computed once per distinct token row
-        (a batch of one skill's demos holds one instruction); while the encoder is frozen, rows seen
-        before come from the cache, which any change of its weights empties."""
+        (a batch of one skill's demos holds one instruction); while the encoder is frozen or no gradient
+        is taken, rows seen before come from the cache, which any change of its weights empties."""
         params = list(self.text.parameters())
         uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
         umask = uniq != 0  # [PAD] is id 0
-        stamp = tuple(p._version for p in params)  # bumped by every in-place write: an optimizer step, a load
-        if any(p.requires_grad for p in params) or stamp != self._cache_stamp:
+        # _version is bumped by every in-place write (an optimizer step, a load, a merge); the
+        # storage address catches a parameter replaced by a new tensor
+        stamp = tuple((p.data_ptr(), p._version) for p in params)
+        # a rollout (no grad) reads the cache too, so it encodes each instruction once, not per chunk
+        trains_text = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if trains_text or stamp != self._cache_stamp:
             self._cache.clear()
             self._cache_stamp = stamp
-        if any(p.requires_grad for p in params):
+        if trains_text:
             hidden = self.text(uniq, umask)
         else:
             keys = [row.tobytes() for row in uniq.cpu().numpy()]
