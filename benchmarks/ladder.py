@@ -146,7 +146,7 @@ def summarise_cell_group(dirs: list[Path]) -> dict | None:
         "finetune_id": ft["id"], "finetune_id_by_seed": by_seed, "finetune_ood": ft["ood"], "best_merge": testbed._label(best), "modality": _modality(best),
         "merge_id": merge["id"], "merge_ood": merge["ood"], "gain": merge["ood"] - ft["ood"],
         "z_vs_finetune": z.get(f"vs_alpha_{alphas[-1]:g}", {}).get("z"),
-        "kept": merge[GENERALIST] / base[GENERALIST] if base[GENERALIST] else float("nan"),
+        "kept": merge[GENERALIST] / base[GENERALIST] if base[GENERALIST] else None,  # a base at 0% has nothing to keep
         "base_generalist": base[GENERALIST], "finetune_generalist": ft[GENERALIST],
         "paraphrase_finetune": ft["ood:paraphrase"] if para else None, "paraphrase_merge": merge["ood:paraphrase"] if para else None,
     }
@@ -176,7 +176,7 @@ def cmd_report(args) -> int:
     lines = [head] + [
         f"| {r['base']} | {100 * r['strength']:.1f} | {r['mode']} | {r['skill']} | {','.join(map(str, r['seeds']))} "
         f"| {_ft_id(r)} | {100 * r['finetune_ood']:.1f} | {r['best_merge']} | {100 * r['merge_ood']:.1f} "
-        f"| {100 * r['gain']:+.1f} | {r['z_vs_finetune']} | {100 * r['kept']:.0f}% | "
+        f"| {100 * r['gain']:+.1f} | {r['z_vs_finetune']} | {_percent(r['kept'])} | "
         + (f"{100 * r['paraphrase_finetune']:.1f} / {100 * r['paraphrase_merge']:.1f} |" if r["paraphrase_finetune"] is not None else "- |")
         for r in rows]
     (out / "ladder.md").write_text("\n".join(lines) + "\n")
@@ -188,6 +188,10 @@ def cmd_report(args) -> int:
         print(f"no plot: {e}")
     print(f"wrote {out / 'ladder.md'}, {out / 'ladder.json'} and {out / 'ladder.png'}")
     return 0
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
 
 
 def _ft_id(row: dict) -> str:

@@ -53,6 +53,19 @@ def test_report_shows_each_seeds_finetune_id_beside_the_pooled_one(tmp_path, cap
     assert "| 0,1 | 62.5 (100 / 25) |" in capsys.readouterr().out
 
 
+def test_a_base_at_zero_has_no_share_kept_and_the_json_stays_json(tmp_path, capsys):
+    _cell(tmp_path / "b" / "task" / "plates" / "seed0", 0, "0111")
+    cell = tmp_path / "b" / "task" / "plates" / "seed0" / "testbed.json"
+    saved = json.loads(cell.read_text())
+    saved["results"][0]["generalist"] = [0, 10]  # alpha 0: the base solves none of the suite
+    cell.write_text(json.dumps(saved))
+    (tmp_path / "b" / "strength.json").write_text(json.dumps({"put-in-box": {"generalist": 0.0}}))
+    assert ladder.main(["report", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "ladder.json").read_text()
+    assert "NaN" not in text and json.loads(text)[0]["kept"] is None
+    assert "| +50.0 | 1.41 | - |" in capsys.readouterr().out
+
+
 def test_a_base_without_weights_is_refused(tmp_path):
     try:
         ladder.main(["run", "--base", f"x={tmp_path}", "--out", str(tmp_path / "o")])
