@@ -166,7 +166,8 @@ def cmd_report(args) -> int:
             for skill_dir in sorted(p for p in mode_dir.iterdir() if p.is_dir()):
                 row = summarise_cell_group(sorted(skill_dir.glob("seed*")))
                 if row:
-                    rows.append({"base": base_dir.name, "strength": strength, "mode": mode_dir.name, "skill": skill_dir.name, **row})
+                    rows.append({"base": base_dir.name, "strength": strength, "language_backbone": _language_backbone(base_dir),
+                                 "mode": mode_dir.name, "skill": skill_dir.name, **row})
     if not rows:
         print(f"no finished cell under {out}")
         return 1
@@ -190,6 +191,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _language_backbone(base_dir: Path) -> str:
+    """"minilm" for a rung whose recorded recipe reads instructions with the pretrained encoder;
+    "hashed" otherwise (the shipped rungs record no recipe and use hashed words)."""
+    try:
+        config = json.loads((base_dir / "recipe.json").read_text())["recipe"]["policy_config"]
+    except (OSError, ValueError, KeyError):
+        return "hashed"
+    return config.get("language_backbone", "hashed")
+
+
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
@@ -203,7 +214,8 @@ def _ft_id(row: dict) -> str:
 
 def plot_gain(rows: list[dict], path: Path) -> Path:
     """The gain of the best merge over the finetune (points) against the base's generalist success,
-    one line per skill, one panel per finetune mode."""
+    one line per skill through the rungs with hashed words, one panel per finetune mode. A rung with
+    a pretrained language backbone is a different kind of base, so its points stand apart as stars."""
     from registry.plots import pyplot
 
     plt = pyplot()
@@ -212,7 +224,12 @@ def plot_gain(rows: list[dict], path: Path) -> Path:
     for ax, mode in zip(axes[0], modes):
         for skill in sorted({r["skill"] for r in rows if r["mode"] == mode}):
             mine = sorted((r for r in rows if r["mode"] == mode and r["skill"] == skill), key=lambda r: r["strength"])
-            line, = ax.plot([100 * r["strength"] for r in mine], [100 * r["gain"] for r in mine], marker="o", linewidth=2, label=skill)
+            hashed = [r for r in mine if r.get("language_backbone", "hashed") == "hashed"]
+            line, = ax.plot([100 * r["strength"] for r in hashed], [100 * r["gain"] for r in hashed], marker="o", linewidth=2, label=skill)
+            apart = [r for r in mine if r not in hashed]
+            if apart:
+                ax.plot([100 * r["strength"] for r in apart], [100 * r["gain"] for r in apart], linestyle="none", marker="*",
+                        markersize=12, color=line.get_color(), label=f"{skill}, {apart[0]['language_backbone']} words")
             for r in mine:  # a gain is read with its paired z, never alone
                 ax.annotate(f"{r['base']}, z {r['z_vs_finetune']:+.1f}", (100 * r["strength"], 100 * r["gain"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())

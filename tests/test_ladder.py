@@ -66,6 +66,18 @@ def test_a_base_at_zero_has_no_share_kept_and_the_json_stays_json(tmp_path, caps
     assert "| +50.0 | 1.41 | - |" in capsys.readouterr().out
 
 
+def test_report_tells_a_rung_with_a_pretrained_language_backbone_apart(tmp_path):
+    for base, strength in (("b", 40.0), ("m", 45.0)):
+        _cell(tmp_path / base / "task" / "plates" / "seed0", 0, "0111")
+        (tmp_path / base / "strength.json").write_text(json.dumps({"put-in-box": {"generalist": strength}}))
+    recipe = {"recipe": {"policy_config": {"language_backbone": "minilm", "max_words": 24}}}
+    (tmp_path / "m" / "recipe.json").write_text(json.dumps(recipe))
+    assert ladder.main(["report", "--out", str(tmp_path)]) == 0
+    rows = {r["base"]: r["language_backbone"] for r in json.loads((tmp_path / "ladder.json").read_text())}
+    assert rows == {"b": "hashed", "m": "minilm"}
+    assert (tmp_path / "ladder.png").stat().st_size > 0
+
+
 def test_a_base_without_weights_is_refused(tmp_path):
     try:
         ladder.main(["run", "--base", f"x={tmp_path}", "--out", str(tmp_path / "o")])
